@@ -1,0 +1,27 @@
+# ISA selection.
+#
+# Portable build (default): every file is compiled for the baseline x86-64 ISA, except
+# the GEMM micro-kernels, which are compiled once per ISA (gemm/kernel_avx2.cpp,
+# gemm/kernel_avx512.cpp) and chosen at run time from what the CPU reports; elementwise
+# kernels use FASTNN_CLONES (GCC/Clang target_clones) for the same effect.
+#
+# FASTNN_NATIVE=ON: everything is compiled with -march=native and the run-time choice
+# only picks among the kernels that this machine supports.
+function(fastnn_apply_isa_flags target)
+  set(_x86 OFF)
+  if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64|i.86")
+    set(_x86 ON)
+  endif()
+  if(FASTNN_NATIVE)
+    target_compile_options(${target} PRIVATE -march=native)
+  endif()
+  if(_x86)
+    target_compile_definitions(${target} PRIVATE FASTNN_X86=1)
+    set_source_files_properties(
+      ${CMAKE_CURRENT_SOURCE_DIR}/cpp/cpu/gemm/kernel_avx2.cpp
+      PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma")
+    set_source_files_properties(
+      ${CMAKE_CURRENT_SOURCE_DIR}/cpp/cpu/gemm/kernel_avx512.cpp
+      PROPERTIES COMPILE_OPTIONS "-mavx512f;-mavx512vl;-mavx2;-mfma")
+  endif()
+endfunction()

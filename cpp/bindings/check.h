@@ -1,0 +1,90 @@
+// Argument checking for the bindings: every buffer is validated here, with a message
+// that names the operation, the argument and what was expected, before the GIL is
+// released and a raw pointer reaches a kernel. Nothing is ever converted or copied:
+// a buffer a kernel writes must be exactly the array the caller passed.
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace fastnn::bind {
+
+namespace py = pybind11;
+
+std::string shape_str(const std::vector<int64_t>& shape);
+
+// A checked array: raw pointer plus its shape (wildcards in the request filled in).
+template <class T>
+struct Buf {
+  T* data = nullptr;
+  std::vector<int64_t> shape;
+  int64_t size = 0;
+  int64_t operator[](size_t i) const { return shape[i]; }
+};
+
+// Expected shape: each entry a size, or ANY. `doc` is the symbolic shape for messages,
+// e.g. "(N, IC)".
+constexpr int64_t ANY = -1;
+
+void fail_type(const char* op, const char* name, const std::string& what);
+void fail_value(const char* op, const char* name, const std::string& what);
+
+// Checks obj is a C-contiguous numpy array of dtype T with the expected shape (all sizes
+// >= 1), and writeable when `writable`. Raises TypeError / ValueError otherwise.
+template <class T>
+Buf<T> get(const char* op, const char* name, py::handle obj, std::vector<int64_t> dims,
+           const char* doc, bool writable);
+
+template <class T>
+Buf<T> in(const char* op, const char* name, py::handle obj, std::vector<int64_t> dims,
+          const char* doc) {
+  return get<T>(op, name, obj, std::move(dims), doc, false);
+}
+template <class T>
+Buf<T> out(const char* op, const char* name, py::handle obj, std::vector<int64_t> dims,
+           const char* doc) {
+  return get<T>(op, name, obj, std::move(dims), doc, true);
+}
+// As in/out, but None gives an empty Buf (data == nullptr): "not needed".
+template <class T>
+Buf<T> in_opt(const char* op, const char* name, py::handle obj, std::vector<int64_t> dims,
+              const char* doc) {
+  if (obj.is_none()) return {};
+  return in<T>(op, name, obj, std::move(dims), doc);
+}
+template <class T>
+Buf<T> out_opt(const char* op, const char* name, py::handle obj, std::vector<int64_t> dims,
+               const char* doc) {
+  if (obj.is_none()) return {};
+  return out<T>(op, name, obj, std::move(dims), doc);
+}
+
+// Raises ValueError when the memory of an output overlaps that of an input it must not.
+template <class A, class B>
+void no_overlap(const char* op, const char* out_name, const Buf<A>& o, const char* in_name,
+                const Buf<B>& i) {
+  if (!o.data || !i.data) return;
+  auto o0 = reinterpret_cast<const char*>(o.data), o1 = o0 + o.size * sizeof(A);
+  auto i0 = reinterpret_cast<const char*>(i.data), i1 = i0 + i.size * sizeof(B);
+  if (o0 < i1 && i0 < o1)
+    fail_value(op, out_name, std::string("must not share memory with '") + in_name + "'");
+}
+
+// Raises ValueError unless cond; `what` completes "'name' ...".
+inline void require(bool cond, const char* op, const char* name, const std::string& what) {
+  if (!cond) fail_value(op, name, what);
+}
+
+// Registration functions, one per operator file.
+void bind_runtime(py::module_& m);
+void bind_gemm(py::module_& m);
+void bind_dense(py::module_& m);
+void bind_activation(py::module_& m);
+void bind_loss(py::module_& m);
+void bind_optim(py::module_& m);
+void bind_dropout(py::module_& m);
+
+}  // namespace fastnn::bind
