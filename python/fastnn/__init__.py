@@ -1,10 +1,22 @@
 """fastnn: a small, fast deep-learning library for the CPU.
 
-C++/OpenMP kernels (fastnn._core) behind a Keras-shaped Python API.
+C++/OpenMP kernels (``fastnn._core``, functional wrappers in ``fastnn.ops``, NumPy twins in
+``fastnn.reference``) behind a Keras-shaped API::
+
+    import fastnn as fn
+    model = fn.Sequential([fn.layers.Flatten(input_shape=(28, 28)),
+                           fn.layers.Dense(128, activation="relu"),
+                           fn.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 """
 from . import _core
 from ._runtime import build_info, get_num_threads, set_num_threads
+from . import callbacks, datasets, initializers, layers, losses, metrics, ops, optim, reference
+from . import models
+from .models import Sequential, load_model, set_random_seed
 
 __version__ = _core.__version__
 
-__all__ = ["build_info", "get_num_threads", "set_num_threads", "__version__"]
+__all__ = ["Sequential", "load_model", "set_random_seed", "build_info", "get_num_threads",
+           "set_num_threads", "callbacks", "datasets", "initializers", "layers", "losses",
+           "metrics", "models", "ops", "optim", "reference", "__version__"]

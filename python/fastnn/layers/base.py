@@ -1,0 +1,161 @@
+"""The Layer base class.
+
+A layer is a small object with three duties:
+
+- ``build(input_shape)`` declares its parameters with ``add_weight`` and returns its
+  output shape (shapes exclude the batch axis);
+- ``forward(x, training)`` returns y and keeps what backward needs;
+- ``backward(dy)`` adds into its parameter gradients and returns dx (or None when
+  ``need_input_grad`` is False: the first layers of a model need no input gradient).
+
+Parameters live in one flat float32 buffer owned by the model, gradients in another;
+``bind`` hands a layer its views into both. A layer used on its own binds to buffers of
+its own on first use.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from .. import initializers
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register(cls):
+    """Class decorator: make a layer class loadable by name from a saved model."""
+    _REGISTRY[cls.__name__] = cls
+    return cls
+
+
+def layer_class(name: str) -> type:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown layer class {name!r}; known: {sorted(_REGISTRY)}") from None
+
+
+def _shape_tuple(shape, what: str) -> tuple:
+    try:
+        t = tuple(int(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"{what} must be a tuple of ints, got {shape!r}") from None
+    if any(s < 1 for s in t):
+        raise ValueError(f"{what} must hold positive sizes, got {t}")
+    return t
+
+
+class Layer(ABC):
+    """Base class: see the module docstring."""
+
+    _counts: dict[str, int] = {}
+
+    def __init__(self, name: str | None = None, input_shape=None, trainable: bool = True):
+        if name is None:
+            base = _snake(type(self).__name__)
+            n = Layer._counts.get(base, 0)
+            Layer._counts[base] = n + 1
+            name = base if n == 0 else f"{base}_{n}"
+        self.name = name
+        self.input_shape = None if input_shape is None else _shape_tuple(input_shape, f"{name}: input_shape")
+        self.trainable = trainable
+        self.built = False
+        self.need_input_grad = True
+        self.output_shape: tuple | None = None
+        self._specs: list[tuple[str, tuple, object]] = []  # (name, shape, initializer)
+        self._bufs: dict[tuple, np.ndarray] = {}
+
+    # --- building -------------------------------------------------------------------
+    def add_weight(self, name: str, shape, initializer="glorot_uniform") -> None:
+        """Declare a parameter; it becomes attribute ``name`` (and ``d<name>`` for its
+        gradient) once the layer is bound to parameter buffers."""
+        self._specs.append((name, tuple(int(s) for s in shape), initializers.get(initializer)))
+
+    def build(self, input_shape: tuple) -> tuple:
+        """Declare parameters for this input shape; return the output shape."""
+        return tuple(input_shape)
+
+    def _build(self, input_shape: tuple) -> tuple:
+        if self.input_shape is not None and tuple(input_shape) != self.input_shape:
+            raise ValueError(f"{self.name}: expected input shape {self.input_shape}, got {tuple(input_shape)}")
+        self._specs = []
+        self.input_shape = tuple(input_shape)
+        self.output_shape = tuple(self.build(self.input_shape))
+        self.built = True
+        return self.output_shape
+
+    @property
+    def param_count(self) -> int:
+        return sum(int(np.prod(s)) for _, s, _ in self._specs)
+
+    def bind(self, params: np.ndarray, grads: np.ndarray, offset: int) -> int:
+        """Point each declared parameter at its slice of the flat buffers."""
+        for name, shape, _ in self._specs:
+            size = int(np.prod(shape))
+            setattr(self, name, params[offset:offset + size].reshape(shape))
+            setattr(self, "d" + name, grads[offset:offset + size].reshape(shape))
+            offset += size
+        return offset
+
+    def initialize(self, rng: np.random.Generator) -> None:
+        for name, shape, init in self._specs:
+            getattr(self, name)[...] = init(shape, rng)
+
+    def weights(self) -> list[tuple[str, np.ndarray]]:
+        return [(name, getattr(self, name)) for name, _, _ in self._specs]
+
+    # --- running --------------------------------------------------------------------
+    @abstractmethod
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """Return the layer's output for a batch x; when training, keep what backward needs."""
+
+    @abstractmethod
+    def backward(self, dy: np.ndarray):
+        """Add into the parameter gradients; return dx (None if not need_input_grad)."""
+
+    def buffer(self, key: str, shape: tuple, dtype=np.float32, zero: bool = False) -> np.ndarray:
+        """A scratch array reused from call to call while the shape stays the same."""
+        k = (key, shape, np.dtype(dtype).str)
+        b = self._bufs.get(k)
+        if b is None:
+            if len(self._bufs) > 32:
+                self._bufs.clear()
+            b = self._bufs[k] = np.empty(shape, dtype=dtype)
+        if zero:
+            b.fill(0)
+        return b
+
+    def __call__(self, x):
+        """Run the layer on its own (inference), building it on first use."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not self.built:
+            self._build(x.shape[1:])
+            n = self.param_count
+            p, g = np.empty(n, np.float32), np.zeros(n, np.float32)
+            self.bind(p, g, 0)
+            self.initialize(np.random.default_rng())
+        return self.forward(x, training=False)
+
+    # --- saving ---------------------------------------------------------------------
+    def get_config(self) -> dict:
+        cfg = {"name": self.name, "trainable": self.trainable}
+        if self.input_shape is not None:
+            cfg["input_shape"] = list(self.input_shape)
+        return cfg
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name}>"
+
+
+def _snake(name: str) -> str:
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and (not name[i - 1].isupper()):
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)

@@ -1,0 +1,149 @@
+"""Optimizers (Keras names and defaults). Each owns flat state buffers the size of the
+model's flat parameter buffer, and one step is one fused kernel call over all of it."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+
+
+class Optimizer:
+    """Base class: ``build(n)`` allocates state, ``step(params, grads)`` updates in place."""
+
+    def __init__(self, learning_rate: float, weight_decay: float = 0.0):
+        self.learning_rate = _positive(learning_rate, "learning_rate", type(self).__name__)
+        if weight_decay < 0:
+            raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got {weight_decay!r}")
+        self.weight_decay = float(weight_decay)
+        self.iterations = 0
+        self._n = None
+
+    def build(self, n: int) -> None:
+        if self._n != n:
+            self._n = n
+            self.iterations = 0
+            self._state = {k: np.zeros(n, np.float32) for k in self.state_names()}
+            self._init_state()
+
+    def state_names(self) -> tuple:
+        return ()
+
+    def _init_state(self):
+        pass
+
+    def step(self, params: np.ndarray, grads: np.ndarray) -> None:
+        self.iterations += 1
+        self._apply(params, grads)
+
+    def state(self) -> dict:
+        return dict(self._state) if self._n is not None else {}
+
+    def get_config(self) -> dict:
+        return {"class": type(self).__name__, "learning_rate": self.learning_rate,
+                "weight_decay": self.weight_decay}
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay."""
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(learning_rate, weight_decay)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"SGD: momentum must be in [0, 1), got {momentum!r}")
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+
+    def state_names(self):
+        return ("velocity",) if self.momentum else ()
+
+    def _apply(self, params, grads):
+        _core.sgd_step(params, self._state.get("velocity"), grads, self.learning_rate,
+                       self.momentum, self.nesterov, self.weight_decay)
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with L2 weight decay added to the gradient."""
+
+    decoupled = False
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 weight_decay=0.0):
+        super().__init__(learning_rate, weight_decay)
+        for name, b in (("beta_1", beta_1), ("beta_2", beta_2)):
+            if not 0.0 <= b < 1.0:
+                raise ValueError(f"{type(self).__name__}: {name} must be in [0, 1), got {b!r}")
+        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
+        self.epsilon = _positive(epsilon, "epsilon", type(self).__name__)
+
+    def state_names(self):
+        return ("m", "v")
+
+    def _apply(self, params, grads):
+        s = self._state
+        _core.adam_step(params, s["m"], s["v"], grads, self.learning_rate, self.beta_1,
+                        self.beta_2, self.epsilon, self.weight_decay, self.decoupled,
+                        self.iterations)
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
+                "epsilon": self.epsilon}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter)."""
+
+    decoupled = True
+
+    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-7):
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, weight_decay)
+
+
+class Adagrad(Optimizer):
+    """AdaGrad: per-parameter learning rates from the sum of squared gradients."""
+
+    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7,
+                 weight_decay=0.0):
+        super().__init__(learning_rate, weight_decay)
+        self.initial_accumulator_value = float(initial_accumulator_value)
+        self.epsilon = _positive(epsilon, "epsilon", "Adagrad")
+
+    def state_names(self):
+        return ("accumulator",)
+
+    def _init_state(self):
+        self._state["accumulator"].fill(self.initial_accumulator_value)
+
+    def _apply(self, params, grads):
+        _core.adagrad_step(params, self._state["accumulator"], grads, self.learning_rate,
+                           self.epsilon, self.weight_decay)
+
+    def get_config(self):
+        return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,
+                "epsilon": self.epsilon}
+
+
+def _positive(x, name, where):
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.floating)) or not x > 0:
+        raise ValueError(f"{where}: {name} must be a positive number, got {x!r}")
+    return float(x)
+
+
+_BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "adagrad": Adagrad}
+
+
+def get(opt) -> Optimizer:
+    """Resolve an optimizer name ("sgd", "adam", "adamw", "adagrad") or object."""
+    if isinstance(opt, Optimizer):
+        return opt
+    if isinstance(opt, str) and opt.lower() in _BY_NAME:
+        return _BY_NAME[opt.lower()]()
+    raise ValueError(f"unknown optimizer {opt!r}; expected a fastnn.optim.Optimizer or one of {sorted(_BY_NAME)}")
+
+
+def from_config(cfg: dict) -> Optimizer:
+    cfg = dict(cfg)
+    cls = {c.__name__: c for c in (SGD, Adam, AdamW, Adagrad)}[cfg.pop("class")]
+    return cls(**cfg)
