@@ -64,6 +64,7 @@ class Layer(ABC):
         self.need_input_grad = True
         self.output_shape: tuple | None = None
         self._specs: list[tuple[str, tuple, object]] = []  # (name, shape, initializer)
+        self._children: list[Layer] = []  # sub-layers of a composite layer, in build order
         self._bufs: dict[tuple, np.ndarray] = {}
 
     # --- building -------------------------------------------------------------------
@@ -71,6 +72,12 @@ class Layer(ABC):
         """Declare a parameter; it becomes attribute ``name`` (and ``d<name>`` for its
         gradient) once the layer is bound to parameter buffers."""
         self._specs.append((name, tuple(int(s) for s in shape), initializers.get(initializer)))
+
+    def add_sublayer(self, layer: "Layer", input_shape: tuple) -> tuple:
+        """Build a child layer inside build() of a composite layer (its parameters join
+        this layer's); returns the child's output shape."""
+        self._children.append(layer)
+        return layer._build(tuple(input_shape))
 
     def build(self, input_shape: tuple) -> tuple:
         """Declare parameters for this input shape; return the output shape."""
@@ -80,6 +87,7 @@ class Layer(ABC):
         if self.input_shape is not None and tuple(input_shape) != self.input_shape:
             raise ValueError(f"{self.name}: expected input shape {self.input_shape}, got {tuple(input_shape)}")
         self._specs = []
+        self._children = []
         self.input_shape = tuple(input_shape)
         self.output_shape = tuple(self.build(self.input_shape))
         self.built = True
@@ -87,23 +95,33 @@ class Layer(ABC):
 
     @property
     def param_count(self) -> int:
-        return sum(int(np.prod(s)) for _, s, _ in self._specs)
+        own = sum(int(np.prod(s)) for _, s, _ in self._specs)
+        return own + sum(c.param_count for c in self._children)
 
     def bind(self, params: np.ndarray, grads: np.ndarray, offset: int) -> int:
-        """Point each declared parameter at its slice of the flat buffers."""
+        """Point each declared parameter (and the children's) at its slice of the flat
+        buffers; returns the offset after the last one."""
         for name, shape, _ in self._specs:
             size = int(np.prod(shape))
             setattr(self, name, params[offset:offset + size].reshape(shape))
             setattr(self, "d" + name, grads[offset:offset + size].reshape(shape))
             offset += size
+        for child in self._children:
+            offset = child.bind(params, grads, offset)
         return offset
 
     def initialize(self, rng: np.random.Generator) -> None:
         for name, shape, init in self._specs:
             getattr(self, name)[...] = init(shape, rng)
+        for child in self._children:
+            child.initialize(rng)
 
     def weights(self) -> list[tuple[str, np.ndarray]]:
-        return [(name, getattr(self, name)) for name, _, _ in self._specs]
+        """(name, array) of every parameter, children's prefixed with their names."""
+        own = [(name, getattr(self, name)) for name, _, _ in self._specs]
+        for child in self._children:
+            own += [(f"{child.name}.{n}", w) for n, w in child.weights()]
+        return own
 
     # --- running --------------------------------------------------------------------
     @abstractmethod
