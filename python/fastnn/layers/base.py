@@ -117,10 +117,10 @@ class Layer(ABC):
             child.initialize(rng)
 
     def weights(self) -> list[tuple[str, np.ndarray]]:
-        """(name, array) of every parameter, children's prefixed with their names."""
+        """(name, array) of every parameter; a child's are prefixed with its index."""
         own = [(name, getattr(self, name)) for name, _, _ in self._specs]
-        for child in self._children:
-            own += [(f"{child.name}.{n}", w) for n, w in child.weights()]
+        for i, child in enumerate(self._children):
+            own += [(f"{i}.{n}", w) for n, w in child.weights()]
         return own
 
     # --- running --------------------------------------------------------------------
