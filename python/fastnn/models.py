@@ -380,6 +380,8 @@ class Sequential:
         for i, layer in enumerate(self.layers):
             for name, w in layer.weights():
                 tensors[f"layers.{i}.{name}"] = w
+            for name, a in layer.state().items():
+                tensors[f"layers.{i}.state.{name}"] = a
         meta = {"fastnn_format": FORMAT_VERSION, "config": json.dumps(self.get_config())}
         if self._compile_args is not None:
             meta["compile"] = json.dumps(self._compile_args)
@@ -423,6 +425,11 @@ def load_model(path) -> Sequential:
                 raise ValueError(f"load_model: {path!r}: tensor {key!r} has shape {tensors[key].shape}, "
                                  f"the architecture needs {w.shape}")
             w[...] = tensors[key]
+        for name, a in layer.state().items():
+            key = f"layers.{i}.state.{name}"
+            if key not in tensors or tensors[key].shape != a.shape:
+                raise ValueError(f"load_model: {path!r} lacks layer state {key!r} of shape {a.shape}")
+            a[...] = tensors[key]
     if "compile" in meta:
         c = json.loads(meta["compile"])
         model.compile(optimizer=optim_mod.from_config(c["optimizer"]), loss=losses_mod.from_config(c["loss"]),

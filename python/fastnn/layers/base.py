@@ -123,6 +123,14 @@ class Layer(ABC):
             own += [(f"{i}.{n}", w) for n, w in child.weights()]
         return own
 
+    def state(self) -> dict:
+        """Non-trainable arrays saved with the model (e.g. running statistics); the
+        arrays returned are the layer's own, so loading writes into them in place."""
+        out = {}
+        for i, child in enumerate(self._children):
+            out.update({f"{i}.{k}": v for k, v in child.state().items()})
+        return out
+
     # --- running --------------------------------------------------------------------
     @abstractmethod
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
