@@ -203,6 +203,14 @@ def test_explicit_path_missing_files_raises_without_downloading(tmp_path, sandbo
     assert not (tmp_path / "xdg").exists()
 
 
+def test_explicit_path_that_is_a_file_is_refused(tmp_path):
+    f = tmp_path / "mnist.npz"
+    f.write_bytes(b"x")
+    with pytest.raises(NotADirectoryError, match=r"path must be the folder holding "
+                                                 r"train-images-idx3-ubyte\.gz.*is a file"):
+        mnist.load_data(path=f)
+
+
 def test_offline_missing_files_message_names_files_and_folders(tmp_path, monkeypatch, sandbox):
     monkeypatch.setenv("FASTNN_DATA", str(tmp_path / "data"))
     with pytest.raises(DatasetNotFoundError) as ei:
@@ -220,7 +228,7 @@ def test_offline_missing_files_message_names_files_and_folders(tmp_path, monkeyp
     assert len(sandbox.urls) == len(mnist.MIRRORS)
     assert sandbox.urls[0] == mnist.MIRRORS[0] + "train-images-idx3-ubyte.gz"
     assert sandbox.urls[1] == mnist.MIRRORS[1] + "train-images-idx3-ubyte.gz"
-    assert not cache.exists() or list(cache.iterdir()) == []
+    assert not (tmp_path / "xdg").exists()  # not even an empty cache folder
 
 
 def test_download_false_raises_without_network(tmp_path, sandbox, tiny):

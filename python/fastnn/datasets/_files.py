@@ -133,16 +133,17 @@ def _download(url: str, dest: Path, sha256: str) -> None:
     renamed over ``dest``; on any error (network, checksum, interrupt) the temporary file
     is removed and ``dest`` is untouched.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.{secrets.token_hex(6)}.part"
     h = hashlib.sha256()
     try:
-        with _open_url(url, _TIMEOUT_S) as resp, open(tmp, "xb") as out:
-            while chunk := resp.read(_CHUNK):
-                h.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+        with _open_url(url, _TIMEOUT_S) as resp:
+            dest.parent.mkdir(parents=True, exist_ok=True)  # only once a mirror answers
+            with open(tmp, "xb") as out:
+                while chunk := resp.read(_CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
         digest = h.hexdigest()
         if digest != sha256.lower():
             raise ChecksumMismatchError(
@@ -191,12 +192,16 @@ def fetch(name: str, files: Mapping[str, str], mirrors: Iterable[str] = (),
         verbose: print one line to stderr per file downloaded.
 
     Raises:
+        NotADirectoryError: ``path`` is a file, not a folder.
         DatasetNotFoundError: files are missing (and could not be downloaded); the
             message names them, the folders searched, and where to put them.
         ChecksumMismatchError: a file on disk has the wrong sha256.
     """
     if path is not None:
         folder = Path(path).expanduser()
+        if folder.is_file():
+            raise NotADirectoryError(f"{name}: path must be the folder holding "
+                                     f"{', '.join(files)}; {folder} is a file")
         missing = [f for f in files if not (folder / f).is_file()]
         if missing:
             raise DatasetNotFoundError(_missing_message(name, missing, [folder], True, []))
