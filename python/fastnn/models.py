@@ -253,11 +253,9 @@ class Sequential:
                 layer._calls = 0
         n = len(x)
         steps = (n + batch_size - 1) // batch_size
-        history = callbacks_mod.History()
         cbs = callbacks_mod.CallbackList(
-            [history, callbacks_mod.ProgbarLogger(verbose=_verbosity(verbose))] + list(callbacks or []),
-            model=self)
-        cbs.set_params({"epochs": epochs, "steps": steps, "samples": n, "batch_size": batch_size})
+            callbacks, add_history=True, add_progbar=True, verbose=_verbosity(verbose), model=self,
+            params={"epochs": epochs, "steps": steps, "samples": n, "batch_size": batch_size})
         self.stop_training = False
         self._emit_logits(True)
         try:
@@ -299,7 +297,7 @@ class Sequential:
             cbs.on_train_end({})
         finally:
             self._emit_logits(False)
-        return history
+        return cbs.history
 
     def _evaluate_arrays(self, x, y, batch_size) -> dict:
         for m in self.metrics:
