@@ -74,6 +74,9 @@ FASTNN_INLINE float row_expsum(float* e, const float* x, float m, int64_t C) {
 }
 
 // Rows [r0, r1) of softmax_xent; returns Σ_rows (logsumexp(x) − x[label]).
+// The exponentials of the other classes are summed apart from the label's (s_other), so
+// that 1 − p[label] = s_other / s and the loss log(s / e_label) stay accurate when the
+// prediction is nearly certain (p[label] ≈ 1), where p − 1 and log(s) would cancel.
 FASTNN_CLONES double xent_label_rows(float* dlogits, float* probs, const float* logits,
                                      const int32_t* labels, int64_t r0, int64_t r1,
                                      int64_t C, float scale) {
@@ -83,19 +86,22 @@ FASTNN_CLONES double xent_label_rows(float* dlogits, float* probs, const float* 
     float* p = probs ? probs + r * C : nullptr;
     const int32_t lab = labels[r];
     const float m = row_max(x, C);
-    const float s = row_expsum(p, x, m, C);
-    total += (double(m) - double(x[lab])) + double(std::log(s));
+    const float e_lab = vmath::vexp(x[lab] - m);
+    const float s_other = row_expsum(p, x, m, lab) +
+                          row_expsum(p ? p + lab + 1 : nullptr, x + lab + 1, m, C - lab - 1);
+    const float s = s_other + e_lab;
+    // log(s) − (x[label] − m) = (m − x[label]) + log1p(s − 1), with s − 1 formed exactly.
+    total += (double(m) - double(x[lab])) +
+             std::log1p(double(s_other) + (double(e_lab) - 1.0));
     const float inv = 1.0f / s;
     if (p) {
+      p[lab] = e_lab;
 #pragma omp simd
       for (int64_t c = 0; c < C; ++c) p[c] *= inv;
     }
     if (dlogits) {
       float* d = dlogits + r * C;
-      // The label's entry is redone as scale·(p − 1): p − 1 is exact there, whereas
-      // adding scale·p and then subtracting scale would cancel when p ≈ 1.
       const float d_lab = d[lab];
-      const float p_lab = p ? p[lab] : vmath::vexp(x[lab] - m) * inv;
       if (p) {
 #pragma omp simd
         for (int64_t c = 0; c < C; ++c) d[c] += scale * p[c];
@@ -103,7 +109,7 @@ FASTNN_CLONES double xent_label_rows(float* dlogits, float* probs, const float* 
 #pragma omp simd
         for (int64_t c = 0; c < C; ++c) d[c] += scale * (vmath::vexp(x[c] - m) * inv);
       }
-      d[lab] = d_lab + scale * (p_lab - 1.0f);
+      d[lab] = d_lab + scale * (-s_other * inv);  // scale·(p[label] − 1)
     }
   }
   return total;
