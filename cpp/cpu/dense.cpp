@@ -1,9 +1,11 @@
 // Dense (fully connected) layer: y = act(x·w + b) and its backward pass, on the GEMM.
 //
-// Forward is one GEMM that overwrites its output, then one fused epilogue pass per row
-// (bias add + activation, and the copy to z when z is kept); the alternative, filling
-// the output with the bias before an accumulating GEMM, costs an extra pass over the
-// output for every non-linear activation (see the commit that introduced this file).
+// Forward is one GEMM that overwrites its output, then one epilogue pass: for blocks of
+// rows (~1K elements, in L1) add the bias row by row, then apply the activation to the
+// block as one flat span, so short rows (OC = 10) still fill the vectors. Measured
+// against filling the output with the bias before an accumulating GEMM and applying the
+// activation afterwards: the same time for wide rows, and up to 2.5x faster than a
+// row-by-row activation at OC = 10 (numbers in the commit message).
 //
 // Backward forms dz = dy ⊙ act'(.) in one elementwise pass, then db by column sums (each
 // thread owns a range of columns and sums its rows in order), dw += xᵀ·dz and
@@ -12,6 +14,7 @@
 // that does not depend on the thread count.
 #include "fastnn/dense.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "fastnn/common.h"
@@ -32,13 +35,17 @@ namespace {
 // acc (rows,OC) += b (OC) when b;  y (rows,OC) = act(acc). y may be acc.
 FASTNN_CLONES void bias_act_rows(float* y, float* acc, const float* b, int64_t rows,
                                  int64_t OC, Act act) {
-  for (int64_t r = 0; r < rows; ++r) {
-    float* ar = acc + r * OC;
+  const int64_t block = OC >= 1024 ? 1 : 1024 / OC;  // rows per L1-sized block
+  for (int64_t r0 = 0; r0 < rows; r0 += block) {
+    const int64_t r1 = r0 + block < rows ? r0 + block : rows;
     if (b) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float* ar = acc + r * OC;
 #pragma omp simd
-      for (int64_t j = 0; j < OC; ++j) ar[j] += b[j];
+        for (int64_t j = 0; j < OC; ++j) ar[j] += b[j];
+      }
     }
-    vmath::act_span(y + r * OC, ar, OC, act);
+    vmath::act_span(y + r0 * OC, acc + r0 * OC, (r1 - r0) * OC, act);
   }
 }
 
