@@ -62,14 +62,14 @@ Buf<float> in_any(const char* op, const char* name, py::handle obj, size_t min_r
   return in<float>(op, name, obj, std::vector<int64_t>(nd, ANY), doc);
 }
 
+namespace {
+
 // An output that may be exactly the input array (same start, same shape) but must not
 // partially overlap it.
 void alias_or_disjoint(const char* op, const char* out_name, const Buf<float>& o,
                        const char* in_name, const Buf<float>& i) {
   if (o.data != i.data) no_overlap(op, out_name, o, in_name, i);
 }
-
-namespace {
 
 using ActForwardFn = void (*)(float*, const float*, int64_t, Act);
 using ActBackwardFn = void (*)(float*, const float*, const float*, const float*, int64_t, Act);
