@@ -1,7 +1,124 @@
+// Bindings of dense.h: dense_forward, dense_backward (and their plain twins under
+// fastnn._core.plain). 2-D arrays: x (N, IC), w (IC, OC), b (OC,), y/z/dy/dz (N, OC).
+#include "fastnn/dense.h"
+
+#include <string>
+#include <utility>
+
 #include "check.h"
+
+namespace fastnn {
+// Plain twins, defined in cpp/cpu/dense.cpp.
+void dense_forward_naive(float* y, float* z, const float* x, const float* w, const float* b,
+                         int64_t N, int64_t IC, int64_t OC, Act act);
+void dense_backward_naive(float* dx, float* dw, float* db, float* dz, const float* dy,
+                          const float* x, const float* w, const float* y, const float* z,
+                          int64_t N, int64_t IC, int64_t OC, Act act);
+}  // namespace fastnn
 
 namespace fastnn::bind {
 
-void bind_dense(py::module_& m) { (void)m; }
+// Defined in bindings/activation.cpp.
+const char* act_name(Act act);
+void bind_act_enum(py::module_& m);
+py::module_ plain_module(py::module_& m);
+
+namespace {
+
+using DenseForwardFn = void (*)(float*, float*, const float*, const float*, const float*,
+                                int64_t, int64_t, int64_t, Act);
+using DenseBackwardFn = void (*)(float*, float*, float*, float*, const float*, const float*,
+                                 const float*, const float*, const float*, int64_t, int64_t,
+                                 int64_t, Act);
+
+void def_all(py::module_& m, DenseForwardFn fwd, DenseBackwardFn bwd) {
+  m.def(
+      "dense_forward",
+      [fwd](py::handle y, py::handle z, py::handle x, py::handle w, py::handle b, Act act) {
+        const char* op = "dense_forward";
+        auto X = in<float>(op, "x", x, {ANY, ANY}, "(N, IC)");
+        const int64_t N = X[0], IC = X[1];
+        auto W = in<float>(op, "w", w, {IC, ANY}, "(IC, OC)");
+        const int64_t OC = W[1];
+        auto B = in_opt<float>(op, "b", b, {OC}, "(OC,)");
+        auto Y = out<float>(op, "y", y, {N, OC}, "(N, OC)");
+        auto Z = out_opt<float>(op, "z", z, {N, OC}, "(N, OC)");
+        no_overlap(op, "y", Y, "x", X);
+        no_overlap(op, "y", Y, "w", W);
+        no_overlap(op, "y", Y, "b", B);
+        no_overlap(op, "y", Y, "z", Z);
+        no_overlap(op, "z", Z, "x", X);
+        no_overlap(op, "z", Z, "w", W);
+        no_overlap(op, "z", Z, "b", B);
+        py::gil_scoped_release nogil;
+        fwd(Y.data, Z.data, X.data, W.data, B.data, N, IC, OC, act);
+      },
+      py::arg("y"), py::arg("z"), py::arg("x"), py::arg("w"), py::arg("b") = py::none(),
+      py::arg("act") = Act::linear,
+      "y (N,OC) = act(x (N,IC) @ w (IC,OC) + b (OC,)). z (N,OC), unless None, receives the "
+      "pre-activation x @ w + b (gelu's backward needs it). b may be None.");
+
+  m.def(
+      "dense_backward",
+      [bwd](py::handle dx, py::handle dw, py::handle db, py::handle dz, py::handle dy,
+            py::handle x, py::handle w, py::handle y, py::handle z, Act act) {
+        const char* op = "dense_backward";
+        auto W = in<float>(op, "w", w, {ANY, ANY}, "(IC, OC)");
+        const int64_t IC = W[0], OC = W[1];
+        auto DY = in<float>(op, "dy", dy, {ANY, OC}, "(N, OC)");
+        const int64_t N = DY[0];
+        auto X = in<float>(op, "x", x, {N, IC}, "(N, IC)");
+        auto Y = in_opt<float>(op, "y", y, {N, OC}, "(N, OC)");
+        auto Z = in_opt<float>(op, "z", z, {N, OC}, "(N, OC)");
+        auto DX = out_opt<float>(op, "dx", dx, {N, IC}, "(N, IC)");
+        auto DW = out_opt<float>(op, "dw", dw, {IC, OC}, "(IC, OC)");
+        auto DB = out_opt<float>(op, "db", db, {OC}, "(OC,)");
+        auto DZ = out_opt<float>(op, "dz", dz, {N, OC}, "(N, OC)");
+        const std::string a = act_name(act);
+        if (act != Act::linear)
+          require(DZ.data != nullptr, op, "dz",
+                  "(N, OC) scratch is required for activation " + a + ", got None");
+        if (act == Act::relu || act == Act::sigmoid || act == Act::tanh)
+          require(Y.data != nullptr, op, "y",
+                  "is required for activation " + a + " (the forward output), got None");
+        if (act == Act::gelu)
+          require(Z.data != nullptr, op, "z",
+                  "is required for activation gelu (the forward pre-activation), got None");
+        // Gradient outputs: disjoint from each other and from everything read.
+        const std::pair<const char*, const Buf<float>*> outs[] = {
+            {"dx", &DX}, {"dw", &DW}, {"db", &DB}};
+        const std::pair<const char*, const Buf<float>*> others[] = {
+            {"dx", &DX}, {"dw", &DW}, {"db", &DB}, {"dz", &DZ}, {"dy", &DY},
+            {"x", &X},   {"w", &W},   {"y", &Y},   {"z", &Z}};
+        for (const auto& o : outs)
+          for (const auto& i : others)
+            if (o.second != i.second) no_overlap(op, o.first, *o.second, i.first, *i.second);
+        // dz may be dy itself (which is then overwritten), nothing else.
+        if (DZ.data != DY.data) no_overlap(op, "dz", DZ, "dy", DY);
+        no_overlap(op, "dz", DZ, "x", X);
+        no_overlap(op, "dz", DZ, "w", W);
+        no_overlap(op, "dz", DZ, "y", Y);
+        no_overlap(op, "dz", DZ, "z", Z);
+        py::gil_scoped_release nogil;
+        bwd(DX.data, DW.data, DB.data, DZ.data, DY.data, X.data, W.data, Y.data, Z.data, N,
+            IC, OC, act);
+      },
+      py::arg("dx"), py::arg("dw"), py::arg("db"), py::arg("dz"), py::arg("dy"), py::arg("x"),
+      py::arg("w"), py::arg("y") = py::none(), py::arg("z") = py::none(),
+      py::arg("act") = Act::linear,
+      "With dz = dy * act'(.): dx (N,IC) += dz @ w.T; dw (IC,OC) += x.T @ dz; db (OC,) += "
+      "dz.sum(0). Any of dx, dw, db may be None (not computed). dz is (N,OC) scratch, "
+      "required unless act is linear; it may be dy itself, which is then overwritten. "
+      "relu/sigmoid/tanh read y (forward output), gelu reads z (pre-activation).");
+}
+
+}  // namespace
+
+void bind_dense(py::module_& m) {
+  bind_act_enum(m);
+  def_all(m, &fastnn::dense_forward, &fastnn::dense_backward);
+  py::module_ plain = plain_module(m);
+  def_all(plain, &fastnn::dense_forward_naive, &fastnn::dense_backward_naive);
+}
 
 }  // namespace fastnn::bind

@@ -8,6 +8,16 @@ Rules shared by every function here:
   ValueError names it and says what was expected. A result never lands in a temporary.
 - The GIL is released while a kernel runs.
 """
+from .activation import (ACTIVATIONS, activation, activation_backward, gelu, relu, sigmoid,
+                         softmax, softmax_backward, tanh)
+from .dense import dense, dense_backward
 from .gemm import matmul
+from .loss import (binary_cross_entropy_with_logits, categorical_cross_entropy,
+                   mean_squared_error, softmax_cross_entropy)
 
-__all__ = ["matmul"]
+__all__ = [
+    "ACTIVATIONS", "activation", "activation_backward", "binary_cross_entropy_with_logits",
+    "categorical_cross_entropy", "dense", "dense_backward", "gelu", "matmul",
+    "mean_squared_error", "relu", "sigmoid", "softmax", "softmax_backward",
+    "softmax_cross_entropy", "tanh",
+]

@@ -1,0 +1,37 @@
+"""Shared test helpers: a seeded random generator, the tolerance rule, thread control."""
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+import pytest
+
+import fastnn
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+@pytest.fixture
+def rng(request):
+    """numpy Generator seeded from the test's id: reproducible, different per test."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+def _tol(K, c=4.0):
+    """Relative tolerance for a float32 result summed over K terms: c * eps32 * sqrt(K)."""
+    return c * EPS32 * math.sqrt(max(int(K), 1))
+
+
+@pytest.fixture
+def tol():
+    """tol(K, c=4.0) -> c * eps32 * sqrt(K), the tolerance for a length-K reduction."""
+    return _tol
+
+
+@pytest.fixture
+def num_threads():
+    """fastnn.set_num_threads, with the thread count restored after the test."""
+    before = fastnn.get_num_threads()
+    yield fastnn.set_num_threads
+    fastnn.set_num_threads(before)
