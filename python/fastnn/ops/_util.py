@@ -28,7 +28,7 @@ def as_labels(y, op: str, name: str, num_classes: int) -> np.ndarray:
     if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
         bad = arr[(arr < 0) | (arr >= num_classes)].ravel()[0]
         raise ValueError(
-            f"{op}: argument '{name}' has label {bad!r} outside [0, {num_classes})")
+            f"{op}: argument '{name}' has label {bad.item()!r} outside [0, {num_classes})")
     return np.ascontiguousarray(arr, dtype=np.int32)
 
 
