@@ -8,6 +8,8 @@ Rules shared by every function here:
   ValueError names it and says what was expected. A result never lands in a temporary.
 - The GIL is released while a kernel runs.
 """
+from .dropout import dropout, dropout_backward
 from .gemm import matmul
+from .optim import adagrad_step, adam_step, sgd_step
 
-__all__ = ["matmul"]
+__all__ = ["matmul", "sgd_step", "adam_step", "adagrad_step", "dropout", "dropout_backward"]
