@@ -18,9 +18,10 @@ std::vector<int64_t> any_shape(py::handle obj) {
 }
 
 void check_rate(const char* op, float rate) {
+  if (rate >= 0.0f && rate < 1.0f) return;  // (message built only on failure)
   std::ostringstream s;
   s << "must be in [0, 1) (as float32), got " << rate;
-  require(rate >= 0.0f && rate < 1.0f, op, "rate", s.str());
+  fail_value(op, "rate", s.str());
 }
 
 // An integer (anything with __index__, e.g. numpy integers) in [0, 2**64).

@@ -25,17 +25,18 @@ std::string num(double x) {
 }
 
 // Hyper-parameter checks; each raises ValueError "<op>: argument '<name>' must ..., got x".
+// The message is only built on failure: these run on every optimizer step.
 void finite_at_least(const char* op, const char* name, float x, double lo) {
-  require(std::isfinite(x) && x >= lo, op, name,
-          "must be a finite number >= " + num(lo) + ", got " + num(x));
+  if (!(std::isfinite(x) && x >= lo))
+    fail_value(op, name, "must be a finite number >= " + num(lo) + ", got " + num(x));
 }
 void positive(const char* op, const char* name, float x) {
-  require(std::isfinite(x) && x > 0.0f, op, name,
-          "must be a finite number > 0, got " + num(x));
+  if (!(std::isfinite(x) && x > 0.0f))
+    fail_value(op, name, "must be a finite number > 0, got " + num(x));
 }
 void unit_interval(const char* op, const char* name, float x) {
-  require(x >= 0.0f && x < 1.0f, op, name,
-          "must be in [0, 1) (as float32), got " + num(x));
+  if (!(x >= 0.0f && x < 1.0f))
+    fail_value(op, name, "must be in [0, 1) (as float32), got " + num(x));
 }
 
 }  // namespace
@@ -52,11 +53,12 @@ void bind_optim(py::module_& m) {
         finite_at_least(op, "lr", lr, 0.0);
         unit_interval(op, "momentum", momentum);
         finite_at_least(op, "weight_decay", weight_decay, 0.0);
-        require(!nesterov || momentum > 0.0f, op, "nesterov",
-                "needs momentum > 0 (got momentum = 0)");
-        require(momentum == 0.0f || V.data, op, "velocity",
-                "is required when momentum > 0 (a float32 array like params, zeros at "
-                "the first step)");
+        if (nesterov && momentum == 0.0f)
+          fail_value(op, "nesterov", "needs momentum > 0 (got momentum = 0)");
+        if (momentum != 0.0f && !V.data)
+          fail_value(op, "velocity",
+                     "is required when momentum > 0 (a float32 array like params, zeros at "
+                     "the first step)");
         no_overlap(op, "params", P, "grads", G);
         no_overlap(op, "velocity", V, "params", P);
         no_overlap(op, "velocity", V, "grads", G);
@@ -85,9 +87,10 @@ void bind_optim(py::module_& m) {
         unit_interval(op, "beta2", beta2);
         positive(op, "eps", eps);
         finite_at_least(op, "weight_decay", weight_decay, 0.0);
-        require(step >= 1, op, "step",
-                "must be >= 1 (the 1-based count of steps taken, including this one), got " +
-                    std::to_string(step));
+        if (step < 1)
+          fail_value(op, "step",
+                     "must be >= 1 (the 1-based count of steps taken, including this one), "
+                     "got " + std::to_string(step));
         no_overlap(op, "params", P, "m", M);
         no_overlap(op, "params", P, "v", V);
         no_overlap(op, "params", P, "grads", G);
