@@ -11,13 +11,11 @@ Rules shared by every function here:
 from .activation import (ACTIVATIONS, activation, activation_backward, gelu, relu, sigmoid,
                          softmax, softmax_backward, tanh)
 from .dense import dense, dense_backward
+from .dropout import dropout, dropout_backward
 from .gemm import matmul
 from .loss import (binary_cross_entropy_with_logits, categorical_cross_entropy,
                    mean_squared_error, softmax_cross_entropy)
+from .optim import adagrad_step, adam_step, sgd_step
 
-__all__ = [
-    "ACTIVATIONS", "activation", "activation_backward", "binary_cross_entropy_with_logits",
-    "categorical_cross_entropy", "dense", "dense_backward", "gelu", "matmul",
-    "mean_squared_error", "relu", "sigmoid", "softmax", "softmax_backward",
-    "softmax_cross_entropy", "tanh",
-]
+__all__ = [name for name in dir() if not name.startswith("_") and callable(globals()[name])]
+__all__.append("ACTIVATIONS")

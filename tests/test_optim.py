@@ -1,0 +1,360 @@
+"""Optimizer steps: C++ kernels vs NumPy references (float64), textbook values, thread
+independence, PyTorch (when installed), and argument checking."""
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import ops
+from fastnn import reference as ref
+
+SIZES = [1, 7, 1000, 100003]  # none a multiple of the SIMD width or the parallel grain
+STEPS = 4
+
+
+@pytest.fixture
+def restore_threads():
+    n = fastnn.get_num_threads()
+    yield
+    fastnn.set_num_threads(n)
+
+
+def _problem(n, seed=0, steps=STEPS):
+    rng = np.random.default_rng(seed)
+    p = rng.standard_normal(n).astype(np.float32)
+    grads = [rng.standard_normal(n).astype(np.float32) for _ in range(steps)]
+    return p, grads
+
+
+def _close(a32, a64, what):
+    # float32 state after a few steps vs the float64 reference. Observed: error below
+    # 2e-7·max|ref| (about 1 ulp of the largest value) and 4e-6 relative; allow ~20x.
+    np.testing.assert_allclose(a32, a64, rtol=1e-5, atol=4e-6 * np.abs(a64).max(),
+                               err_msg=what)
+
+
+def _as_f32_hyper(kw):
+    # The kernels take float32 hyper-parameters: give the reference the same values.
+    return {k: float(np.float32(v)) if isinstance(v, float) else v for k, v in kw.items()}
+
+
+# ---------------------------------------------------------------------------- SGD
+
+SGD_CASES = [
+    dict(lr=0.1),
+    dict(lr=0.1, weight_decay=0.01),
+    dict(lr=0.05, momentum=0.9),
+    dict(lr=0.05, momentum=0.9, weight_decay=1e-3),
+    dict(lr=0.05, momentum=0.9, nesterov=True),
+    dict(lr=0.05, momentum=0.5, nesterov=True, weight_decay=1e-2),
+]
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("kw", SGD_CASES, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
+def test_sgd_matches_reference(n, kw):
+    p, grads = _problem(n, seed=n)
+    v = np.zeros(n, np.float32) if kw.get("momentum") else None
+    p64, v64 = p.astype(np.float64), np.zeros(n) if v is not None else None
+    for g in grads:
+        ops.sgd_step(p, g, v, **kw)
+        ref.sgd_step(p64, g.astype(np.float64), v64, **_as_f32_hyper(kw))
+    _close(p, p64, "params")
+    if v is not None:
+        _close(v, v64, "velocity")
+
+
+def test_sgd_small_integers_exact():
+    # p, g small integers, lr and momentum powers of two: every operation is exact.
+    p0 = np.array([3, -2, 0, 7, 1, -5, 4], np.float32)
+    g1 = np.array([1, 2, -3, 0, 4, -1, 2], np.float32)
+    g2 = np.array([-2, 1, 1, 3, 0, 2, -4], np.float32)
+    lr, mu = 0.25, 0.5
+
+    p = p0.copy()
+    ops.sgd_step(p, g1, lr=lr)
+    np.testing.assert_array_equal(p, p0 - lr * g1)
+
+    p, v = p0.copy(), np.zeros(7, np.float32)
+    ops.sgd_step(p, g1, v, lr=lr, momentum=mu)
+    ops.sgd_step(p, g2, v, lr=lr, momentum=mu)
+    v1 = g1                                   # first step: v = g (v starts at 0)
+    v2 = mu * v1 + g2
+    np.testing.assert_array_equal(v, v2)
+    np.testing.assert_array_equal(p, p0 - lr * v1 - lr * v2)
+
+    p, v = p0.copy(), np.zeros(7, np.float32)
+    ops.sgd_step(p, g1, v, lr=lr, momentum=mu, nesterov=True)
+    ops.sgd_step(p, g2, v, lr=lr, momentum=mu, nesterov=True)
+    np.testing.assert_array_equal(
+        p, p0 - lr * (g1 + mu * v1) - lr * (g2 + mu * v2))
+
+    p, wd = p0.copy(), 0.5
+    ops.sgd_step(p, g1, lr=lr, weight_decay=wd)
+    np.testing.assert_array_equal(p, p0 - lr * (g1 + wd * p0))
+
+
+def test_sgd_momentum_zero_ignores_velocity():
+    p, (g,) = _problem(50, steps=1)
+    v = np.full(50, 7.0, np.float32)
+    ops.sgd_step(p, g, v, lr=0.1)
+    np.testing.assert_array_equal(v, 7.0)
+
+
+# ---------------------------------------------------------------------------- Adam
+
+_ADAM_DEFAULTS = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.0)
+ADAM_CASES = [
+    dict(lr=1e-2),
+    dict(lr=1e-2, weight_decay=0.05),
+    dict(lr=1e-2, weight_decay=0.05, decoupled=True),
+    dict(lr=3e-3, beta1=0.0, beta2=0.99, eps=1e-5),
+    dict(lr=1e-2, beta2=0.99, eps=0.1),  # large eps: its place (after bias correction) shows
+    dict(lr=1e-2, beta1=0.5, beta2=0.9, eps=1e-8, weight_decay=0.1, decoupled=True),
+]
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("kw", ADAM_CASES, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
+def test_adam_matches_reference(n, kw):
+    p, grads = _problem(n, seed=n + 1)
+    m, v = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    p64, m64, v64 = p.astype(np.float64), np.zeros(n), np.zeros(n)
+    kw64 = _as_f32_hyper({**_ADAM_DEFAULTS, **kw})
+    for t, g in enumerate(grads, start=1):
+        ops.adam_step(p, g, m, v, t, **kw)
+        ref.adam_step(p64, g.astype(np.float64), m64, v64, t, **kw64)
+    _close(p, p64, "params")
+    _close(m, m64, "m")
+    _close(v, v64, "v")
+
+
+def test_adam_late_step_bias_correction():
+    # at a large step the bias corrections are ~1; state carried in from earlier steps
+    p, (g,) = _problem(1000, seed=3, steps=1)
+    rng = np.random.default_rng(4)
+    m = (0.1 * rng.standard_normal(1000)).astype(np.float32)
+    v = (0.1 * rng.random(1000) + 1e-3).astype(np.float32)
+    p64, m64, v64 = p.astype(np.float64), m.astype(np.float64), v.astype(np.float64)
+    ops.adam_step(p, g, m, v, 10_000, lr=1e-2)
+    ref.adam_step(p64, g.astype(np.float64), m64, v64, 10_000,
+                  **_as_f32_hyper({**_ADAM_DEFAULTS, "lr": 1e-2}))
+    _close(p, p64, "params")
+
+
+def test_adam_first_step_moves_by_lr_sign_g():
+    # step 1: m_hat = g, v_hat = g², so every parameter moves by lr·g/(|g| + eps) ≈ lr·sign(g)
+    p0, (g,) = _problem(1007, seed=5, steps=1)
+    g[np.abs(g) < 1e-2] = 1e-2
+    p, m, v = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
+    lr = 1e-3
+    ops.adam_step(p, g, m, v, 1, lr=lr)
+    np.testing.assert_allclose(p0 - p, lr * np.sign(g), rtol=1e-3)
+    # (1 − β) of the float32 β the kernel receives (0.999 is not a float32)
+    np.testing.assert_allclose(m, (1 - np.float32(0.9)) * g, rtol=1e-6)
+    np.testing.assert_allclose(v, (1 - np.float32(0.999)) * g * g, rtol=1e-6)
+
+
+def test_adam_weight_decay_forms_with_zero_gradient():
+    p0, _ = _problem(1003, seed=6, steps=1)
+    p0[np.abs(p0) < 1e-2] = 0.5
+    g = np.zeros_like(p0)
+    lr, wd = 1e-2, 0.1
+    # AdamW: zero moments leave only the decoupled decay p·(1 − lr·wd), exactly
+    p, m, v = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
+    ops.adam_step(p, g, m, v, 1, lr=lr, weight_decay=wd, decoupled=True)
+    np.testing.assert_array_equal(p, p0 * np.float32(1 - lr * wd))
+    np.testing.assert_array_equal(m, 0)
+    # Adam + L2: the gradient is wd·p, so the first step moves by ≈ lr·sign(p)
+    p, m, v = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
+    ops.adam_step(p, g, m, v, 1, lr=lr, weight_decay=wd)
+    np.testing.assert_allclose(p0 - p, lr * np.sign(p0), rtol=1e-3)
+
+
+# ---------------------------------------------------------------------------- AdaGrad
+
+ADAGRAD_CASES = [dict(lr=0.1), dict(lr=0.05, eps=1e-5, weight_decay=0.01)]
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("kw", ADAGRAD_CASES, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
+def test_adagrad_matches_reference(n, kw):
+    p, grads = _problem(n, seed=n + 2)
+    acc = np.full(n, 0.1, np.float32)
+    p64, acc64 = p.astype(np.float64), np.full(n, np.float32(0.1), np.float64)
+    kw64 = _as_f32_hyper({"lr": 0.01, "eps": 1e-7, **kw})
+    for g in grads:
+        ops.adagrad_step(p, g, acc, **kw)
+        ref.adagrad_step(p64, g.astype(np.float64), acc64, **kw64)
+    _close(p, p64, "params")
+    _close(acc, acc64, "accum")
+
+
+def test_adagrad_first_step_textbook():
+    p0, (g,) = _problem(999, seed=7, steps=1)
+    g[np.abs(g) < 1e-2] = 1e-2
+    p, acc = p0.copy(), np.zeros_like(p0)
+    ops.adagrad_step(p, g, acc, lr=1e-2)
+    np.testing.assert_array_equal(acc, g * g)
+    np.testing.assert_allclose(p0 - p, 1e-2 * np.sign(g), rtol=1e-3)
+
+
+# ---------------------------------------------------------------------------- determinism
+
+def _run_all(n=100003):
+    p, grads = _problem(n, seed=11)
+    out = {}
+    for name, kw in [("sgd", dict(lr=0.1, weight_decay=1e-3)),
+                     ("nesterov", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3))]:
+        q = p.copy()
+        vel = np.zeros(n, np.float32)
+        for g in grads:
+            ops.sgd_step(q, g, vel, **kw)
+        out[name] = (q, vel)
+    for name, kw in [("adam", dict(weight_decay=1e-2)), ("adamw", dict(weight_decay=1e-2, decoupled=True))]:
+        q, m, v = p.copy(), np.zeros(n, np.float32), np.zeros(n, np.float32)
+        for t, g in enumerate(grads, 1):
+            ops.adam_step(q, g, m, v, t, lr=1e-2, **kw)
+        out[name] = (q, m, v)
+    q, acc = p.copy(), np.zeros(n, np.float32)
+    for g in grads:
+        ops.adagrad_step(q, g, acc, weight_decay=1e-3)
+    out["adagrad"] = (q, acc)
+    return out
+
+
+def test_bitwise_identical_for_1_and_2_threads(restore_threads):
+    fastnn.set_num_threads(1)
+    one = _run_all()
+    fastnn.set_num_threads(2)
+    two = _run_all()
+    for name in one:
+        for a, b in zip(one[name], two[name]):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_bitwise_identical_for_any_split():
+    # an element's update does not depend on where its chunk starts (vector body, tail
+    # or misaligned start): stepping two unaligned halves separately gives the same bits
+    n, cut = 100003, 50001
+    p, grads = _problem(n, seed=12)
+    whole = [p.copy(), np.zeros(n, np.float32), np.zeros(n, np.float32)]
+    parts = [a.copy() for a in whole]
+    for t, g in enumerate(grads, 1):
+        ops.adam_step(whole[0], g, whole[1], whole[2], t, lr=1e-2, weight_decay=1e-2)
+        for sl in (slice(0, cut), slice(cut, n)):
+            ops.adam_step(parts[0][sl], g[sl], parts[1][sl], parts[2][sl], t, lr=1e-2,
+                          weight_decay=1e-2)
+    for a, b in zip(whole, parts):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_any_shape_same_as_flat():
+    p, (g,) = _problem(128 * 10, seed=13, steps=1)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    p2, m2, v2 = p.reshape(128, 10).copy(), np.zeros((128, 10), np.float32), np.zeros((128, 10), np.float32)
+    ops.adam_step(p, g, m, v, 1)
+    ops.adam_step(p2, g.reshape(128, 10), m2, v2, 1)
+    np.testing.assert_array_equal(p2.ravel(), p)
+
+
+# ---------------------------------------------------------------------------- PyTorch
+
+def test_matches_pytorch():
+    torch = pytest.importorskip("torch")
+    n = 1003
+    p0, grads = _problem(n, seed=21)
+    cases = [
+        ("sgd", torch.optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2)),
+        ("adam", torch.optim.Adam, dict(lr=1e-2, eps=1e-7, weight_decay=1e-2)),
+        ("adamw", torch.optim.AdamW, dict(lr=1e-2, eps=1e-7, weight_decay=1e-1)),
+        ("adagrad", torch.optim.Adagrad, dict(lr=1e-1, eps=1e-7, weight_decay=1e-2)),
+    ]
+    for name, cls, kw in cases:
+        tp = torch.nn.Parameter(torch.from_numpy(p0.copy()))
+        opt = cls([tp], foreach=False, **kw)
+        p, s1, s2 = p0.copy(), np.zeros(n, np.float32), np.zeros(n, np.float32)
+        for t, g in enumerate(grads, 1):
+            tp.grad = torch.from_numpy(g.copy())
+            opt.step()
+            if name == "sgd":
+                ops.sgd_step(p, g, s1, **kw)
+            elif name == "adagrad":
+                ops.adagrad_step(p, g, s1, **kw)
+            else:
+                ops.adam_step(p, g, s1, s2, t, decoupled=(name == "adamw"), **kw)
+        np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+# ---------------------------------------------------------------------------- bad input
+
+def _state(n=8):
+    p = np.ones(n, np.float32)
+    return p, np.ones(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32)
+
+
+def test_bad_buffers():
+    p, g, m, v = _state()
+    with pytest.raises(ValueError, match=r"adam_step: argument 'grads' .*shape like params = \(8,\).*\(9,\)"):
+        ops.adam_step(p, np.ones(9, np.float32), m, v, 1)
+    with pytest.raises(ValueError, match=r"argument 'v' .*shape like params = \(8,\)"):
+        ops.adam_step(p, g, m, np.zeros(7, np.float32), 1)
+    with pytest.raises(ValueError, match=r"argument 'm' .*\(4, 2\)"):
+        ops.adam_step(p, g, m.reshape(4, 2), v, 1)
+    with pytest.raises(TypeError, match=r"argument 'params' must be a C-contiguous float32.*float64"):
+        ops.adam_step(p.astype(np.float64), g, m, v, 1)
+    with pytest.raises(TypeError, match=r"argument 'accum' must be a C-contiguous float32.*float16"):
+        ops.adagrad_step(p, g, m.astype(np.float16))
+    with pytest.raises(TypeError, match=r"argument 'params' .*got list"):
+        ops.sgd_step([1.0, 2.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match=r"argument 'params' must be C-contiguous"):
+        ops.sgd_step(np.ones(16, np.float32)[::2], g)
+    ro = p.copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match=r"argument 'params' is read-only"):
+        ops.sgd_step(ro, g)
+    with pytest.raises(ValueError, match=r"argument 'params' is empty"):
+        ops.sgd_step(np.ones(0, np.float32), np.ones(0, np.float32))
+    with pytest.raises(ValueError, match=r"argument 'params' must not share memory with 'm'"):
+        ops.adam_step(p, g, p, v, 1)
+    with pytest.raises(ValueError, match=r"argument 'm' must not share memory with 'v'"):
+        ops.adam_step(p, g, m, m, 1)
+    with pytest.raises(ValueError, match=r"argument 'velocity' must not share memory with 'grads'"):
+        ops.sgd_step(p, g, g, momentum=0.9)
+    # grads is only read: other dtypes are converted, and the step still happens
+    q = p.copy()
+    ops.sgd_step(q, [1.0] * 8, lr=0.5)
+    np.testing.assert_array_equal(q, 0.5)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda p, g, m, v: ops.sgd_step(p, g, lr=-0.1), r"sgd_step: argument 'lr' must be a finite number >= 0, got -0.1"),
+    (lambda p, g, m, v: ops.sgd_step(p, g, lr=float("nan")), r"argument 'lr' must be a finite number"),
+    (lambda p, g, m, v: ops.sgd_step(p, g, m, momentum=1.0), r"argument 'momentum' must be in \[0, 1\)"),
+    (lambda p, g, m, v: ops.sgd_step(p, g, m, momentum=-0.5), r"argument 'momentum' must be in \[0, 1\)"),
+    (lambda p, g, m, v: ops.sgd_step(p, g, momentum=0.9), r"argument 'velocity' is required when momentum > 0"),
+    (lambda p, g, m, v: ops.sgd_step(p, g, m, nesterov=True), r"argument 'nesterov' needs momentum > 0"),
+    (lambda p, g, m, v: ops.sgd_step(p, g, weight_decay=-1.0), r"argument 'weight_decay' must be a finite number >= 0"),
+    (lambda p, g, m, v: ops.adam_step(p, g, m, v, 1, beta1=1.0), r"adam_step: argument 'beta1' must be in \[0, 1\)"),
+    (lambda p, g, m, v: ops.adam_step(p, g, m, v, 1, beta2=-0.1), r"argument 'beta2' must be in \[0, 1\)"),
+    (lambda p, g, m, v: ops.adam_step(p, g, m, v, 1, beta2=0.99999999), r"argument 'beta2' must be in \[0, 1\) \(as float32\)"),
+    (lambda p, g, m, v: ops.adam_step(p, g, m, v, 1, eps=0.0), r"argument 'eps' must be a finite number > 0"),
+    (lambda p, g, m, v: ops.adam_step(p, g, m, v, 0), r"argument 'step' must be >= 1"),
+    (lambda p, g, m, v: ops.adam_step(p, g, m, v, 1, lr=float("inf")), r"argument 'lr' must be a finite number"),
+    (lambda p, g, m, v: ops.adam_step(p, g, m, v, 1, weight_decay=float("nan"), decoupled=True), r"argument 'weight_decay'"),
+    (lambda p, g, m, v: ops.adagrad_step(p, g, m, eps=-1e-7), r"adagrad_step: argument 'eps' must be a finite number > 0"),
+    (lambda p, g, m, v: ops.adagrad_step(p, g, m, lr=-1.0), r"adagrad_step: argument 'lr'"),
+])
+def test_bad_hyperparameters(call, match):
+    p, g, m, v = _state()
+    before = p.copy()
+    with pytest.raises(ValueError, match=match):
+        call(p, g, m, v)
+    np.testing.assert_array_equal(p, before)  # nothing was written
+
+
+def test_bad_scalar_types():
+    p, g, m, v = _state()
+    with pytest.raises(TypeError, match=r"adam_step: argument 'step' must be an int, got float"):
+        ops.adam_step(p, g, m, v, 1.0)
+    with pytest.raises(TypeError, match=r"sgd_step: argument 'lr' must be a real number, got str"):
+        ops.sgd_step(p, g, lr="0.1")
