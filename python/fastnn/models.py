@@ -133,6 +133,8 @@ class Sequential:
         self.metrics = [metrics_mod.get(m) for m in names]
         self._compile_args = {"optimizer": self.optimizer.get_config(), "loss": self.loss.get_config(),
                               "metrics": [m if isinstance(m, str) else m.name for m in names]}
+        if not self.built and self.layers and self.layers[0].input_shape is not None:
+            self.build()
         if self.built:
             self.optimizer.build(self._n_trainable)
 
