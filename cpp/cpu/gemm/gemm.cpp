@@ -146,11 +146,11 @@ bool run_block(const Kernel& kr, const Problem& p, int64_t m0, int64_t m1, int64
         ABlock ab;
         if (pack_a) {
           kr.pack_a(abuf, p.A, p.lda, p.trans_a, ic, pc, mc, kc);
-          ab = {abuf, mr, mr * kc, true};
+          ab = {abuf, mr, mr * kc, 0, true};
         } else if (p.trans_a) {
-          ab = {p.A + pc * p.lda + ic, p.lda, mr, true};
+          ab = {p.A + pc * p.lda + ic, p.lda, 0, 1, true};
         } else {
-          ab = {p.A + ic * p.lda + pc, p.lda, mr * p.lda, false};
+          ab = {p.A + ic * p.lda + pc, p.lda, 0, p.lda, false};
         }
         kr.macro(p.C + ic * p.ldc + jc, p.ldc, ab, bb, mc, nc, kc, add);
       }

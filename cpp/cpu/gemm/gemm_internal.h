@@ -18,12 +18,15 @@ struct BBlock {
   const float* edge;
 };
 
-// One mc×kc block of op(A): mr-row panels at a + p*panel_step. Element (i, k) of a panel
-// is at a[k*stride + i] when k_major (packed: stride = mr; Aᵀ read in place: stride =
-// lda), else at a[i*stride + k] (A read in place, row-major: stride = lda).
+// One mc×kc block of op(A), cut into row tiles of mr rows, except that a short last tile
+// is merged with the one before and the two split evenly (see Kernel::pack_a): a 2-row
+// tile runs at a third of the speed. Tile t, starting at row r, is at
+// a + t*panel_step + r*row_step. Element (i, k) of a tile is at a[k*stride + i] when
+// k_major (packed: stride = mr, panel_step = mr*kc; Aᵀ read in place: stride = lda,
+// row_step = 1), else at a[i*stride + k] (A read in place: stride = row_step = lda).
 struct ABlock {
   const float* a;
-  int64_t stride, panel_step;
+  int64_t stride, panel_step, row_step;
   bool k_major;
 };
 
@@ -33,8 +36,8 @@ struct Kernel {
   int mr, nr;          // micro-tile of C
   int mc, kc_max, nc;  // cache blocks: A block mc×kc (L2), B block kc×nc (L3)
 
-  // dst (mr-row panels, k-major, panel step mr*kc) = op(A)[i0:i0+mc, k0:k0+kc]
-  // op(A)(i,k) = trans_a ? A[k*lda + i] : A[i*lda + k]. Rows past mc in the last panel
+  // dst (row tiles as in ABlock, k-major, panel step mr*kc) = op(A)[i0:i0+mc, k0:k0+kc]
+  // op(A)(i,k) = trans_a ? A[k*lda + i] : A[i*lda + k]. Rows of a panel past its tile
   // are left unwritten (the kernels never read them).
   void (*pack_a)(float* dst, const float* A, int64_t lda, bool trans_a, int64_t i0,
                  int64_t k0, int64_t mc, int64_t kc);

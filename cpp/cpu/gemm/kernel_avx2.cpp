@@ -26,8 +26,9 @@ struct VecAvx2 {
 }  // namespace
 
 // 6×16 tiles: 12 accumulators + 2 B vectors + 1 broadcast of the 16 ymm registers.
+// A block 96×384 (144 KiB, L2), B micro-panel 384×16 (24 KiB, L1).
 const Kernel& kernel_avx2() {
-  static const Kernel k = Impl<VecAvx2, 6, 2>::make("avx2", 144, 256, 4096);
+  static const Kernel k = Impl<VecAvx2, 6, 2>::make("avx2", 96, 384, 4096);
   return k;
 }
 

@@ -29,7 +29,7 @@ struct VecAvx512 {
 
 // 8×32 tiles: 16 accumulators + 2 B vectors + 1 broadcast of the 32 zmm registers.
 const Kernel& kernel_avx512() {
-  static const Kernel k = Impl<VecAvx512, 8, 2>::make("avx512", 144, 256, 4096);
+  static const Kernel k = Impl<VecAvx512, 8, 2>::make("avx512", 96, 384, 4096);
   return k;
 }
 

@@ -108,6 +108,14 @@ struct Impl {
       tiles_km<false>(std::make_integer_sequence<int, NV>{}),
       tiles_km<true>(std::make_integer_sequence<int, NV>{})};
 
+  // Rows of the tile that starts at row ir of an mc-row block: mr, except that a last
+  // tile of at most mr/2 rows is merged with the one before and the pair split evenly.
+  static int64_t tile_rows(int64_t mc, int64_t ir) {
+    const int64_t left = mc - ir;
+    if (left > MR && left < 2 * MR && left - MR <= MR / 2) return (left + 1) / 2;
+    return std::min<int64_t>(MR, left);
+  }
+
   static void macro(float* C, int64_t ldc, const ABlock& A, const BBlock& B, int64_t mc,
                     int64_t nc, int64_t kc, bool add) {
     const auto& tk = tiles[A.k_major ? 1 : 0];
@@ -118,10 +126,10 @@ struct Impl {
       if (n < NR && B.edge) b = B.edge, bs = NR;
       const auto& tn = tk[(n + W - 1) / W - 1];
       const TileFn full = tn[MR - 1];
-      for (int64_t ir = 0, q = 0; ir < mc; ir += MR, ++q) {
-        const int m = int(std::min<int64_t>(MR, mc - ir));
-        (m == MR ? full : tn[m - 1])(kc, A.a + q * A.panel_step, A.stride, b, bs,
-                                     C + ir * ldc + jr, ldc, n, add);
+      for (int64_t ir = 0, q = 0, m; ir < mc; ir += m, ++q) {
+        m = tile_rows(mc, ir);
+        (m == MR ? full : tn[m - 1])(kc, A.a + q * A.panel_step + ir * A.row_step, A.stride,
+                                     b, bs, C + ir * ldc + jr, ldc, int(n), add);
       }
     }
   }
@@ -143,8 +151,8 @@ struct Impl {
 
   static void pack_a(float* dst, const float* A, int64_t lda, bool trans_a, int64_t i0,
                      int64_t k0, int64_t mc, int64_t kc) {
-    for (int64_t ir = 0; ir < mc; ir += MR, dst += MR * kc) {
-      const int64_t m = std::min<int64_t>(MR, mc - ir);
+    for (int64_t ir = 0, m; ir < mc; ir += m, dst += MR * kc) {
+      m = tile_rows(mc, ir);
       if (trans_a) {
         const float* s = A + k0 * lda + i0 + ir;
         if (m == MR) {
