@@ -32,9 +32,9 @@ def shapes():
     out = [("square 1024x1024x1024", 1024, 1024, 1024, False, False)]
     for batch in BATCHES:
         for fi, fo in LAYERS:
-            out.append((f"fwd  x·w   {batch}x{fi}->{fo}", batch, fo, fi, False, False))
-            out.append((f"dw   xT·dz {batch}x{fi}->{fo}", fi, fo, batch, True, False))
-            out.append((f"dx   dz·wT {batch}x{fi}->{fo}", batch, fi, fo, False, True))
+            out.append((f"fwd x@w {batch}x{fi}->{fo}", batch, fo, fi, False, False))
+            out.append((f"dw xT@dz {batch}x{fi}->{fo}", fi, fo, batch, True, False))
+            out.append((f"dx dz@wT {batch}x{fi}->{fo}", batch, fi, fo, False, True))
     return out
 
 
@@ -143,13 +143,17 @@ def test_gemm(benchmark, numpy_threads, impl, name, M, N, K, ta, tb):
 
 # ---- python bench/test_gemm_bench.py: one table, impls timed side by side -------------------
 
-def _best(f, reps):
-    best = float("inf")
+def _median_call(f, reps):
+    """Median time of single calls: robust to the stalls a shared, busy machine adds."""
+    for _ in range(3):
+        f()
+    times = []
     for _ in range(reps):
         t = time.perf_counter()
         f()
-        best = min(best, time.perf_counter() - t)
-    return best
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2]
 
 
 def table(threads=(1, 2), rounds=7):
@@ -163,21 +167,22 @@ def table(threads=(1, 2), rounds=7):
     print(fastnn.build_info())
     for n in threads:
         how = set_threads(n)
-        print(f"\nthreads={n} (numpy: {how}); GFLOP/s from the best of {rounds} rounds, "
+        print(f"\nthreads={n} (numpy: {how}); load average {os.getloadavg()[0]:.1f}; GFLOP/s "
+              f"from the best of {rounds} rounds of median call times; "
               f"ratio = numpy time / fastnn time")
-        print(f"{'shape':32s} {'M':>5s} {'N':>5s} {'K':>5s} " +
+        print(f"{"shape":28s} {'M':>5s} {'N':>5s} {'K':>5s} " +
               " ".join(f"{i:>8s}" for i in impls) + "   fastnn/numpy")
         for name, M, N, K, ta, tb in shapes():
             a, b = operands(M, N, K, ta, tb)
             calls = {i: make_call(i, a, b, ta, tb) for i in impls}
             flops = 2.0 * M * N * K
-            reps = max(3, min(2000, int(3e7 / flops)))
+            reps = max(5, min(300, int(1e7 / flops)))
             best = {i: float("inf") for i in impls}
             for _ in range(rounds):  # interleaved, so load changes hit every impl alike
                 for i in impls:
-                    best[i] = min(best[i], _best(calls[i], reps))
+                    best[i] = min(best[i], _median_call(calls[i], reps))
             gf = {i: flops / best[i] / 1e9 for i in impls}
-            print(f"{name:32s} {M:5d} {N:5d} {K:5d} " +
+            print(f"{name:28s} {M:5d} {N:5d} {K:5d} " +
                   " ".join(f"{gf[i]:8.1f}" for i in impls) +
                   f"   {best['numpy'] / best['fastnn']:6.2f}", flush=True)
 
