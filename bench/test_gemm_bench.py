@@ -170,7 +170,7 @@ def table(threads=(1, 2), rounds=7):
         print(f"\nthreads={n} (numpy: {how}); load average {os.getloadavg()[0]:.1f}; GFLOP/s "
               f"from the best of {rounds} rounds of median call times; "
               f"ratio = numpy time / fastnn time")
-        print(f"{"shape":28s} {'M':>5s} {'N':>5s} {'K':>5s} " +
+        print(f"{'shape':28s} {'M':>5s} {'N':>5s} {'K':>5s} " +
               " ".join(f"{i:>8s}" for i in impls) + "   fastnn/numpy")
         for name, M, N, K, ta, tb in shapes():
             a, b = operands(M, N, K, ta, tb)
