@@ -11,6 +11,7 @@
 // result is bitwise the same for any thread count. Whether a block is packed changes
 // only where the kernel reads from, never the arithmetic.
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -21,7 +22,7 @@
 
 // Tuning (measured on a 2-core Zen 3; see bench/test_gemm_bench.py). Overridable with -D.
 #ifndef FASTNN_GEMM_MIN_WORK_PER_THREAD
-#define FASTNN_GEMM_MIN_WORK_PER_THREAD 262144  // M·N·K multiply-adds (~5 µs of one core)
+#define FASTNN_GEMM_MIN_WORK_PER_THREAD 262144  // multiply-adds (~5 µs of one core)
 #endif
 #ifndef FASTNN_GEMM_PACK_B_MIN_M
 #define FASTNN_GEMM_PACK_B_MIN_M 64  // copy B when its panels serve more rows than this
@@ -164,10 +165,24 @@ struct Grid {
   int tm, tn;
 };
 
-// Picks the grid for nt threads that minimises one thread's estimated time: its share
-// of multiply-adds plus the elements it packs.
+constexpr int64_t kLine = 64 / sizeof(float);  // floats per cache line
+
+// Offset of C's rows within a cache line (in floats) when all rows share it, else -1.
+int64_t row_line_offset(const Problem& p) {
+  if (p.ldc % kLine) return -1;
+  return int64_t(reinterpret_cast<uintptr_t>(p.C) / sizeof(float)) % kLine;
+}
+
+// Picks the grid for nt threads that minimises one thread's estimated time (in cycles):
+// its share of multiply-adds, the elements it packs, and the cache lines of C it shares
+// with another thread. Column splits are moved onto line boundaries (see gemm_ld), but
+// when rows do not start on one, the line where a row wraps into the next is written by
+// the first and the last column block: about 300 cycles per row and K block (measured:
+// 20-40% of the MLP products), which makes row splits the better choice there.
 Grid pick_grid(const Kernel& kr, const Problem& p, int nt) {
   const int64_t mt = ceil_div(p.M, kr.mr), ntl = ceil_div(p.N, kr.nr);
+  const int64_t off = row_line_offset(p);
+  const double kblocks = double(ceil_div(p.K, p.kc));
   Grid best{1, 1};
   double best_cost = -1.0;
   for (int tm = 1; tm <= nt; ++tm) {
@@ -179,6 +194,7 @@ Grid pick_grid(const Kernel& kr, const Problem& p, int nt) {
     double cost = double(rows) * double(cols) * double(p.K) / 16.0;
     if (packs_b(p, rows)) cost += 0.5 * double(cols) * double(p.K);
     if (packs_a(p, cols)) cost += 0.5 * double(rows) * double(p.K);
+    if (tn > 1 && off != 0) cost += 300.0 * double(rows) * kblocks * (off < 0 ? tn : 1);
     if (best_cost < 0 || cost < best_cost) best = {tm, tn}, best_cost = cost;
   }
   return best;
@@ -203,7 +219,8 @@ void gemm_ld(float* C, const float* A, const float* B, int64_t M, int64_t N, int
   int nt = 1;
 #if defined(_OPENMP)
   if (!omp_in_parallel()) {
-    const double work = double(M) * double(N) * double(K);
+    // Multiply-adds the kernels really do: columns are computed in whole nr-wide tiles.
+    const double work = double(M) * double(ceil_div(N, kr.nr) * kr.nr) * double(K);
     const double by_work = work / double(FASTNN_GEMM_MIN_WORK_PER_THREAD);
     nt = by_work < 1.0 ? 1 : int(std::min<double>(by_work, num_threads()));
     nt = int(std::min<int64_t>(nt, ceil_div(M, kr.mr) * ceil_div(N, kr.nr)));
@@ -217,6 +234,17 @@ void gemm_ld(float* C, const float* A, const float* B, int64_t M, int64_t N, int
   while (g.tm * g.tn < nt && nt > 1) g = pick_grid(kr, p, --nt);  // no grid: fewer threads
   const int blocks = g.tm * g.tn;
   const int64_t mt = ceil_div(M, kr.mr), ntl = ceil_div(N, kr.nr);
+  // Row splits fall on whole tiles. Column splits fall on whole tiles too, moved down to
+  // a cache-line boundary of C when every row of C has the same alignment, so that two
+  // threads never write one line (that false sharing cost 20-30% at the MLP shapes; a
+  // block that ends mid-tile just has an edge tile there).
+  const int64_t shift = std::max<int64_t>(row_line_offset(p), 0);
+  auto row_split = [&](int bi) { return std::min(M, mt * bi / g.tm * kr.mr); };
+  auto col_split = [&](int bj) {
+    const int64_t j = std::min(N, ntl * bj / g.tn * kr.nr);
+    const int64_t aligned = j - (j + shift) % kLine;
+    return j == N || aligned <= 0 ? j : aligned;
+  };
   bool ok = true;
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(blocks) reduction(&& : ok)
@@ -224,10 +252,8 @@ void gemm_ld(float* C, const float* A, const float* B, int64_t M, int64_t N, int
     const int nth = omp_get_num_threads();
     for (int b = omp_get_thread_num(); b < blocks; b += nth) {
       const int bi = b / g.tn, bj = b % g.tn;
-      const int64_t m0 = std::min(M, mt * bi / g.tm * kr.mr);
-      const int64_t m1 = std::min(M, mt * (bi + 1) / g.tm * kr.mr);
-      const int64_t n0 = std::min(N, ntl * bj / g.tn * kr.nr);
-      const int64_t n1 = std::min(N, ntl * (bj + 1) / g.tn * kr.nr);
+      const int64_t m0 = row_split(bi), m1 = row_split(bi + 1);
+      const int64_t n0 = col_split(bj), n1 = col_split(bj + 1);
       if (m0 < m1 && n0 < n1) ok = run_block(kr, p, m0, m1, n0, n1) && ok;
     }
   }
