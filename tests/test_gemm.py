@@ -164,6 +164,32 @@ def test_gemm_threads_bitwise_identical(isa, restore_threads, M, N, K, ta, tb):
         assert np.array_equal(r, results[0])
 
 
+def out_at_line_offset(M, N, offset):
+    """A C-contiguous (M, N) float32 view whose first element sits `offset` floats past a
+    64-byte boundary (the thread split depends on how C's rows meet cache lines)."""
+    buf = np.empty(M * N + 32, np.float32)
+    start = (-(buf.ctypes.data // 4) + offset) % 16
+    return buf[start:start + M * N].reshape(M, N)
+
+
+@pytest.mark.parametrize("offset", [0, 5])
+@pytest.mark.parametrize("M,N,K,ta,tb", [(32, 128, 784, False, False), (784, 128, 32, True, False),
+                                         (32, 784, 128, False, True), (64, 64, 128, False, False),
+                                         (50, 203, 77, True, True)])
+def test_gemm_threads_bitwise_identical_any_alignment(isa, restore_threads, M, N, K, ta, tb,
+                                                      offset):
+    rng = np.random.default_rng(8)
+    a, b = operands(rng, M, N, K, ta, tb)
+    results = []
+    for n in (1, 2):
+        fastnn.set_num_threads(n)
+        out = out_at_line_offset(M, N, offset)
+        _core.gemm(out, a, b, ta, tb)
+        results.append(out.copy())
+    assert np.array_equal(results[0], results[1])
+    check_close(results[1], a, b, ta, tb, K)
+
+
 @pytest.mark.parametrize("ta,tb", TRANS)
 def test_gemm_element_independent_of_tile_position(isa, ta, tb):
     """Each element gets the same operations wherever its tile falls: computing fewer rows
