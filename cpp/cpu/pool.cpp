@@ -1,0 +1,383 @@
+// Pooling over NHWC images: max (with saved positions), average, global average.
+//
+// Forward kernels parallelise over output rows (n, oh); each row is one call of an inner
+// function that walks the windows with the channels as the vector axis. Backward kernels
+// own rows of dx (average) or whole images / channel ranges of dx (max), and add into
+// each dx element in output order, so results are identical for any thread count.
+#include "fastnn/pool.h"
+
+#include <algorithm>
+#include <atomic>
+
+#include "fastnn/common.h"
+
+namespace fastnn {
+
+namespace {
+
+// Elements of work per parallel chunk: enough to pay for waking a thread.
+constexpr int64_t kGrainWork = 1 << 14;
+
+int64_t grain_for(int64_t work_per_unit) {
+  return std::max<int64_t>(1, kGrainWork / std::max<int64_t>(work_per_unit, 1));
+}
+
+// Real (unpadded) extent [*a, *b) of the window of output o along one axis.
+inline void window(int64_t o, int64_t S, int64_t P, int64_t K, int64_t In, int64_t* a,
+                   int64_t* b) {
+  const int64_t s = o * S - P;
+  *a = s > 0 ? s : 0;
+  *b = s + K < In ? s + K : In;
+}
+
+// Channel blocks for kernels that own (image, channel range) units: split the channels
+// only when there are too few images to keep the threads busy. Any split gives the same
+// result; this only affects speed.
+int64_t channel_block(int64_t N, int64_t C) {
+  if (N >= 4 || C < 32) return C;
+  const int64_t nb = std::min<int64_t>(C / 16, 4);
+  return ((C + nb - 1) / nb + 15) / 16 * 16;
+}
+
+// ---- max pool ---------------------------------------------------------------------------
+
+// y, idx (OW,C) = output row oh of one image xi (H,W,C). idx may be nullptr.
+FASTNN_CLONES
+void max_row(float* y, int32_t* idx, const float* xi, const Pool2d& g, int64_t oh) {
+  const int64_t C = g.C, W = g.W;
+  int64_t h0, h1;
+  window(oh, g.SH, g.PT, g.KH, g.H, &h0, &h1);
+  for (int64_t ow = 0; ow < g.OW; ++ow) {
+    int64_t w0, w1;
+    window(ow, g.SW, g.PL, g.KW, g.W, &w0, &w1);
+    float* yo = y + ow * C;
+    const int32_t p0 = static_cast<int32_t>(h0 * W + w0);
+    const float* x0 = xi + p0 * C;
+    for (int64_t c = 0; c < C; ++c) yo[c] = x0[c];
+    if (idx) {
+      int32_t* io = idx + ow * C;
+      for (int64_t c = 0; c < C; ++c) io[c] = p0;
+      for (int64_t h = h0; h < h1; ++h) {
+        for (int64_t w = (h == h0 ? w0 + 1 : w0); w < w1; ++w) {
+          const int32_t p = static_cast<int32_t>(h * W + w);
+          const float* xp = xi + p * C;
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) {
+            const float v = xp[c], b = yo[c];
+            // v wins when greater, or when NaN, unless a NaN already won.
+            const bool t = (!(v <= b)) & (b == b);
+            yo[c] = t ? v : b;
+            io[c] = t ? p : io[c];
+          }
+        }
+      }
+    } else {
+      for (int64_t h = h0; h < h1; ++h) {
+        for (int64_t w = (h == h0 ? w0 + 1 : w0); w < w1; ++w) {
+          const float* xp = xi + (h * W + w) * C;
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) {
+            const float v = xp[c], b = yo[c];
+            const bool t = (!(v <= b)) & (b == b);
+            yo[c] = t ? v : b;
+          }
+        }
+      }
+    }
+  }
+}
+
+// dx (HW,C) += dy (OHW,C) scattered to idx, channels [c0, c1) of one image; returns the
+// number of positions outside [0, HW) (skipped).
+FASTNN_CLONES
+int64_t max_scatter(float* dx, const float* dy, const int32_t* idx, int64_t HW, int64_t OHW,
+                    int64_t C, int64_t c0, int64_t c1) {
+  int64_t bad = 0;
+  for (int64_t o = 0; o < OHW; ++o) {
+    const float* d = dy + o * C;
+    const int32_t* ii = idx + o * C;
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t p = ii[c];
+      if (static_cast<uint64_t>(p) < static_cast<uint64_t>(HW)) dx[p * C + c] += d[c];
+      else ++bad;
+    }
+  }
+  return bad;
+}
+
+// ---- average pool -----------------------------------------------------------------------
+
+// y (OW,C) = output row oh of one image xi (H,W,C).
+FASTNN_CLONES
+void avg_row(float* y, const float* xi, const Pool2d& g, int64_t oh) {
+  const int64_t C = g.C, W = g.W;
+  int64_t h0, h1;
+  window(oh, g.SH, g.PT, g.KH, g.H, &h0, &h1);
+  for (int64_t ow = 0; ow < g.OW; ++ow) {
+    int64_t w0, w1;
+    window(ow, g.SW, g.PL, g.KW, g.W, &w0, &w1);
+    float* yo = y + ow * C;
+    const float* x0 = xi + (h0 * W + w0) * C;
+    for (int64_t c = 0; c < C; ++c) yo[c] = x0[c];
+    for (int64_t h = h0; h < h1; ++h) {
+      for (int64_t w = (h == h0 ? w0 + 1 : w0); w < w1; ++w) {
+        const float* xp = xi + (h * W + w) * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) yo[c] += xp[c];
+      }
+    }
+    const float inv = 1.0f / static_cast<float>((h1 - h0) * (w1 - w0));
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) yo[c] *= inv;
+  }
+}
+
+// dx row h (W,C) of one image += its share of every window covering it; dyi (OH,OW,C).
+FASTNN_CLONES
+void avg_back_row(float* dxr, const float* dyi, const Pool2d& g, int64_t h) {
+  const int64_t C = g.C;
+  // Output rows oh with oh·SH − PT ≤ h < oh·SH − PT + KH, in increasing order.
+  const int64_t num = h + g.PT - g.KH + 1;
+  const int64_t lo = num <= 0 ? 0 : (num + g.SH - 1) / g.SH;
+  const int64_t hi = std::min<int64_t>((h + g.PT) / g.SH, g.OH - 1);
+  for (int64_t oh = lo; oh <= hi; ++oh) {
+    int64_t h0, h1;
+    window(oh, g.SH, g.PT, g.KH, g.H, &h0, &h1);
+    for (int64_t ow = 0; ow < g.OW; ++ow) {
+      int64_t w0, w1;
+      window(ow, g.SW, g.PL, g.KW, g.W, &w0, &w1);
+      const float s = 1.0f / static_cast<float>((h1 - h0) * (w1 - w0));
+      const float* d = dyi + (oh * g.OW + ow) * C;
+      for (int64_t w = w0; w < w1; ++w) {
+        float* dp = dxr + w * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) dp[c] += d[c] * s;
+      }
+    }
+  }
+}
+
+// ---- global average pool ----------------------------------------------------------------
+
+// y[c0:c1] = mean over HW of one image x (HW,C).
+FASTNN_CLONES
+void gap_image(float* y, const float* x, int64_t HW, int64_t C, int64_t c0, int64_t c1) {
+  for (int64_t c = c0; c < c1; ++c) y[c] = x[c];
+  for (int64_t p = 1; p < HW; ++p) {
+    const float* xp = x + p * C;
+#pragma omp simd
+    for (int64_t c = c0; c < c1; ++c) y[c] += xp[c];
+  }
+  const float inv = 1.0f / static_cast<float>(HW);
+#pragma omp simd
+  for (int64_t c = c0; c < c1; ++c) y[c] *= inv;
+}
+
+// dx rows (rows,C) += d (C) · s
+FASTNN_CLONES
+void add_rows(float* dx, const float* d, float s, int64_t rows, int64_t C) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* p = dx + r * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) p[c] += d[c] * s;
+  }
+}
+
+}  // namespace
+
+bool pool2d_geometry(Pool2d* g, int64_t N, int64_t H, int64_t W, int64_t C, int64_t KH,
+                     int64_t KW, int64_t SH, int64_t SW, Padding padding) {
+  *g = Pool2d{N, H, W, C, KH, KW, SH, SW, 0, 0, 0, 0};
+  if (N < 1 || H < 1 || W < 1 || C < 1 || KH < 1 || KW < 1 || SH < 1 || SW < 1) return false;
+  if (padding == Padding::valid) {
+    if (H < KH || W < KW) return false;
+    g->OH = (H - KH) / SH + 1;
+    g->OW = (W - KW) / SW + 1;
+  } else {
+    g->OH = (H + SH - 1) / SH;
+    g->OW = (W + SW - 1) / SW;
+    g->PT = std::max<int64_t>((g->OH - 1) * SH + KH - H, 0) / 2;
+    g->PL = std::max<int64_t>((g->OW - 1) * SW + KW - W, 0) / 2;
+  }
+  return true;
+}
+
+// ---- max pool ---------------------------------------------------------------------------
+
+// y, idx (N,OH,OW,C) = max of x (N,H,W,C) over each window
+void max_pool2d_forward(float* y, int32_t* idx, const float* x, const Pool2d& g) {
+  const int64_t row = g.OW * g.C;
+  parallel_for(g.N * g.OH, grain_for(row * g.KH * g.KW), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t n = r / g.OH, oh = r % g.OH;
+      max_row(y + r * row, idx ? idx + r * row : nullptr, x + n * g.H * g.W * g.C, g, oh);
+    }
+  });
+}
+
+// y, idx (N,OH,OW,C) = max of x (N,H,W,C) over each window (plain loops)
+void max_pool2d_forward_naive(float* y, int32_t* idx, const float* x, const Pool2d& g) {
+  const int64_t C = g.C;
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t oh = 0; oh < g.OH; ++oh)
+      for (int64_t ow = 0; ow < g.OW; ++ow)
+        for (int64_t c = 0; c < C; ++c) {
+          int64_t h0, h1, w0, w1;
+          window(oh, g.SH, g.PT, g.KH, g.H, &h0, &h1);
+          window(ow, g.SW, g.PL, g.KW, g.W, &w0, &w1);
+          float best = 0.0f;
+          int64_t at = -1;
+          for (int64_t h = h0; h < h1; ++h)
+            for (int64_t w = w0; w < w1; ++w) {
+              const float v = x[((n * g.H + h) * g.W + w) * C + c];
+              if (at < 0 || (v > best && best == best) || (v != v && best == best)) {
+                best = v;
+                at = h * g.W + w;
+              }
+            }
+          const int64_t o = ((n * g.OH + oh) * g.OW + ow) * C + c;
+          y[o] = best;
+          if (idx) idx[o] = static_cast<int32_t>(at);
+        }
+}
+
+// dx (N,HW,C) += dy (N,OHW,C) at positions idx (N,OHW,C)
+int64_t max_pool2d_backward(float* dx, const float* dy, const int32_t* idx, int64_t N,
+                            int64_t HW, int64_t OHW, int64_t C) {
+  const int64_t cb = channel_block(N, C), nb = (C + cb - 1) / cb;
+  // Only the count of bad positions is shared (it is an error report, not a result).
+  std::atomic<int64_t> bad{0};
+  parallel_for(N * nb, grain_for(OHW * cb), [&](int64_t b, int64_t e) {
+    int64_t k = 0;
+    for (int64_t u = b; u < e; ++u) {
+      const int64_t n = u / nb, c0 = (u % nb) * cb, c1 = std::min(c0 + cb, C);
+      k += max_scatter(dx + n * HW * C, dy + n * OHW * C, idx + n * OHW * C, HW, OHW, C, c0,
+                       c1);
+    }
+    if (k) bad.fetch_add(k, std::memory_order_relaxed);
+  });
+  return bad.load();
+}
+
+// dx (N,HW,C) += dy (N,OHW,C) at positions idx (N,OHW,C) (plain loops)
+int64_t max_pool2d_backward_naive(float* dx, const float* dy, const int32_t* idx, int64_t N,
+                                  int64_t HW, int64_t OHW, int64_t C) {
+  int64_t bad = 0;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t o = 0; o < OHW; ++o)
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t i = (n * OHW + o) * C + c;
+        if (idx[i] >= 0 && idx[i] < HW) dx[(n * HW + idx[i]) * C + c] += dy[i];
+        else ++bad;
+      }
+  return bad;
+}
+
+// ---- average pool -----------------------------------------------------------------------
+
+// y (N,OH,OW,C) = mean of x (N,H,W,C) over the real elements of each window
+void avg_pool2d_forward(float* y, const float* x, const Pool2d& g) {
+  const int64_t row = g.OW * g.C;
+  parallel_for(g.N * g.OH, grain_for(row * g.KH * g.KW), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t n = r / g.OH, oh = r % g.OH;
+      avg_row(y + r * row, x + n * g.H * g.W * g.C, g, oh);
+    }
+  });
+}
+
+// y (N,OH,OW,C) = mean of x (N,H,W,C) over the real elements of each window (plain loops)
+void avg_pool2d_forward_naive(float* y, const float* x, const Pool2d& g) {
+  const int64_t C = g.C;
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t oh = 0; oh < g.OH; ++oh)
+      for (int64_t ow = 0; ow < g.OW; ++ow)
+        for (int64_t c = 0; c < C; ++c) {
+          int64_t h0, h1, w0, w1;
+          window(oh, g.SH, g.PT, g.KH, g.H, &h0, &h1);
+          window(ow, g.SW, g.PL, g.KW, g.W, &w0, &w1);
+          float s = 0.0f;
+          for (int64_t h = h0; h < h1; ++h)
+            for (int64_t w = w0; w < w1; ++w) s += x[((n * g.H + h) * g.W + w) * C + c];
+          y[((n * g.OH + oh) * g.OW + ow) * C + c] =
+              s * (1.0f / static_cast<float>((h1 - h0) * (w1 - w0)));
+        }
+}
+
+// dx (N,H,W,C) += dy (N,OH,OW,C) spread over the real elements of each window
+void avg_pool2d_backward(float* dx, const float* dy, const Pool2d& g) {
+  const int64_t row = g.W * g.C;
+  const int64_t cover = (g.KH + g.SH - 1) / g.SH;  // windows covering one input row
+  parallel_for(g.N * g.H, grain_for(row * cover), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t n = r / g.H, h = r % g.H;
+      avg_back_row(dx + r * row, dy + n * g.OH * g.OW * g.C, g, h);
+    }
+  });
+}
+
+// dx (N,H,W,C) += dy (N,OH,OW,C) spread over the real elements of each window (plain loops)
+void avg_pool2d_backward_naive(float* dx, const float* dy, const Pool2d& g) {
+  const int64_t C = g.C;
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t oh = 0; oh < g.OH; ++oh)
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        int64_t h0, h1, w0, w1;
+        window(oh, g.SH, g.PT, g.KH, g.H, &h0, &h1);
+        window(ow, g.SW, g.PL, g.KW, g.W, &w0, &w1);
+        const float s = 1.0f / static_cast<float>((h1 - h0) * (w1 - w0));
+        for (int64_t h = h0; h < h1; ++h)
+          for (int64_t w = w0; w < w1; ++w)
+            for (int64_t c = 0; c < C; ++c)
+              dx[((n * g.H + h) * g.W + w) * C + c] +=
+                  dy[((n * g.OH + oh) * g.OW + ow) * C + c] * s;
+      }
+}
+
+// ---- global average pool ----------------------------------------------------------------
+
+// y (N,C) = mean of x (N,HW,C) over HW
+void global_avg_pool2d_forward(float* y, const float* x, int64_t N, int64_t HW, int64_t C) {
+  const int64_t cb = channel_block(N, C), nb = (C + cb - 1) / cb;
+  parallel_for(N * nb, grain_for(HW * cb), [&](int64_t b, int64_t e) {
+    for (int64_t u = b; u < e; ++u) {
+      const int64_t n = u / nb, c0 = (u % nb) * cb, c1 = std::min(c0 + cb, C);
+      gap_image(y + n * C, x + n * HW * C, HW, C, c0, c1);
+    }
+  });
+}
+
+// y (N,C) = mean of x (N,HW,C) over HW (plain loops)
+void global_avg_pool2d_forward_naive(float* y, const float* x, int64_t N, int64_t HW,
+                                     int64_t C) {
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      float s = 0.0f;
+      for (int64_t p = 0; p < HW; ++p) s += x[(n * HW + p) * C + c];
+      y[n * C + c] = s * (1.0f / static_cast<float>(HW));
+    }
+}
+
+// dx (N,HW,C) += dy (N,C) / HW
+void global_avg_pool2d_backward(float* dx, const float* dy, int64_t N, int64_t HW, int64_t C) {
+  const float s = 1.0f / static_cast<float>(HW);
+  parallel_for(N * HW, grain_for(C), [&](int64_t b, int64_t e) {
+    // Rows [b, e) may span images: handle each image's part in one call.
+    for (int64_t r = b; r < e;) {
+      const int64_t n = r / HW, end = std::min(e, (n + 1) * HW);
+      add_rows(dx + r * C, dy + n * C, s, end - r, C);
+      r = end;
+    }
+  });
+}
+
+// dx (N,HW,C) += dy (N,C) / HW (plain loops)
+void global_avg_pool2d_backward_naive(float* dx, const float* dy, int64_t N, int64_t HW,
+                                      int64_t C) {
+  const float s = 1.0f / static_cast<float>(HW);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t p = 0; p < HW; ++p)
+      for (int64_t c = 0; c < C; ++c) dx[(n * HW + p) * C + c] += dy[n * C + c] * s;
+}
+
+}  // namespace fastnn
