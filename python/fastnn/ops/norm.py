@@ -73,10 +73,10 @@ def batch_norm_backward(dy, x, gamma, saved, dx=None, dgamma=None, dbeta=None):
         raise ValueError(f"{op}: argument 'x' must have at least 2 dimensions (N, ..., C), got shape {x.shape}")
     if dy.shape != x.shape:
         raise ValueError(f"{op}: argument 'dy' must have the shape of 'x' {x.shape}, got {dy.shape}")
-    try:
-        mean, invstd, training = saved
-    except (TypeError, ValueError):
-        raise TypeError(f"{op}: argument 'saved' must be the (mean, invstd, training) returned by batch_norm") from None
+    if not isinstance(saved, tuple) or len(saved) != 3:
+        raise TypeError(f"{op}: argument 'saved' must be the (mean, invstd, training) returned by "
+                        f"batch_norm, got {type(saved).__name__}")
+    mean, invstd, training = saved
     c = x.shape[-1]
     dx = np.zeros(x.shape, np.float32) if dx is None else _same_shape_out(dx, x.shape, op, "dx")
     dgamma = np.zeros(c, np.float32) if dgamma is None else dgamma
