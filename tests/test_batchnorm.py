@@ -194,6 +194,22 @@ def test_backward_adds_and_skips_what_is_not_needed():
     np.testing.assert_array_equal(g, dg)
 
 
+@pytest.mark.parametrize("naive", [False, True])
+@pytest.mark.parametrize("training", [True, False])
+def test_accumulate_false_overwrites_dx(naive, training):
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((40, 150)).astype(np.float32)
+    gamma, beta = params(150, rng)
+    rm, rv = np.zeros(150, np.float32), np.ones(150, np.float32)
+    _, saved = ops.batch_norm(x, gamma, beta, rm, rv, training)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    want = ops.batch_norm_backward(dy, x, gamma, saved, dx=np.zeros_like(x))[0]
+    dx = np.full(x.shape, np.nan, np.float32)
+    _core.batch_norm_backward(dx, None, None, dy, saved.mean, saved.invstd, x, gamma, training,
+                              False, naive=naive)
+    np.testing.assert_allclose(dx, want, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("shape", [(64, 26, 26, 32), (16, 7, 7, 300), (20000, 3)])
 def test_one_and_two_threads_are_bitwise_identical(shape, threads):
     rng = np.random.default_rng(7)

@@ -258,6 +258,31 @@ def test_backward_adds_into_dx():
     np.testing.assert_array_equal(ops.avg_pool2d_backward(dy, x.shape, dx=g.copy()), 2 * g)
 
 
+@pytest.mark.parametrize("naive", [False, True])
+def test_accumulate_false_overwrites_dx(naive):
+    # What a layer does: no zeroing pass; the kernel writes every element of dx, including
+    # those no window reaches (stride 3 > pool 2 skips rows and columns).
+    rng = np.random.default_rng(19)
+    shape = (2, 8, 7, 5)
+    x = rng.standard_normal(shape).astype(np.float32)
+    for pool, strides, padding in [(2, 3, "valid"), (3, 1, "same"), (2, None, "valid")]:
+        p, s, pad = ops.pool.pool_options("t", pool, strides, padding)
+        pd = ops.pool.PADDINGS[pad]
+        y, idx = ops.max_pool2d(x, pool, strides, padding)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        dx = np.full(shape, np.nan, np.float32)
+        _core.max_pool2d_backward(dx, dy, idx, False, naive=naive)
+        np.testing.assert_array_equal(dx, ref.max_pool2d_backward(dy, idx, shape))
+        dx = np.full(shape, np.nan, np.float32)
+        _core.avg_pool2d_backward(dx, dy, p, s, pd, False, naive=naive)
+        np.testing.assert_allclose(dx, ref.avg_pool2d_backward(dy.astype(np.float64), shape, pool,
+                                                                strides, padding), rtol=1e-6, atol=1e-6)
+    dx = np.full(shape, np.nan, np.float32)
+    g = rng.standard_normal((2, 5)).astype(np.float32)
+    _core.global_avg_pool2d_backward(dx, g, False, naive=naive)
+    np.testing.assert_allclose(dx, ref.global_avg_pool2d_backward(g, shape), rtol=1e-6)
+
+
 def test_out_argument_is_written():
     x = np.random.default_rng(11).standard_normal((2, 4, 4, 3)).astype(np.float32)
     out = np.empty((2, 2, 2, 3), np.float32)

@@ -105,7 +105,8 @@ void bind_norm(py::module_& m) {
   m.def(
       "batch_norm_backward",
       [](py::handle dx, py::handle dgamma, py::handle dbeta, py::handle dy, py::handle mean,
-         py::handle invstd, py::handle x, py::handle gamma, bool training, bool naive) {
+         py::handle invstd, py::handle x, py::handle gamma, bool training, bool accumulate,
+         bool naive) {
         const char* op = "batch_norm_backward";
         auto X = in<float>(op, "x", x, {ANY, ANY}, "(M, C)");
         const int64_t M = X[0], C = X[1];
@@ -134,14 +135,14 @@ void bind_norm(py::module_& m) {
         py::gil_scoped_release nogil;
         (naive ? batch_norm_backward_naive : batch_norm_backward)(
             DX.data, DG.data, DB.data, DY.data, MU.data, R.data, X.data, G.data, M, C,
-            training);
+            training, accumulate);
       },
       py::arg("dx"), py::arg("dgamma"), py::arg("dbeta"), py::arg("dy"), py::arg("mean"),
       py::arg("invstd"), py::arg("x"), py::arg("gamma"), py::arg("training"),
-      py::arg("naive") = false,
+      py::arg("accumulate") = true, py::arg("naive") = false,
       "Batch-norm backward over x (M,C): dx (or None) += ..., dgamma (or None) += "
       "sum(dy*xhat), dbeta (or None) += sum(dy); mean/invstd as the forward saved them; "
-      "training=False treats the statistics as constants.");
+      "training=False treats the statistics as constants; accumulate=False overwrites dx.");
 }
 
 }  // namespace fastnn::bind

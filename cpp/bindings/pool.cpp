@@ -83,7 +83,7 @@ void bind_pool(py::module_& m) {
 
   m.def(
       "max_pool2d_backward",
-      [](py::handle dx, py::handle dy, py::handle indices, bool naive) {
+      [](py::handle dx, py::handle dy, py::handle indices, bool accumulate, bool naive) {
         const char* op = "max_pool2d_backward";
         auto DX = out<float>(op, "dx", dx, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
         const int64_t N = DX[0], H = DX[1], W = DX[2], C = DX[3];
@@ -95,15 +95,17 @@ void bind_pool(py::module_& m) {
         {
           py::gil_scoped_release nogil;
           bad = (naive ? max_pool2d_backward_naive : max_pool2d_backward)(
-              DX.data, DY.data, I.data, N, H * W, DY[1] * DY[2], C);
+              DX.data, DY.data, I.data, N, H * W, DY[1] * DY[2], C, accumulate);
         }
         if (bad)
           fail_value(op, "indices",
                      "holds " + std::to_string(bad) + " positions outside [0, H*W) = [0, " +
                          std::to_string(H * W) + ") (they were skipped; dx is incomplete)");
       },
-      py::arg("dx"), py::arg("dy"), py::arg("indices"), py::arg("naive") = false,
-      "dx (N,H,W,C) += dy (N,OH,OW,C) routed to the positions saved by max_pool2d_forward.");
+      py::arg("dx"), py::arg("dy"), py::arg("indices"), py::arg("accumulate") = true,
+      py::arg("naive") = false,
+      "dx (N,H,W,C) += dy (N,OH,OW,C) routed to the positions saved by max_pool2d_forward "
+      "(accumulate=False: dx = ..., no zeroing needed).");
 
   m.def(
       "avg_pool2d_forward",
@@ -124,18 +126,20 @@ void bind_pool(py::module_& m) {
   m.def(
       "avg_pool2d_backward",
       [](py::handle dx, py::handle dy, const Pair& pool_size, const Pair& strides,
-         Padding padding, bool naive) {
+         Padding padding, bool accumulate, bool naive) {
         const char* op = "avg_pool2d_backward";
         auto DX = out<float>(op, "dx", dx, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
         Pool2d g = geometry(op, DX[0], DX[1], DX[2], DX[3], pool_size, strides, padding);
         auto DY = in<float>(op, "dy", dy, {g.N, g.OH, g.OW, g.C}, "(N, OH, OW, C)");
         no_overlap(op, "dx", DX, "dy", DY);
         py::gil_scoped_release nogil;
-        (naive ? avg_pool2d_backward_naive : avg_pool2d_backward)(DX.data, DY.data, g);
+        (naive ? avg_pool2d_backward_naive : avg_pool2d_backward)(DX.data, DY.data, g,
+                                                                  accumulate);
       },
       py::arg("dx"), py::arg("dy"), py::arg("pool_size"), py::arg("strides"),
-      py::arg("padding"), py::arg("naive") = false,
-      "dx (N,H,W,C) += dy (N,OH,OW,C) spread over the real elements of each window.");
+      py::arg("padding"), py::arg("accumulate") = true, py::arg("naive") = false,
+      "dx (N,H,W,C) += dy (N,OH,OW,C) spread over the real elements of each window "
+      "(accumulate=False: dx = ...).");
 
   m.def(
       "global_avg_pool2d_forward",
@@ -153,17 +157,17 @@ void bind_pool(py::module_& m) {
 
   m.def(
       "global_avg_pool2d_backward",
-      [](py::handle dx, py::handle dy, bool naive) {
+      [](py::handle dx, py::handle dy, bool accumulate, bool naive) {
         const char* op = "global_avg_pool2d_backward";
         auto DX = out<float>(op, "dx", dx, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
         auto DY = in<float>(op, "dy", dy, {DX[0], DX[3]}, "(N, C)");
         no_overlap(op, "dx", DX, "dy", DY);
         py::gil_scoped_release nogil;
         (naive ? global_avg_pool2d_backward_naive : global_avg_pool2d_backward)(
-            DX.data, DY.data, DX[0], DX[1] * DX[2], DX[3]);
+            DX.data, DY.data, DX[0], DX[1] * DX[2], DX[3], accumulate);
       },
-      py::arg("dx"), py::arg("dy"), py::arg("naive") = false,
-      "dx (N,H,W,C) += dy (N,C) / (H*W).");
+      py::arg("dx"), py::arg("dy"), py::arg("accumulate") = true, py::arg("naive") = false,
+      "dx (N,H,W,C) += dy (N,C) / (H*W) (accumulate=False: dx = ...).");
 }
 
 }  // namespace fastnn::bind

@@ -86,35 +86,50 @@ void apply_rows(float* y, const float* x, const float* m, const float* r, const 
   }
 }
 
-// Training-mode dx rows, channels [c0, c0 + cb): dx += k·(dy − a − (x − m)·s), with the
+// Training-mode dx rows, channels [c0, c0 + cb): dx [+]= k·(dy − a − (x − m)·s), with the
 // per-channel constants k, a, s (cb) of this chunk.
 FASTNN_CLONES
 void dx_train_rows(float* dx, const float* dy, const float* x, const float* m, const float* k,
                    const float* a, const float* s, int64_t rows, int64_t C, int64_t c0,
-                   int64_t cb) {
+                   int64_t cb, bool accumulate) {
   const float* mc = m + c0;
   for (int64_t i = 0; i < rows; ++i) {
     float* o = dx + i * C + c0;
     const float* d = dy + i * C + c0;
     const float* xr = x + i * C + c0;
+    if (accumulate) {
 #pragma omp simd
-    for (int64_t c = 0; c < cb; ++c) o[c] += k[c] * (d[c] - a[c] - (xr[c] - mc[c]) * s[c]);
+      for (int64_t c = 0; c < cb; ++c) o[c] += k[c] * (d[c] - a[c] - (xr[c] - mc[c]) * s[c]);
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < cb; ++c) o[c] = k[c] * (d[c] - a[c] - (xr[c] - mc[c]) * s[c]);
+    }
   }
 }
 
-// Inference-mode dx rows: dx += (g·r)·dy; g may be nullptr (1).
+// Inference-mode dx rows: dx [+]= (g·r)·dy; g may be nullptr (1).
 FASTNN_CLONES
 void dx_infer_rows(float* dx, const float* dy, const float* r, const float* g, int64_t rows,
-                   int64_t C) {
+                   int64_t C, bool accumulate) {
   for (int64_t i = 0; i < rows; ++i) {
     float* o = dx + i * C;
     const float* d = dy + i * C;
-    if (g) {
+    if (accumulate) {
+      if (g) {
 #pragma omp simd
-      for (int64_t c = 0; c < C; ++c) o[c] += (r[c] * g[c]) * d[c];
+        for (int64_t c = 0; c < C; ++c) o[c] += (r[c] * g[c]) * d[c];
+      } else {
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) o[c] += r[c] * d[c];
+      }
     } else {
+      if (g) {
 #pragma omp simd
-      for (int64_t c = 0; c < C; ++c) o[c] += r[c] * d[c];
+        for (int64_t c = 0; c < C; ++c) o[c] = (r[c] * g[c]) * d[c];
+      } else {
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) o[c] = r[c] * d[c];
+      }
     }
   }
 }
@@ -254,7 +269,8 @@ void batch_norm_forward_infer_naive(float* y, float* mean, float* invstd, const 
 // dx (M,C) += ..., dgamma (C) += Σ dy·x̂, dbeta (C) += Σ dy
 void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
                          const float* mean, const float* invstd, const float* x,
-                         const float* gamma, int64_t M, int64_t C, bool training) {
+                         const float* gamma, int64_t M, int64_t C, bool training,
+                         bool accumulate) {
   const bool need_sums = dgamma || dbeta || (dx && training);
   for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
     const int64_t cb = std::min(kChunk, C - c0);
@@ -277,13 +293,14 @@ void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy
         s[c] = static_cast<float>(r * r * s2[c] / static_cast<double>(M));
       }
       parallel_for(M, row_grain(cb), [&](int64_t b, int64_t e) {
-        dx_train_rows(dx + b * C, dy + b * C, x + b * C, mean, k, a, s, e - b, C, c0, cb);
+        dx_train_rows(dx + b * C, dy + b * C, x + b * C, mean, k, a, s, e - b, C, c0, cb,
+                      accumulate);
       });
     }
   }
   if (dx && !training) {
     parallel_for(M, row_grain(C), [&](int64_t b, int64_t e) {
-      dx_infer_rows(dx + b * C, dy + b * C, invstd, gamma, e - b, C);
+      dx_infer_rows(dx + b * C, dy + b * C, invstd, gamma, e - b, C, accumulate);
     });
   }
 }
@@ -291,7 +308,8 @@ void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy
 // Backward (plain loops, float64 sums)
 void batch_norm_backward_naive(float* dx, float* dgamma, float* dbeta, const float* dy,
                                const float* mean, const float* invstd, const float* x,
-                               const float* gamma, int64_t M, int64_t C, bool training) {
+                               const float* gamma, int64_t M, int64_t C, bool training,
+                               bool accumulate) {
   for (int64_t c = 0; c < C; ++c) {
     double sdy = 0.0, sdyx = 0.0;
     for (int64_t i = 0; i < M; ++i) {
@@ -307,7 +325,8 @@ void batch_norm_backward_naive(float* dx, float* dgamma, float* dbeta, const flo
       double d = dy[i * C + c];
       if (training)
         d -= sdy / M + (static_cast<double>(x[i * C + c]) - mean[c]) * r * r * sdyx / M;
-      dx[i * C + c] += static_cast<float>(g * r * d);
+      const float v = static_cast<float>(g * r * d);
+      dx[i * C + c] = accumulate ? dx[i * C + c] + v : v;
     }
   }
 }

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 
 #include "fastnn/common.h"
 
@@ -87,11 +88,19 @@ void max_row(float* y, int32_t* idx, const float* xi, const Pool2d& g, int64_t o
   }
 }
 
-// dx (HW,C) += dy (OHW,C) scattered to idx, channels [c0, c1) of one image; returns the
-// number of positions outside [0, HW) (skipped).
+// dx (HW,C) [+]= dy (OHW,C) scattered to idx, channels [c0, c1) of one image; returns
+// the number of positions outside [0, HW) (skipped).
 FASTNN_CLONES
 int64_t max_scatter(float* dx, const float* dy, const int32_t* idx, int64_t HW, int64_t OHW,
-                    int64_t C, int64_t c0, int64_t c1) {
+                    int64_t C, int64_t c0, int64_t c1, bool accumulate) {
+  if (!accumulate) {
+    if (c0 == 0 && c1 == C) {
+      std::memset(dx, 0, sizeof(float) * HW * C);
+    } else {
+      for (int64_t p = 0; p < HW; ++p)
+        for (int64_t c = c0; c < c1; ++c) dx[p * C + c] = 0.0f;
+    }
+  }
   int64_t bad = 0;
   for (int64_t o = 0; o < OHW; ++o) {
     const float* d = dy + o * C;
@@ -132,10 +141,11 @@ void avg_row(float* y, const float* xi, const Pool2d& g, int64_t oh) {
   }
 }
 
-// dx row h (W,C) of one image += its share of every window covering it; dyi (OH,OW,C).
+// dx row h (W,C) of one image [+]= its share of every window covering it; dyi (OH,OW,C).
 FASTNN_CLONES
-void avg_back_row(float* dxr, const float* dyi, const Pool2d& g, int64_t h) {
+void avg_back_row(float* dxr, const float* dyi, const Pool2d& g, int64_t h, bool accumulate) {
   const int64_t C = g.C;
+  if (!accumulate) std::memset(dxr, 0, sizeof(float) * g.W * C);
   // Output rows oh with oh·SH − PT ≤ h < oh·SH − PT + KH, in increasing order.
   const int64_t num = h + g.PT - g.KH + 1;
   const int64_t lo = num <= 0 ? 0 : (num + g.SH - 1) / g.SH;
@@ -173,13 +183,18 @@ void gap_image(float* y, const float* x, int64_t HW, int64_t C, int64_t c0, int6
   for (int64_t c = c0; c < c1; ++c) y[c] *= inv;
 }
 
-// dx rows (rows,C) += d (C) · s
+// dx rows (rows,C) [+]= d (C) · s
 FASTNN_CLONES
-void add_rows(float* dx, const float* d, float s, int64_t rows, int64_t C) {
+void add_rows(float* dx, const float* d, float s, int64_t rows, int64_t C, bool accumulate) {
   for (int64_t r = 0; r < rows; ++r) {
     float* p = dx + r * C;
+    if (accumulate) {
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) p[c] += d[c] * s;
+      for (int64_t c = 0; c < C; ++c) p[c] += d[c] * s;
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) p[c] = d[c] * s;
+    }
   }
 }
 
@@ -243,7 +258,7 @@ void max_pool2d_forward_naive(float* y, int32_t* idx, const float* x, const Pool
 
 // dx (N,HW,C) += dy (N,OHW,C) at positions idx (N,OHW,C)
 int64_t max_pool2d_backward(float* dx, const float* dy, const int32_t* idx, int64_t N,
-                            int64_t HW, int64_t OHW, int64_t C) {
+                            int64_t HW, int64_t OHW, int64_t C, bool accumulate) {
   const int64_t cb = channel_block(N, C), nb = (C + cb - 1) / cb;
   // Only the count of bad positions is shared (it is an error report, not a result).
   std::atomic<int64_t> bad{0};
@@ -252,7 +267,7 @@ int64_t max_pool2d_backward(float* dx, const float* dy, const int32_t* idx, int6
     for (int64_t u = b; u < e; ++u) {
       const int64_t n = u / nb, c0 = (u % nb) * cb, c1 = std::min(c0 + cb, C);
       k += max_scatter(dx + n * HW * C, dy + n * OHW * C, idx + n * OHW * C, HW, OHW, C, c0,
-                       c1);
+                       c1, accumulate);
     }
     if (k) bad.fetch_add(k, std::memory_order_relaxed);
   });
@@ -261,7 +276,8 @@ int64_t max_pool2d_backward(float* dx, const float* dy, const int32_t* idx, int6
 
 // dx (N,HW,C) += dy (N,OHW,C) at positions idx (N,OHW,C) (plain loops)
 int64_t max_pool2d_backward_naive(float* dx, const float* dy, const int32_t* idx, int64_t N,
-                                  int64_t HW, int64_t OHW, int64_t C) {
+                                  int64_t HW, int64_t OHW, int64_t C, bool accumulate) {
+  if (!accumulate) std::fill(dx, dx + N * HW * C, 0.0f);
   int64_t bad = 0;
   for (int64_t n = 0; n < N; ++n)
     for (int64_t o = 0; o < OHW; ++o)
@@ -305,20 +321,21 @@ void avg_pool2d_forward_naive(float* y, const float* x, const Pool2d& g) {
 }
 
 // dx (N,H,W,C) += dy (N,OH,OW,C) spread over the real elements of each window
-void avg_pool2d_backward(float* dx, const float* dy, const Pool2d& g) {
+void avg_pool2d_backward(float* dx, const float* dy, const Pool2d& g, bool accumulate) {
   const int64_t row = g.W * g.C;
   const int64_t cover = (g.KH + g.SH - 1) / g.SH;  // windows covering one input row
   parallel_for(g.N * g.H, grain_for(row * cover), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t n = r / g.H, h = r % g.H;
-      avg_back_row(dx + r * row, dy + n * g.OH * g.OW * g.C, g, h);
+      avg_back_row(dx + r * row, dy + n * g.OH * g.OW * g.C, g, h, accumulate);
     }
   });
 }
 
 // dx (N,H,W,C) += dy (N,OH,OW,C) spread over the real elements of each window (plain loops)
-void avg_pool2d_backward_naive(float* dx, const float* dy, const Pool2d& g) {
+void avg_pool2d_backward_naive(float* dx, const float* dy, const Pool2d& g, bool accumulate) {
   const int64_t C = g.C;
+  if (!accumulate) std::fill(dx, dx + g.N * g.H * g.W * C, 0.0f);
   for (int64_t n = 0; n < g.N; ++n)
     for (int64_t oh = 0; oh < g.OH; ++oh)
       for (int64_t ow = 0; ow < g.OW; ++ow) {
@@ -359,13 +376,14 @@ void global_avg_pool2d_forward_naive(float* y, const float* x, int64_t N, int64_
 }
 
 // dx (N,HW,C) += dy (N,C) / HW
-void global_avg_pool2d_backward(float* dx, const float* dy, int64_t N, int64_t HW, int64_t C) {
+void global_avg_pool2d_backward(float* dx, const float* dy, int64_t N, int64_t HW, int64_t C,
+                                bool accumulate) {
   const float s = 1.0f / static_cast<float>(HW);
   parallel_for(N * HW, grain_for(C), [&](int64_t b, int64_t e) {
     // Rows [b, e) may span images: handle each image's part in one call.
     for (int64_t r = b; r < e;) {
       const int64_t n = r / HW, end = std::min(e, (n + 1) * HW);
-      add_rows(dx + r * C, dy + n * C, s, end - r, C);
+      add_rows(dx + r * C, dy + n * C, s, end - r, C, accumulate);
       r = end;
     }
   });
@@ -373,11 +391,14 @@ void global_avg_pool2d_backward(float* dx, const float* dy, int64_t N, int64_t H
 
 // dx (N,HW,C) += dy (N,C) / HW (plain loops)
 void global_avg_pool2d_backward_naive(float* dx, const float* dy, int64_t N, int64_t HW,
-                                      int64_t C) {
+                                      int64_t C, bool accumulate) {
   const float s = 1.0f / static_cast<float>(HW);
   for (int64_t n = 0; n < N; ++n)
     for (int64_t p = 0; p < HW; ++p)
-      for (int64_t c = 0; c < C; ++c) dx[(n * HW + p) * C + c] += dy[n * C + c] * s;
+      for (int64_t c = 0; c < C; ++c) {
+        float& o = dx[(n * HW + p) * C + c];
+        o = (accumulate ? o : 0.0f) + dy[n * C + c] * s;
+      }
 }
 
 }  // namespace fastnn

@@ -38,12 +38,15 @@ void batch_norm_forward_infer_naive(float* y, float* mean, float* invstd, const 
 //   dgamma (C) += Σ_M dy·x̂;   dbeta (C) += Σ_M dy;
 //   training:  dx (M,C) += gamma·invstd·(dy − mean_M(dy) − x̂·mean_M(dy·x̂));
 //   inference: dx (M,C) += gamma·invstd·dy (the statistics are constants).
-// Any of dx, dgamma, dbeta may be nullptr; gamma nullptr means 1.
+// Any of dx, dgamma, dbeta may be nullptr; gamma nullptr means 1. accumulate=false
+// overwrites dx instead of adding into it (dgamma and dbeta are always added into).
 void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
                          const float* mean, const float* invstd, const float* x,
-                         const float* gamma, int64_t M, int64_t C, bool training);
+                         const float* gamma, int64_t M, int64_t C, bool training,
+                         bool accumulate);
 void batch_norm_backward_naive(float* dx, float* dgamma, float* dbeta, const float* dy,
                                const float* mean, const float* invstd, const float* x,
-                               const float* gamma, int64_t M, int64_t C, bool training);
+                               const float* gamma, int64_t M, int64_t C, bool training,
+                               bool accumulate);
 
 }  // namespace fastnn

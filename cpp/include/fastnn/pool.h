@@ -29,14 +29,18 @@ bool pool2d_geometry(Pool2d* g, int64_t N, int64_t H, int64_t W, int64_t C, int6
 void max_pool2d_forward(float* y, int32_t* idx, const float* x, const Pool2d& g);
 void max_pool2d_forward_naive(float* y, int32_t* idx, const float* x, const Pool2d& g);
 
+// In every backward kernel here, accumulate=false overwrites dx instead of adding into it
+// (each thread clears the part of dx it owns while it is in cache, which saves the caller
+// a separate zeroing pass over dx).
+
 // dx (N,HW,C) += dy (N,OHW,C) routed to the saved positions: dx[n, idx[n,o,c], c] += dy[n,o,c].
 // Each thread owns whole images (or channel ranges of one) and adds in output order, so
 // the result is the same for any thread count. A position outside [0, HW) is skipped and
 // counted: the return value is the number skipped (0 for indices saved by the forward).
 int64_t max_pool2d_backward(float* dx, const float* dy, const int32_t* idx, int64_t N,
-                            int64_t HW, int64_t OHW, int64_t C);
+                            int64_t HW, int64_t OHW, int64_t C, bool accumulate);
 int64_t max_pool2d_backward_naive(float* dx, const float* dy, const int32_t* idx, int64_t N,
-                                  int64_t HW, int64_t OHW, int64_t C);
+                                  int64_t HW, int64_t OHW, int64_t C, bool accumulate);
 
 // y (N,OH,OW,C) = mean of x (N,H,W,C) over the real (unpadded) elements of each window.
 void avg_pool2d_forward(float* y, const float* x, const Pool2d& g);
@@ -44,8 +48,8 @@ void avg_pool2d_forward_naive(float* y, const float* x, const Pool2d& g);
 
 // dx (N,H,W,C) += each dy (N,OH,OW,C) spread evenly over the real elements of its window.
 // Each thread owns rows of dx and gathers from the windows covering them.
-void avg_pool2d_backward(float* dx, const float* dy, const Pool2d& g);
-void avg_pool2d_backward_naive(float* dx, const float* dy, const Pool2d& g);
+void avg_pool2d_backward(float* dx, const float* dy, const Pool2d& g, bool accumulate);
+void avg_pool2d_backward_naive(float* dx, const float* dy, const Pool2d& g, bool accumulate);
 
 // y (N,C) = mean of x (N,HW,C) over HW.
 void global_avg_pool2d_forward(float* y, const float* x, int64_t N, int64_t HW, int64_t C);
@@ -53,8 +57,9 @@ void global_avg_pool2d_forward_naive(float* y, const float* x, int64_t N, int64_
                                      int64_t C);
 
 // dx (N,HW,C) += dy (N,C) / HW
-void global_avg_pool2d_backward(float* dx, const float* dy, int64_t N, int64_t HW, int64_t C);
+void global_avg_pool2d_backward(float* dx, const float* dy, int64_t N, int64_t HW, int64_t C,
+                                bool accumulate);
 void global_avg_pool2d_backward_naive(float* dx, const float* dy, int64_t N, int64_t HW,
-                                      int64_t C);
+                                      int64_t C, bool accumulate);
 
 }  // namespace fastnn

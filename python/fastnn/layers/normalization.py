@@ -94,12 +94,13 @@ class BatchNormalization(Layer):
 
     def backward(self, dy):
         x = self._x
-        dx = self.buffer("dx", x.shape, zero=True) if self.need_input_grad else None
+        dx = self.buffer("dx", x.shape) if self.need_input_grad else None
         learn = self.trainable
         dgamma = self.dgamma if (learn and self.scale) else None
         dbeta = self.dbeta if (learn and self.center) else None
         _core.batch_norm_backward(dx, dgamma, dbeta, dy.reshape(x.shape), self._mean, self._invstd,
-                                  x, self.gamma if self.scale else None, self._batch_stats)
+                                  x, self.gamma if self.scale else None, self._batch_stats,
+                                  False)  # overwrites dx: no zeroing pass
         return None if dx is None else dx.reshape(self._shape)
 
     def get_config(self):

@@ -61,8 +61,8 @@ class MaxPooling2D(_Pooling2D):
     def backward(self, dy):
         if not self.need_input_grad:
             return None
-        dx = self.buffer("dx", self._x_shape, zero=True)
-        _core.max_pool2d_backward(dx, dy, self._idx)
+        dx = self.buffer("dx", self._x_shape)
+        _core.max_pool2d_backward(dx, dy, self._idx, False)  # overwrites dx: no zeroing pass
         return dx
 
 
@@ -82,8 +82,8 @@ class AveragePooling2D(_Pooling2D):
     def backward(self, dy):
         if not self.need_input_grad:
             return None
-        dx = self.buffer("dx", self._x_shape, zero=True)
-        _core.avg_pool2d_backward(dx, dy, self.pool_size, self.strides, self._pad)
+        dx = self.buffer("dx", self._x_shape)
+        _core.avg_pool2d_backward(dx, dy, self.pool_size, self.strides, self._pad, False)
         return dx
 
 
@@ -112,8 +112,8 @@ class GlobalAveragePooling2D(Layer):
     def backward(self, dy):
         if not self.need_input_grad:
             return None
-        dx = self.buffer("dx", self._x_shape, zero=True)
-        _core.global_avg_pool2d_backward(dx, dy.reshape(dy.shape[0], -1))
+        dx = self.buffer("dx", self._x_shape)
+        _core.global_avg_pool2d_backward(dx, dy.reshape(dy.shape[0], -1), False)
         return dx
 
     def get_config(self):

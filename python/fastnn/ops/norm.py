@@ -78,10 +78,11 @@ def batch_norm_backward(dy, x, gamma, saved, dx=None, dgamma=None, dbeta=None):
                         f"batch_norm, got {type(saved).__name__}")
     mean, invstd, training = saved
     c = x.shape[-1]
-    dx = np.zeros(x.shape, np.float32) if dx is None else _same_shape_out(dx, x.shape, op, "dx")
+    acc = dx is not None
+    dx = _same_shape_out(dx, x.shape, op, "dx") if acc else np.empty(x.shape, np.float32)
     dgamma = np.zeros(c, np.float32) if dgamma is None else dgamma
     dbeta = np.zeros(c, np.float32) if dbeta is None else dbeta
     _core.batch_norm_backward(dx.reshape(-1, c), dgamma, dbeta, dy.reshape(-1, c),
                               as_f32(mean, op, "saved.mean"), as_f32(invstd, op, "saved.invstd"),
-                              x.reshape(-1, c), _opt_f32(gamma, op, "gamma"), bool(training))
+                              x.reshape(-1, c), _opt_f32(gamma, op, "gamma"), bool(training), acc)
     return dx, dgamma, dbeta

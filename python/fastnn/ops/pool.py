@@ -61,15 +61,16 @@ def _x_shape(x_shape, op: str) -> tuple:
     return t
 
 
-def _grad_out(dx, shape, op: str) -> np.ndarray:
-    """dx to add into: new zeros, or the caller's array, which must be exactly x_shape."""
+def _grad_out(dx, shape, op: str):
+    """(dx, accumulate): a new array the kernel overwrites, or the caller's array (exactly
+    x_shape) that it adds into."""
     if dx is None:
-        return np.zeros(shape, np.float32)
+        return np.empty(shape, np.float32), False
     if not isinstance(dx, np.ndarray):
         raise TypeError(f"{op}: argument 'dx' must be a numpy.ndarray, got {type(dx).__name__}")
     if dx.shape != shape:
         raise ValueError(f"{op}: argument 'dx' must have shape x_shape = {shape}, got {dx.shape}")
-    return dx
+    return dx, True
 
 
 def max_pool2d(x, pool_size=2, strides=None, padding="valid", out=None):
@@ -104,8 +105,8 @@ def max_pool2d_backward(dy, indices, x_shape, dx=None):
     if idx.dtype.kind not in "iu":
         raise TypeError(f"{op}: argument 'indices' must hold integers (from max_pool2d), got dtype {idx.dtype}")
     idx = np.ascontiguousarray(idx, dtype=np.int32)
-    dx = _grad_out(dx, shape, op)
-    _core.max_pool2d_backward(dx, dy, idx)
+    dx, acc = _grad_out(dx, shape, op)
+    _core.max_pool2d_backward(dx, dy, idx, acc)
     return dx
 
 
@@ -132,8 +133,8 @@ def avg_pool2d_backward(dy, x_shape, pool_size=2, strides=None, padding="valid",
     shape = _x_shape(x_shape, op)
     pool, step, pad = pool_options(op, pool_size, strides, padding)
     dy = as_f32(dy, op, "dy")
-    dx = _grad_out(dx, shape, op)
-    _core.avg_pool2d_backward(dx, dy, pool, step, PADDINGS[pad])
+    dx, acc = _grad_out(dx, shape, op)
+    _core.avg_pool2d_backward(dx, dy, pool, step, PADDINGS[pad], acc)
     return dx
 
 
@@ -151,6 +152,6 @@ def global_avg_pool2d_backward(dy, x_shape, dx=None):
     op = "global_avg_pool2d_backward"
     shape = _x_shape(x_shape, op)
     dy = as_f32(dy, op, "dy")
-    dx = _grad_out(dx, shape, op)
-    _core.global_avg_pool2d_backward(dx, dy)
+    dx, acc = _grad_out(dx, shape, op)
+    _core.global_avg_pool2d_backward(dx, dy, acc)
     return dx
