@@ -40,7 +40,80 @@ int64_t channel_block(int64_t N, int64_t C) {
   return ((C + nb - 1) / nb + 15) / 16 * 16;
 }
 
+// ---- register blocks ----------------------------------------------------------------------
+
+// Eight floats / int32 in one AVX2 register (the baseline clone uses two SSE registers,
+// the AVX-512 clone one half register). The window loops keep a block of 8 or 16 channels
+// of the running max / sum in registers instead of re-reading the output per element.
+typedef float f8 __attribute__((vector_size(32)));
+typedef int32_t i8 __attribute__((vector_size(32)));
+// The same with 4-byte alignment, to load and store at any float address. GCC lets a
+// vector type alias its element type.
+typedef float f8u __attribute__((vector_size(32), aligned(4)));
+typedef int32_t i8u __attribute__((vector_size(32), aligned(4)));
+#define FASTNN_INLINE inline __attribute__((always_inline))
+
+#define FASTNN_SPLAT8(p) (i8{(p), (p), (p), (p), (p), (p), (p), (p)})
+
 // ---- max pool ---------------------------------------------------------------------------
+
+// One output pixel, channels [c, c + 8·NV): max of xi (H,W,C) over rows [h0, h1) and
+// columns [w0, w1), and (kIdx) its position. v wins when greater, or when NaN unless a NaN
+// already won; ties keep the first in row-major order.
+// (GCC 12 warns, wrongly, that the lanes of `at` may be used uninitialized once the 32-byte
+// vectors are split for the baseline clone.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+template <int NV, bool kIdx>
+FASTNN_INLINE void max_block(float* yo, int32_t* io, const float* xi, int64_t C, int64_t W,
+                             int64_t h0, int64_t h1, int64_t w0, int64_t w1, int64_t c) {
+  f8 b[NV];
+  i8 at[NV];
+  const int32_t p0 = static_cast<int32_t>(h0 * W + w0);
+  const i8 s0 = FASTNN_SPLAT8(p0);
+  for (int k = 0; k < NV; ++k) {
+    b[k] = *reinterpret_cast<const f8u*>(xi + p0 * C + c + 8 * k);
+    if constexpr (kIdx) at[k] = s0;
+  }
+  for (int64_t h = h0; h < h1; ++h) {
+    for (int64_t w = (h == h0 ? w0 + 1 : w0); w < w1; ++w) {
+      const int32_t p = static_cast<int32_t>(h * W + w);
+      const float* xp = xi + p * C + c;
+      for (int k = 0; k < NV; ++k) {
+        const f8 v = *reinterpret_cast<const f8u*>(xp + 8 * k);
+        const i8 t = ~(v <= b[k]) & (b[k] == b[k]);
+        b[k] = t ? v : b[k];
+        if constexpr (kIdx) at[k] = t ? FASTNN_SPLAT8(p) : at[k];
+      }
+    }
+  }
+  for (int k = 0; k < NV; ++k) {
+    *reinterpret_cast<f8u*>(yo + c + 8 * k) = b[k];
+    if constexpr (kIdx) *reinterpret_cast<i8u*>(io + c + 8 * k) = at[k];
+  }
+}
+#pragma GCC diagnostic pop
+
+// Same for channels [c0, C) one at a time (the last C mod 8).
+FASTNN_INLINE void max_tail(float* yo, int32_t* io, const float* xi, int64_t C, int64_t W,
+                            int64_t h0, int64_t h1, int64_t w0, int64_t w1, int64_t c0) {
+  for (int64_t c = c0; c < C; ++c) {
+    const int32_t p0 = static_cast<int32_t>(h0 * W + w0);
+    float b = xi[p0 * C + c];
+    int32_t at = p0;
+    for (int64_t h = h0; h < h1; ++h)
+      for (int64_t w = (h == h0 ? w0 + 1 : w0); w < w1; ++w) {
+        const int32_t p = static_cast<int32_t>(h * W + w);
+        const float v = xi[p * C + c];
+        if (!(v <= b) && b == b) {
+          b = v;
+          at = p;
+        }
+      }
+    yo[c] = b;
+    if (io) io[c] = at;
+  }
+}
 
 // y, idx (OW,C) = output row oh of one image xi (H,W,C). idx may be nullptr.
 FASTNN_CLONES
@@ -52,39 +125,16 @@ void max_row(float* y, int32_t* idx, const float* xi, const Pool2d& g, int64_t o
     int64_t w0, w1;
     window(ow, g.SW, g.PL, g.KW, g.W, &w0, &w1);
     float* yo = y + ow * C;
-    const int32_t p0 = static_cast<int32_t>(h0 * W + w0);
-    const float* x0 = xi + p0 * C;
-    for (int64_t c = 0; c < C; ++c) yo[c] = x0[c];
-    if (idx) {
-      int32_t* io = idx + ow * C;
-      for (int64_t c = 0; c < C; ++c) io[c] = p0;
-      for (int64_t h = h0; h < h1; ++h) {
-        for (int64_t w = (h == h0 ? w0 + 1 : w0); w < w1; ++w) {
-          const int32_t p = static_cast<int32_t>(h * W + w);
-          const float* xp = xi + p * C;
-#pragma omp simd
-          for (int64_t c = 0; c < C; ++c) {
-            const float v = xp[c], b = yo[c];
-            // v wins when greater, or when NaN, unless a NaN already won.
-            const bool t = (!(v <= b)) & (b == b);
-            yo[c] = t ? v : b;
-            io[c] = t ? p : io[c];
-          }
-        }
-      }
+    int32_t* io = idx ? idx + ow * C : nullptr;
+    int64_t c = 0;
+    if (io) {
+      for (; c + 16 <= C; c += 16) max_block<2, true>(yo, io, xi, C, W, h0, h1, w0, w1, c);
+      for (; c + 8 <= C; c += 8) max_block<1, true>(yo, io, xi, C, W, h0, h1, w0, w1, c);
     } else {
-      for (int64_t h = h0; h < h1; ++h) {
-        for (int64_t w = (h == h0 ? w0 + 1 : w0); w < w1; ++w) {
-          const float* xp = xi + (h * W + w) * C;
-#pragma omp simd
-          for (int64_t c = 0; c < C; ++c) {
-            const float v = xp[c], b = yo[c];
-            const bool t = (!(v <= b)) & (b == b);
-            yo[c] = t ? v : b;
-          }
-        }
-      }
+      for (; c + 16 <= C; c += 16) max_block<2, false>(yo, io, xi, C, W, h0, h1, w0, w1, c);
+      for (; c + 8 <= C; c += 8) max_block<1, false>(yo, io, xi, C, W, h0, h1, w0, w1, c);
     }
+    max_tail(yo, io, xi, C, W, h0, h1, w0, w1, c);
   }
 }
 
@@ -116,6 +166,21 @@ int64_t max_scatter(float* dx, const float* dy, const int32_t* idx, int64_t HW, 
 
 // ---- average pool -----------------------------------------------------------------------
 
+// One output pixel, channels [c, c + 8·NV): sum of xi (H,W,C) over rows [h0, h1) and
+// columns [w0, w1) in row-major order, times inv.
+template <int NV>
+FASTNN_INLINE void avg_block(float* yo, const float* xi, int64_t C, int64_t W, int64_t h0,
+                             int64_t h1, int64_t w0, int64_t w1, int64_t c, float inv) {
+  f8 s[NV];
+  for (int k = 0; k < NV; ++k) s[k] = *reinterpret_cast<const f8u*>(xi + (h0 * W + w0) * C + c + 8 * k);
+  for (int64_t h = h0; h < h1; ++h)
+    for (int64_t w = (h == h0 ? w0 + 1 : w0); w < w1; ++w) {
+      const float* xp = xi + (h * W + w) * C + c;
+      for (int k = 0; k < NV; ++k) s[k] += *reinterpret_cast<const f8u*>(xp + 8 * k);
+    }
+  for (int k = 0; k < NV; ++k) *reinterpret_cast<f8u*>(yo + c + 8 * k) = s[k] * inv;
+}
+
 // y (OW,C) = output row oh of one image xi (H,W,C).
 FASTNN_CLONES
 void avg_row(float* y, const float* xi, const Pool2d& g, int64_t oh) {
@@ -126,18 +191,16 @@ void avg_row(float* y, const float* xi, const Pool2d& g, int64_t oh) {
     int64_t w0, w1;
     window(ow, g.SW, g.PL, g.KW, g.W, &w0, &w1);
     float* yo = y + ow * C;
-    const float* x0 = xi + (h0 * W + w0) * C;
-    for (int64_t c = 0; c < C; ++c) yo[c] = x0[c];
-    for (int64_t h = h0; h < h1; ++h) {
-      for (int64_t w = (h == h0 ? w0 + 1 : w0); w < w1; ++w) {
-        const float* xp = xi + (h * W + w) * C;
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) yo[c] += xp[c];
-      }
-    }
     const float inv = 1.0f / static_cast<float>((h1 - h0) * (w1 - w0));
-#pragma omp simd
-    for (int64_t c = 0; c < C; ++c) yo[c] *= inv;
+    int64_t c = 0;
+    for (; c + 16 <= C; c += 16) avg_block<2>(yo, xi, C, W, h0, h1, w0, w1, c, inv);
+    for (; c + 8 <= C; c += 8) avg_block<1>(yo, xi, C, W, h0, h1, w0, w1, c, inv);
+    for (; c < C; ++c) {
+      float s = xi[(h0 * W + w0) * C + c];
+      for (int64_t h = h0; h < h1; ++h)
+        for (int64_t w = (h == h0 ? w0 + 1 : w0); w < w1; ++w) s += xi[(h * W + w) * C + c];
+      yo[c] = s * inv;
+    }
   }
 }
 
