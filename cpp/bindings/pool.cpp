@@ -12,6 +12,56 @@ namespace fastnn::bind {
 
 namespace {
 
+// Valid arrays are accepted here without the shared checkers of check.h, which compose
+// their messages on every call (about 10 µs per array, more than a small pooling takes);
+// anything else goes through them, so errors read the same everywhere.
+template <class T>
+Buf<T> take(const char* op, const char* name, py::handle obj, std::vector<int64_t> dims,
+            const char* doc, bool writable) {
+  if (py::isinstance<py::array_t<T, py::array::c_style>>(obj)) {
+    auto* p = py::detail::array_proxy(obj.ptr());
+    bool ok = p->nd == static_cast<int>(dims.size()) &&
+              (!writable ||
+               py::detail::check_flags(obj.ptr(), py::detail::npy_api::NPY_ARRAY_WRITEABLE_));
+    int64_t size = 1;
+    for (int i = 0; ok && i < p->nd; ++i) {
+      const int64_t d = p->dimensions[i];
+      ok = d >= 1 && (dims[i] == ANY || dims[i] == d);
+      size *= d;
+    }
+    if (ok) {
+      Buf<T> b;
+      b.data = reinterpret_cast<T*>(p->data);
+      b.shape.assign(p->dimensions, p->dimensions + p->nd);
+      b.size = size;
+      return b;
+    }
+  }
+  return get<T>(op, name, obj, std::move(dims), doc, writable);
+}
+template <class T>
+Buf<T> take_in(const char* op, const char* name, py::handle obj, std::vector<int64_t> dims,
+               const char* doc) {
+  return take<T>(op, name, obj, std::move(dims), doc, false);
+}
+template <class T>
+Buf<T> take_out(const char* op, const char* name, py::handle obj, std::vector<int64_t> dims,
+                const char* doc) {
+  return take<T>(op, name, obj, std::move(dims), doc, true);
+}
+template <class T>
+Buf<T> take_in_opt(const char* op, const char* name, py::handle obj, std::vector<int64_t> dims,
+                   const char* doc) {
+  if (obj.is_none()) return {};
+  return take<T>(op, name, obj, std::move(dims), doc, false);
+}
+template <class T>
+Buf<T> take_out_opt(const char* op, const char* name, py::handle obj,
+                    std::vector<int64_t> dims, const char* doc) {
+  if (obj.is_none()) return {};
+  return take<T>(op, name, obj, std::move(dims), doc, true);
+}
+
 using Pair = std::pair<int64_t, int64_t>;
 
 std::string pair_str(const Pair& p) {
@@ -21,15 +71,16 @@ std::string pair_str(const Pair& p) {
 // Checks the options and the input size; returns the geometry or raises ValueError.
 Pool2d geometry(const char* op, int64_t N, int64_t H, int64_t W, int64_t C, const Pair& pool,
                 const Pair& strides, Padding padding) {
-  require(pool.first >= 1 && pool.second >= 1, op, "pool_size",
-          "must hold positive sizes, got " + pair_str(pool));
-  require(strides.first >= 1 && strides.second >= 1, op, "strides",
-          "must hold positive steps, got " + pair_str(strides));
+  // (Messages are composed only on failure: this runs on every call.)
+  if (pool.first < 1 || pool.second < 1)
+    fail_value(op, "pool_size", "must hold positive sizes, got " + pair_str(pool));
+  if (strides.first < 1 || strides.second < 1)
+    fail_value(op, "strides", "must hold positive steps, got " + pair_str(strides));
   require(padding == Padding::valid || padding == Padding::same, op, "padding",
           "must be Padding.valid or Padding.same");
-  require(H * W <= INT32_MAX, op, "x",
-          "has H·W = " + std::to_string(H * W) + " positions per image; at most 2^31 − 1 fit "
-          "the int32 indices");
+  if (H * W > INT32_MAX)
+    fail_value(op, "x", "has H·W = " + std::to_string(H * W) +
+                            " positions per image; at most 2^31 − 1 fit the int32 indices");
   Pool2d g;
   if (!pool2d_geometry(&g, N, H, W, C, pool.first, pool.second, strides.first,
                        strides.second, padding))
@@ -50,8 +101,8 @@ void bind_pool(py::module_& m) {
       "pool2d_output_size",
       [](const Pair& hw, const Pair& pool_size, const Pair& strides, Padding padding,
          const std::string& op) {
-        require(hw.first >= 1 && hw.second >= 1, op.c_str(), "x",
-                "must have positive spatial sizes, got " + pair_str(hw));
+        if (hw.first < 1 || hw.second < 1)
+          fail_value(op.c_str(), "x", "must have positive spatial sizes, got " + pair_str(hw));
         Pool2d g = geometry(op.c_str(), 1, hw.first, hw.second, 1, pool_size, strides, padding);
         return Pair{g.OH, g.OW};
       },
@@ -65,10 +116,10 @@ void bind_pool(py::module_& m) {
       [](py::handle y, py::handle indices, py::handle x, const Pair& pool_size,
          const Pair& strides, Padding padding, bool naive) {
         const char* op = "max_pool2d";
-        auto X = in<float>(op, "x", x, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
+        auto X = take_in<float>(op, "x", x, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
         Pool2d g = geometry(op, X[0], X[1], X[2], X[3], pool_size, strides, padding);
-        auto Y = out<float>(op, "out", y, {g.N, g.OH, g.OW, g.C}, "(N, OH, OW, C)");
-        auto I = out_opt<int32_t>(op, "indices", indices, {g.N, g.OH, g.OW, g.C},
+        auto Y = take_out<float>(op, "out", y, {g.N, g.OH, g.OW, g.C}, "(N, OH, OW, C)");
+        auto I = take_out_opt<int32_t>(op, "indices", indices, {g.N, g.OH, g.OW, g.C},
                                   "(N, OH, OW, C)");
         no_overlap(op, "out", Y, "x", X);
         no_overlap(op, "indices", I, "x", X);
@@ -85,10 +136,10 @@ void bind_pool(py::module_& m) {
       "max_pool2d_backward",
       [](py::handle dx, py::handle dy, py::handle indices, bool accumulate, bool naive) {
         const char* op = "max_pool2d_backward";
-        auto DX = out<float>(op, "dx", dx, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
+        auto DX = take_out<float>(op, "dx", dx, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
         const int64_t N = DX[0], H = DX[1], W = DX[2], C = DX[3];
-        auto DY = in<float>(op, "dy", dy, {N, ANY, ANY, C}, "(N, OH, OW, C)");
-        auto I = in<int32_t>(op, "indices", indices, DY.shape, "(N, OH, OW, C) like dy");
+        auto DY = take_in<float>(op, "dy", dy, {N, ANY, ANY, C}, "(N, OH, OW, C)");
+        auto I = take_in<int32_t>(op, "indices", indices, DY.shape, "(N, OH, OW, C) like dy");
         no_overlap(op, "dx", DX, "dy", DY);
         no_overlap(op, "dx", DX, "indices", I);
         int64_t bad;
@@ -112,9 +163,9 @@ void bind_pool(py::module_& m) {
       [](py::handle y, py::handle x, const Pair& pool_size, const Pair& strides,
          Padding padding, bool naive) {
         const char* op = "avg_pool2d";
-        auto X = in<float>(op, "x", x, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
+        auto X = take_in<float>(op, "x", x, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
         Pool2d g = geometry(op, X[0], X[1], X[2], X[3], pool_size, strides, padding);
-        auto Y = out<float>(op, "out", y, {g.N, g.OH, g.OW, g.C}, "(N, OH, OW, C)");
+        auto Y = take_out<float>(op, "out", y, {g.N, g.OH, g.OW, g.C}, "(N, OH, OW, C)");
         no_overlap(op, "out", Y, "x", X);
         py::gil_scoped_release nogil;
         (naive ? avg_pool2d_forward_naive : avg_pool2d_forward)(Y.data, X.data, g);
@@ -128,9 +179,9 @@ void bind_pool(py::module_& m) {
       [](py::handle dx, py::handle dy, const Pair& pool_size, const Pair& strides,
          Padding padding, bool accumulate, bool naive) {
         const char* op = "avg_pool2d_backward";
-        auto DX = out<float>(op, "dx", dx, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
+        auto DX = take_out<float>(op, "dx", dx, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
         Pool2d g = geometry(op, DX[0], DX[1], DX[2], DX[3], pool_size, strides, padding);
-        auto DY = in<float>(op, "dy", dy, {g.N, g.OH, g.OW, g.C}, "(N, OH, OW, C)");
+        auto DY = take_in<float>(op, "dy", dy, {g.N, g.OH, g.OW, g.C}, "(N, OH, OW, C)");
         no_overlap(op, "dx", DX, "dy", DY);
         py::gil_scoped_release nogil;
         (naive ? avg_pool2d_backward_naive : avg_pool2d_backward)(DX.data, DY.data, g,
@@ -145,8 +196,8 @@ void bind_pool(py::module_& m) {
       "global_avg_pool2d_forward",
       [](py::handle y, py::handle x, bool naive) {
         const char* op = "global_avg_pool2d";
-        auto X = in<float>(op, "x", x, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
-        auto Y = out<float>(op, "out", y, {X[0], X[3]}, "(N, C)");
+        auto X = take_in<float>(op, "x", x, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
+        auto Y = take_out<float>(op, "out", y, {X[0], X[3]}, "(N, C)");
         no_overlap(op, "out", Y, "x", X);
         py::gil_scoped_release nogil;
         (naive ? global_avg_pool2d_forward_naive : global_avg_pool2d_forward)(
@@ -159,8 +210,8 @@ void bind_pool(py::module_& m) {
       "global_avg_pool2d_backward",
       [](py::handle dx, py::handle dy, bool accumulate, bool naive) {
         const char* op = "global_avg_pool2d_backward";
-        auto DX = out<float>(op, "dx", dx, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
-        auto DY = in<float>(op, "dy", dy, {DX[0], DX[3]}, "(N, C)");
+        auto DX = take_out<float>(op, "dx", dx, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
+        auto DY = take_in<float>(op, "dy", dy, {DX[0], DX[3]}, "(N, C)");
         no_overlap(op, "dx", DX, "dy", DY);
         py::gil_scoped_release nogil;
         (naive ? global_avg_pool2d_backward_naive : global_avg_pool2d_backward)(
