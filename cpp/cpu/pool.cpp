@@ -1,9 +1,10 @@
 // Pooling over NHWC images: max (with saved positions), average, global average.
 //
 // Forward kernels parallelise over output rows (n, oh); each row is one call of an inner
-// function that walks the windows with the channels as the vector axis. Backward kernels
-// own rows of dx (average) or whole images / channel ranges of dx (max), and add into
-// each dx element in output order, so results are identical for any thread count.
+// function that walks the windows with the channels as the vector axis, keeping blocks of
+// 8/16 channels in registers. Backward kernels own rows of dx (average) or whole images /
+// channel ranges of dx (max), clear them first when not accumulating, and add into each
+// dx element in output order, so results are identical for any thread count.
 #include "fastnn/pool.h"
 
 #include <algorithm>
