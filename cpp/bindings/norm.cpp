@@ -9,56 +9,6 @@ namespace fastnn::bind {
 
 namespace {
 
-// Valid arrays are accepted here without the shared checkers of check.h, which compose
-// their messages on every call (about 10 µs per array, more than a small pooling takes);
-// anything else goes through them, so errors read the same everywhere.
-template <class T>
-Buf<T> take(const char* op, const char* name, py::handle obj, std::vector<int64_t> dims,
-            const char* doc, bool writable) {
-  if (py::isinstance<py::array_t<T, py::array::c_style>>(obj)) {
-    auto* p = py::detail::array_proxy(obj.ptr());
-    bool ok = p->nd == static_cast<int>(dims.size()) &&
-              (!writable ||
-               py::detail::check_flags(obj.ptr(), py::detail::npy_api::NPY_ARRAY_WRITEABLE_));
-    int64_t size = 1;
-    for (int i = 0; ok && i < p->nd; ++i) {
-      const int64_t d = p->dimensions[i];
-      ok = d >= 1 && (dims[i] == ANY || dims[i] == d);
-      size *= d;
-    }
-    if (ok) {
-      Buf<T> b;
-      b.data = reinterpret_cast<T*>(p->data);
-      b.shape.assign(p->dimensions, p->dimensions + p->nd);
-      b.size = size;
-      return b;
-    }
-  }
-  return get<T>(op, name, obj, std::move(dims), doc, writable);
-}
-template <class T>
-Buf<T> take_in(const char* op, const char* name, py::handle obj, std::vector<int64_t> dims,
-               const char* doc) {
-  return take<T>(op, name, obj, std::move(dims), doc, false);
-}
-template <class T>
-Buf<T> take_out(const char* op, const char* name, py::handle obj, std::vector<int64_t> dims,
-                const char* doc) {
-  return take<T>(op, name, obj, std::move(dims), doc, true);
-}
-template <class T>
-Buf<T> take_in_opt(const char* op, const char* name, py::handle obj, std::vector<int64_t> dims,
-                   const char* doc) {
-  if (obj.is_none()) return {};
-  return take<T>(op, name, obj, std::move(dims), doc, false);
-}
-template <class T>
-Buf<T> take_out_opt(const char* op, const char* name, py::handle obj,
-                    std::vector<int64_t> dims, const char* doc) {
-  if (obj.is_none()) return {};
-  return take<T>(op, name, obj, std::move(dims), doc, true);
-}
-
 void check_epsilon(const char* op, float eps) {
   if (!(std::isfinite(eps) && eps >= 0.0f))
     fail_value(op, "epsilon", "must be a finite number >= 0, got " + std::to_string(eps));
@@ -73,15 +23,15 @@ void bind_norm(py::module_& m) {
          py::handle running_var, py::handle x, py::handle gamma, py::handle beta,
          float momentum, float epsilon, bool naive) {
         const char* op = "batch_norm";
-        auto X = take_in<float>(op, "x", x, {ANY, ANY}, "(M, C)");
+        auto X = in<float>(op, "x", x, {ANY, ANY}, "(M, C)");
         const int64_t M = X[0], C = X[1];
-        auto G = take_in_opt<float>(op, "gamma", gamma, {C}, "(C,)");
-        auto B = take_in_opt<float>(op, "beta", beta, {C}, "(C,)");
-        auto Y = take_out<float>(op, "out", y, {M, C}, "(M, C)");
-        auto MU = take_out<float>(op, "mean", mean, {C}, "(C,)");
-        auto R = take_out<float>(op, "invstd", invstd, {C}, "(C,)");
-        auto RM = take_out_opt<float>(op, "running_mean", running_mean, {C}, "(C,)");
-        auto RV = take_out_opt<float>(op, "running_var", running_var, {C}, "(C,)");
+        auto G = in_opt<float>(op, "gamma", gamma, {C}, "(C,)");
+        auto B = in_opt<float>(op, "beta", beta, {C}, "(C,)");
+        auto Y = out<float>(op, "out", y, {M, C}, "(M, C)");
+        auto MU = out<float>(op, "mean", mean, {C}, "(C,)");
+        auto R = out<float>(op, "invstd", invstd, {C}, "(C,)");
+        auto RM = out_opt<float>(op, "running_mean", running_mean, {C}, "(C,)");
+        auto RV = out_opt<float>(op, "running_var", running_var, {C}, "(C,)");
         if (!(std::isfinite(momentum) && momentum >= 0.0f && momentum <= 1.0f))
           fail_value(op, "momentum", "must be in [0, 1], got " + std::to_string(momentum));
         check_epsilon(op, epsilon);
@@ -121,15 +71,15 @@ void bind_norm(py::module_& m) {
          py::handle beta, py::handle running_mean, py::handle running_var, float epsilon,
          bool naive) {
         const char* op = "batch_norm";
-        auto X = take_in<float>(op, "x", x, {ANY, ANY}, "(M, C)");
+        auto X = in<float>(op, "x", x, {ANY, ANY}, "(M, C)");
         const int64_t M = X[0], C = X[1];
-        auto G = take_in_opt<float>(op, "gamma", gamma, {C}, "(C,)");
-        auto B = take_in_opt<float>(op, "beta", beta, {C}, "(C,)");
-        auto RM = take_in<float>(op, "running_mean", running_mean, {C}, "(C,)");
-        auto RV = take_in<float>(op, "running_var", running_var, {C}, "(C,)");
-        auto Y = take_out<float>(op, "out", y, {M, C}, "(M, C)");
-        auto MU = take_out_opt<float>(op, "mean", mean, {C}, "(C,)");
-        auto R = take_out_opt<float>(op, "invstd", invstd, {C}, "(C,)");
+        auto G = in_opt<float>(op, "gamma", gamma, {C}, "(C,)");
+        auto B = in_opt<float>(op, "beta", beta, {C}, "(C,)");
+        auto RM = in<float>(op, "running_mean", running_mean, {C}, "(C,)");
+        auto RV = in<float>(op, "running_var", running_var, {C}, "(C,)");
+        auto Y = out<float>(op, "out", y, {M, C}, "(M, C)");
+        auto MU = out_opt<float>(op, "mean", mean, {C}, "(C,)");
+        auto R = out_opt<float>(op, "invstd", invstd, {C}, "(C,)");
         check_epsilon(op, epsilon);
         no_overlap(op, "out", Y, "x", X);
         no_overlap(op, "out", Y, "gamma", G);
@@ -158,15 +108,15 @@ void bind_norm(py::module_& m) {
          py::handle invstd, py::handle x, py::handle gamma, bool training, bool accumulate,
          bool naive) {
         const char* op = "batch_norm_backward";
-        auto X = take_in<float>(op, "x", x, {ANY, ANY}, "(M, C)");
+        auto X = in<float>(op, "x", x, {ANY, ANY}, "(M, C)");
         const int64_t M = X[0], C = X[1];
-        auto DY = take_in<float>(op, "dy", dy, {M, C}, "(M, C)");
-        auto MU = take_in<float>(op, "mean", mean, {C}, "(C,)");
-        auto R = take_in<float>(op, "invstd", invstd, {C}, "(C,)");
-        auto G = take_in_opt<float>(op, "gamma", gamma, {C}, "(C,)");
-        auto DX = take_out_opt<float>(op, "dx", dx, {M, C}, "(M, C)");
-        auto DG = take_out_opt<float>(op, "dgamma", dgamma, {C}, "(C,)");
-        auto DB = take_out_opt<float>(op, "dbeta", dbeta, {C}, "(C,)");
+        auto DY = in<float>(op, "dy", dy, {M, C}, "(M, C)");
+        auto MU = in<float>(op, "mean", mean, {C}, "(C,)");
+        auto R = in<float>(op, "invstd", invstd, {C}, "(C,)");
+        auto G = in_opt<float>(op, "gamma", gamma, {C}, "(C,)");
+        auto DX = out_opt<float>(op, "dx", dx, {M, C}, "(M, C)");
+        auto DG = out_opt<float>(op, "dgamma", dgamma, {C}, "(C,)");
+        auto DB = out_opt<float>(op, "dbeta", dbeta, {C}, "(C,)");
         no_overlap(op, "dx", DX, "dy", DY);
         no_overlap(op, "dx", DX, "x", X);
         for (auto* o : {&DX, &DG, &DB}) {

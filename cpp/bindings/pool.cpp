@@ -12,56 +12,6 @@ namespace fastnn::bind {
 
 namespace {
 
-// Valid arrays are accepted here without the shared checkers of check.h, which compose
-// their messages on every call (about 10 µs per array, more than a small pooling takes);
-// anything else goes through them, so errors read the same everywhere.
-template <class T>
-Buf<T> take(const char* op, const char* name, py::handle obj, std::vector<int64_t> dims,
-            const char* doc, bool writable) {
-  if (py::isinstance<py::array_t<T, py::array::c_style>>(obj)) {
-    auto* p = py::detail::array_proxy(obj.ptr());
-    bool ok = p->nd == static_cast<int>(dims.size()) &&
-              (!writable ||
-               py::detail::check_flags(obj.ptr(), py::detail::npy_api::NPY_ARRAY_WRITEABLE_));
-    int64_t size = 1;
-    for (int i = 0; ok && i < p->nd; ++i) {
-      const int64_t d = p->dimensions[i];
-      ok = d >= 1 && (dims[i] == ANY || dims[i] == d);
-      size *= d;
-    }
-    if (ok) {
-      Buf<T> b;
-      b.data = reinterpret_cast<T*>(p->data);
-      b.shape.assign(p->dimensions, p->dimensions + p->nd);
-      b.size = size;
-      return b;
-    }
-  }
-  return get<T>(op, name, obj, std::move(dims), doc, writable);
-}
-template <class T>
-Buf<T> take_in(const char* op, const char* name, py::handle obj, std::vector<int64_t> dims,
-               const char* doc) {
-  return take<T>(op, name, obj, std::move(dims), doc, false);
-}
-template <class T>
-Buf<T> take_out(const char* op, const char* name, py::handle obj, std::vector<int64_t> dims,
-                const char* doc) {
-  return take<T>(op, name, obj, std::move(dims), doc, true);
-}
-template <class T>
-Buf<T> take_in_opt(const char* op, const char* name, py::handle obj, std::vector<int64_t> dims,
-                   const char* doc) {
-  if (obj.is_none()) return {};
-  return take<T>(op, name, obj, std::move(dims), doc, false);
-}
-template <class T>
-Buf<T> take_out_opt(const char* op, const char* name, py::handle obj,
-                    std::vector<int64_t> dims, const char* doc) {
-  if (obj.is_none()) return {};
-  return take<T>(op, name, obj, std::move(dims), doc, true);
-}
-
 using Pair = std::pair<int64_t, int64_t>;
 
 std::string pair_str(const Pair& p) {
@@ -116,10 +66,10 @@ void bind_pool(py::module_& m) {
       [](py::handle y, py::handle indices, py::handle x, const Pair& pool_size,
          const Pair& strides, Padding padding, bool naive) {
         const char* op = "max_pool2d";
-        auto X = take_in<float>(op, "x", x, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
+        auto X = in<float>(op, "x", x, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
         Pool2d g = geometry(op, X[0], X[1], X[2], X[3], pool_size, strides, padding);
-        auto Y = take_out<float>(op, "out", y, {g.N, g.OH, g.OW, g.C}, "(N, OH, OW, C)");
-        auto I = take_out_opt<int32_t>(op, "indices", indices, {g.N, g.OH, g.OW, g.C},
+        auto Y = out<float>(op, "out", y, {g.N, g.OH, g.OW, g.C}, "(N, OH, OW, C)");
+        auto I = out_opt<int32_t>(op, "indices", indices, {g.N, g.OH, g.OW, g.C},
                                   "(N, OH, OW, C)");
         no_overlap(op, "out", Y, "x", X);
         no_overlap(op, "indices", I, "x", X);
@@ -136,10 +86,10 @@ void bind_pool(py::module_& m) {
       "max_pool2d_backward",
       [](py::handle dx, py::handle dy, py::handle indices, bool accumulate, bool naive) {
         const char* op = "max_pool2d_backward";
-        auto DX = take_out<float>(op, "dx", dx, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
+        auto DX = out<float>(op, "dx", dx, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
         const int64_t N = DX[0], H = DX[1], W = DX[2], C = DX[3];
-        auto DY = take_in<float>(op, "dy", dy, {N, ANY, ANY, C}, "(N, OH, OW, C)");
-        auto I = take_in<int32_t>(op, "indices", indices, DY.shape, "(N, OH, OW, C) like dy");
+        auto DY = in<float>(op, "dy", dy, {N, ANY, ANY, C}, "(N, OH, OW, C)");
+        auto I = in<int32_t>(op, "indices", indices, DY.shape, "(N, OH, OW, C) like dy");
         no_overlap(op, "dx", DX, "dy", DY);
         no_overlap(op, "dx", DX, "indices", I);
         int64_t bad;
@@ -163,9 +113,9 @@ void bind_pool(py::module_& m) {
       [](py::handle y, py::handle x, const Pair& pool_size, const Pair& strides,
          Padding padding, bool naive) {
         const char* op = "avg_pool2d";
-        auto X = take_in<float>(op, "x", x, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
+        auto X = in<float>(op, "x", x, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
         Pool2d g = geometry(op, X[0], X[1], X[2], X[3], pool_size, strides, padding);
-        auto Y = take_out<float>(op, "out", y, {g.N, g.OH, g.OW, g.C}, "(N, OH, OW, C)");
+        auto Y = out<float>(op, "out", y, {g.N, g.OH, g.OW, g.C}, "(N, OH, OW, C)");
         no_overlap(op, "out", Y, "x", X);
         py::gil_scoped_release nogil;
         (naive ? avg_pool2d_forward_naive : avg_pool2d_forward)(Y.data, X.data, g);
@@ -179,9 +129,9 @@ void bind_pool(py::module_& m) {
       [](py::handle dx, py::handle dy, const Pair& pool_size, const Pair& strides,
          Padding padding, bool accumulate, bool naive) {
         const char* op = "avg_pool2d_backward";
-        auto DX = take_out<float>(op, "dx", dx, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
+        auto DX = out<float>(op, "dx", dx, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
         Pool2d g = geometry(op, DX[0], DX[1], DX[2], DX[3], pool_size, strides, padding);
-        auto DY = take_in<float>(op, "dy", dy, {g.N, g.OH, g.OW, g.C}, "(N, OH, OW, C)");
+        auto DY = in<float>(op, "dy", dy, {g.N, g.OH, g.OW, g.C}, "(N, OH, OW, C)");
         no_overlap(op, "dx", DX, "dy", DY);
         py::gil_scoped_release nogil;
         (naive ? avg_pool2d_backward_naive : avg_pool2d_backward)(DX.data, DY.data, g,
@@ -196,8 +146,8 @@ void bind_pool(py::module_& m) {
       "global_avg_pool2d_forward",
       [](py::handle y, py::handle x, bool naive) {
         const char* op = "global_avg_pool2d";
-        auto X = take_in<float>(op, "x", x, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
-        auto Y = take_out<float>(op, "out", y, {X[0], X[3]}, "(N, C)");
+        auto X = in<float>(op, "x", x, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
+        auto Y = out<float>(op, "out", y, {X[0], X[3]}, "(N, C)");
         no_overlap(op, "out", Y, "x", X);
         py::gil_scoped_release nogil;
         (naive ? global_avg_pool2d_forward_naive : global_avg_pool2d_forward)(
@@ -210,8 +160,8 @@ void bind_pool(py::module_& m) {
       "global_avg_pool2d_backward",
       [](py::handle dx, py::handle dy, bool accumulate, bool naive) {
         const char* op = "global_avg_pool2d_backward";
-        auto DX = take_out<float>(op, "dx", dx, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
-        auto DY = take_in<float>(op, "dy", dy, {DX[0], DX[3]}, "(N, C)");
+        auto DX = out<float>(op, "dx", dx, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
+        auto DY = in<float>(op, "dy", dy, {DX[0], DX[3]}, "(N, C)");
         no_overlap(op, "dx", DX, "dy", DY);
         py::gil_scoped_release nogil;
         (naive ? global_avg_pool2d_backward_naive : global_avg_pool2d_backward)(
