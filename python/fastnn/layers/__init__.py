@@ -1,6 +1,11 @@
 """Layers (Keras names). Each maps a batch (N, ...) to a batch; see base.Layer."""
 from .base import Layer, register
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Reshape
+from .normalization import BatchNormalization
+from .pooling import (AveragePooling2D, AvgPool2D, GlobalAveragePooling2D, GlobalAvgPool2D,
+                      MaxPool2D, MaxPooling2D)
 
 __all__ = ["Layer", "register", "Activation", "Dense", "Dropout", "Flatten", "Input",
-           "InputLayer", "Reshape"]
+           "InputLayer", "Reshape", "MaxPooling2D", "AveragePooling2D",
+           "GlobalAveragePooling2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D",
+           "BatchNormalization"]
