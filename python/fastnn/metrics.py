@@ -386,6 +386,11 @@ class Metric:
         raise NotImplementedError
 
     # Keras spellings
+    def update_batch(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
+        """Training-loop update with targets the model has already validated (int32
+        labels or float32 targets, no NaN); subclasses may skip the checks."""
+        self.update(y_true, y_pred)
+
     def update_state(self, y_true, y_pred) -> None:
         """Alias of :meth:`update` (Keras spelling)."""
         self.update(y_true, y_pred)
@@ -427,6 +432,13 @@ class Accuracy(Metric):
         t, p, _, _ = _read(y_true, y_pred, self.threshold, self.name)
         self.correct += int(np.count_nonzero(t == p))
         self.count += int(t.size)
+
+    def update_batch(self, y_true, y_pred) -> None:
+        if y_pred.ndim == 2 and y_pred.shape[1] > 1 and y_true.ndim == 1:
+            self.correct += int(np.count_nonzero(y_pred.argmax(axis=1) == y_true))
+            self.count += len(y_true)
+        else:
+            self.update(y_true, y_pred)
 
     def result(self) -> float:
         """Correct / total so far (0.0 when nothing was seen)."""

@@ -282,7 +282,7 @@ class Sequential:
                     seen += len(idx)
                     logs = {"loss": total / seen, "size": len(idx)}
                     for m in self.metrics:
-                        m.update(yb, pred)
+                        m.update_batch(yb, pred)
                         logs[m.name] = m.result()
                     cbs.on_train_batch_end(step, logs)
                 epoch_time = time.perf_counter() - t0
@@ -312,7 +312,7 @@ class Sequential:
                 loss_sum, pred = self._eval_batch(xb, yb)
                 total += loss_sum
                 for m in self.metrics:
-                    m.update(yb, pred)
+                    m.update_batch(yb, pred)
         finally:
             self._emit_logits(False)
         out = {"loss": total / len(x)}
