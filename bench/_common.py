@@ -208,3 +208,41 @@ def parse_sizes(spec: str) -> list:
     if len(sizes) < 2 or min(sizes) < 1:
         raise ValueError(f"model sizes must look like 784-128-10, got {spec!r}")
     return sizes
+
+
+# ---- pytest-benchmark helpers -------------------------------------------------------
+
+def kernel(impl: str, name: str):
+    """fastnn.ops.<name> for impl 'fastnn', its NumPy twin fastnn.reference.<name> for
+    'numpy'; skips the test (with the reason) when that function is not available."""
+    import importlib
+
+    import pytest
+
+    pkg = {"fastnn": "fastnn.ops", "numpy": "fastnn.reference"}[impl]
+    try:
+        mod = importlib.import_module(pkg)
+    except ImportError as e:
+        pytest.skip(f"{pkg} not importable: {e}")
+    fn = getattr(mod, name, None)
+    if fn is None:
+        pytest.skip(f"{pkg}.{name} does not exist in this build")
+    return fn
+
+
+def record_rate(benchmark, flops=None, nbytes=None, **extra):
+    """Store GFLOP/s (flops per call) and/or GB/s (bytes moved per call), computed from
+    the median time, plus any extra fields, in benchmark.extra_info."""
+    benchmark.extra_info.update(extra)
+    if flops is not None:
+        benchmark.extra_info["flops"] = int(flops)
+    if nbytes is not None:
+        benchmark.extra_info["bytes"] = int(nbytes)
+    stats = getattr(getattr(benchmark, "stats", None), "stats", None)
+    med = getattr(stats, "median", None)
+    if not med:
+        return  # benchmarking disabled (--benchmark-disable): nothing was timed
+    if flops is not None:
+        benchmark.extra_info["gflops"] = round(flops / med / 1e9, 3)
+    if nbytes is not None:
+        benchmark.extra_info["gb_per_s"] = round(nbytes / med / 1e9, 3)
