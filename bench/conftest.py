@@ -31,7 +31,7 @@ def pytest_addoption(parser):
 
 
 def _selected(config):
-    sel = [s.strip() for s in config.getoption("--impls").split(",") if s.strip()]
+    sel = [s.strip() for s in config.getoption("--impls", default=",".join(IMPLS)).split(",") if s.strip()]
     bad = [s for s in sel if s not in IMPLS]
     if bad:
         raise pytest.UsageError(f"--impls: unknown {bad}; choose from {','.join(IMPLS)}")

@@ -249,6 +249,7 @@ def train(sizes=(784, 128, 10), epochs=5, batch_size=32, threads=2, seed=0, data
 def main(argv=None):
     import argparse
     import json
+    import statistics
 
     import _common
 
@@ -265,7 +266,7 @@ def main(argv=None):
     if args.json:
         print(json.dumps(r))
     else:
-        med = sorted(r["epoch_times"])[len(r["epoch_times"]) // 2]
+        med = statistics.median(r["epoch_times"])
         print(f"numpy {np.__version__}, {args.threads} BLAS threads: median {med:.3f} s/epoch, "
               f"test accuracy {r['test_acc']:.4f}, peak RSS {r['peak_rss_mb']:.0f} MB")
 
