@@ -93,7 +93,12 @@ def spawn(impl, args, threads):
            "--seed", str(args.seed)]
     env = dict(os.environ, **_common.thread_env(threads))
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=HERE)
+    try:
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=HERE,
+                           timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"impl": impl, "threads": threads,
+                "error": f"timed out after {args.timeout:g} s (--timeout)"}
     wall = time.perf_counter() - t0
     for line in p.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -213,6 +218,9 @@ def main(argv=None):
     ap.add_argument("--json", metavar="PATH", help="also write every result to PATH")
     ap.add_argument("--no-thread-sweep", action="store_true",
                     help="run only at --threads (default: also 1 thread, report the faster)")
+    ap.add_argument("--timeout", type=float, default=None, metavar="S",
+                    help="give up on one implementation/thread-count run after S seconds "
+                         "(a 2-thread pool on a busy 2-core machine can stall for minutes)")
     ap.add_argument("--no-import-time", action="store_true",
                     help="skip the import-time and package-size measurements")
     ap.add_argument("--child", choices=ALL_IMPLS, help=argparse.SUPPRESS)
