@@ -1,0 +1,163 @@
+"""The same MLP trained with PyTorch (CPU), the PyTorch baseline in bench/train_mnist.py.
+
+Model and training match bench/numpy_mlp.py and the fastnn Keras-style model:
+
+- ``nn.Sequential(Linear, ReLU, ..., Linear)`` with Glorot-uniform weights and zero biases
+  (Keras's Dense defaults; torch's own default init differs), float32.
+- ``nn.CrossEntropyLoss`` on the logits (the fused log-softmax + NLL; the softmax of the
+  Keras model's output layer is folded into the loss, as fastnn folds it too).
+- ``torch.optim.Adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-7)``: Keras's eps value. Torch
+  adds eps to the bias-corrected √v̂ where Keras adds it to √v; with eps this small the
+  difference does not show in accuracy or time. ``fused=True`` (one C++ kernel for the
+  whole step; the fastest CPU Adam torch ships) unless ``fused=False`` is asked for.
+- Same data pipeline: the training set as one float32 tensor, a seeded random
+  permutation per epoch, each batch gathered with ``index_select`` from it; training loss
+  and accuracy accumulated every step (as Keras's ``fit(metrics=["accuracy"])`` does).
+- ``torch.set_num_threads(threads)``; train_mnist.py runs 1 and 2 threads and reports the
+  faster.
+
+Run alone:  FASTNN_DATA=... python bench/torch_mlp.py --threads 2 --epochs 5
+"""
+from __future__ import annotations
+
+import time
+
+
+def build_model(sizes, seed=0):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    layers = []
+    for k, (i, o) in enumerate(zip(sizes[:-1], sizes[1:])):
+        lin = nn.Linear(i, o)
+        nn.init.xavier_uniform_(lin.weight)
+        nn.init.zeros_(lin.bias)
+        layers.append(lin)
+        if k < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def make_optimizer(model, lr=1e-3, eps=1e-7, fused=True):
+    import torch
+
+    kw = dict(lr=lr, betas=(0.9, 0.999), eps=eps)
+    if fused:
+        try:
+            return torch.optim.Adam(model.parameters(), fused=True, **kw)
+        except (RuntimeError, TypeError, ValueError):
+            pass  # an old torch without CPU fused Adam: fall back to the default
+    return torch.optim.Adam(model.parameters(), **kw)
+
+
+def fit(model, opt, x, y, epochs, batch_size, seed=0, verbose=False):
+    """x: (N, in) float32 tensor, y: (N,) int64 tensor. Returns per-epoch records."""
+    import torch
+
+    loss_fn = torch.nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(seed)
+    N = x.shape[0]
+    history = []
+    model.train()
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        perm = torch.randperm(N, generator=gen)
+        loss_sum, correct = 0.0, 0
+        for s in range(0, N, batch_size):
+            idx = perm[s:s + batch_size]
+            xb = x.index_select(0, idx)
+            yb = y.index_select(0, idx)
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * len(idx)
+            correct += int((logits.argmax(1) == yb).sum())
+        dt = time.perf_counter() - t0
+        rec = {"epoch": epoch, "time": dt, "loss": loss_sum / N, "accuracy": correct / N}
+        history.append(rec)
+        if verbose:
+            print(f"epoch {epoch + 1}/{epochs}: {dt:.3f} s  loss {rec['loss']:.4f}  "
+                  f"acc {rec['accuracy']:.4f}", flush=True)
+    return history
+
+
+def evaluate(model, x, y, batch_size=1000):
+    import torch
+
+    model.eval()
+    loss, correct = 0.0, 0
+    with torch.inference_mode():
+        for s in range(0, x.shape[0], batch_size):
+            logits = model(x[s:s + batch_size])
+            yb = y[s:s + batch_size]
+            loss += float(torch.nn.functional.cross_entropy(logits, yb, reduction="sum"))
+            correct += int((logits.argmax(1) == yb).sum())
+    return loss / x.shape[0], correct / x.shape[0]
+
+
+def train(sizes=(784, 128, 10), epochs=5, batch_size=32, threads=2, seed=0, data=None,
+          fused=True, verbose=False):
+    """Train on MNIST and return a result dict (what bench/train_mnist.py prints)."""
+    import torch
+
+    import _common
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    (xtr, ytr), (xte, yte) = data if data is not None else _common.mnist_float32()
+    xtr, ytr = torch.from_numpy(xtr), torch.from_numpy(ytr)
+    xte, yte = torch.from_numpy(xte), torch.from_numpy(yte)
+    load_s = time.perf_counter() - t0
+    model = build_model(sizes, seed)
+    opt = make_optimizer(model, fused=fused)
+    hist = fit(model, opt, xtr, ytr, epochs, batch_size, seed, verbose)
+    test_loss, test_acc = evaluate(model, xte, yte)
+    return {
+        "impl": "torch",
+        "version": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "adam": "fused" if opt.defaults.get("fused") else "default",
+        "epoch_times": [h["time"] for h in hist],
+        "train_loss": [h["loss"] for h in hist],
+        "train_acc": [h["accuracy"] for h in hist],
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+        "n_train": int(xtr.shape[0]),
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "load_s": load_s,
+        "peak_rss_mb": _common.peak_rss_mb(),
+    }
+
+
+def main(argv=None):
+    import argparse
+    import json
+    import statistics
+
+    import _common
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="784-128-10")
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-fused", action="store_true", help="torch's default (unfused) Adam")
+    ap.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    args = ap.parse_args(argv)
+    r = train(_common.parse_sizes(args.model), args.epochs, args.batch_size, args.threads,
+              args.seed, fused=not args.no_fused, verbose=not args.json)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        med = statistics.median(r["epoch_times"])
+        print(f"torch {r['version']}, {r['threads']} threads, {r['adam']} Adam: median "
+              f"{med:.3f} s/epoch, test accuracy {r['test_acc']:.4f}, "
+              f"peak RSS {r['peak_rss_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,313 @@
+"""End-to-end MNIST comparison: fastnn vs a fair NumPy trainer vs PyTorch.
+
+    FASTNN_DATA=/path/with/mnist python bench/train_mnist.py \\
+        [--model 784-128-10] [--epochs 5] [--batch-size 32] [--threads 2] \\
+        [--impls fastnn,numpy,torch] [--markdown] [--json results.json]
+
+Every implementation trains the same MLP (ReLU hidden layers, softmax output, sparse
+categorical cross-entropy, Adam lr 1e-3, Glorot-uniform init, shuffled each epoch) with
+the same batch size, epochs and thread cap, each in its own fresh subprocess so that its
+peak RSS (ru_maxrss, read in the child) is its own. By default each one also runs with 1
+thread when --threads > 1 and the faster run is the one compared (--no-thread-sweep
+turns that off). The table gives the median seconds per epoch (and the first epoch,
+which holds warm-up), samples/s, test accuracy and peak RSS, then the time ratios
+fastnn/numpy and fastnn/torch, the time of `import fastnn` in a fresh interpreter and
+the size of the installed package.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import _common
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ALL_IMPLS = ("fastnn", "numpy", "torch")
+
+
+# ---- child side: train one implementation, print one JSON line ---------------------
+
+def train_fastnn(sizes, epochs, batch_size, threads, seed):
+    import fastnn as fn
+
+    fn.set_num_threads(threads)
+    if sizes[0] != 784:
+        raise SystemExit("fastnn MNIST model: the first size must be 784 (28x28 images)")
+    t0 = time.perf_counter()
+    (xtr, ytr), (xte, yte) = _common.mnist_float32(flatten=False, use_fastnn=True)
+    load_s = time.perf_counter() - t0
+    layers = [fn.layers.Flatten(input_shape=(28, 28))]
+    layers += [fn.layers.Dense(h, activation="relu") for h in sizes[1:-1]]
+    layers += [fn.layers.Dense(sizes[-1], activation="softmax")]
+    model = fn.Sequential(layers)
+    model.compile(optimizer=fn.optim.Adam(learning_rate=1e-3),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    hist = model.fit(xtr, ytr, epochs=epochs, batch_size=batch_size, shuffle=True,
+                     seed=seed, verbose=0)
+    test_loss, test_acc = model.evaluate(xte, yte, verbose=0)
+    h = hist.history
+    return {
+        "impl": "fastnn",
+        "version": fn.__version__,
+        "threads": fn.get_num_threads(),
+        "build_info": fn.build_info(),
+        "epoch_times": [float(t) for t in h["epoch_time"]],
+        "train_loss": [float(v) for v in h.get("loss", [])],
+        "train_acc": [float(v) for v in h.get("accuracy", [])],
+        "test_loss": float(test_loss),
+        "test_acc": float(test_acc),
+        "n_train": len(xtr),
+        "load_s": load_s,
+        "peak_rss_mb": _common.peak_rss_mb(),
+    }
+
+
+def run_child(impl, sizes, epochs, batch_size, threads, seed):
+    if impl == "fastnn":
+        r = train_fastnn(sizes, epochs, batch_size, threads, seed)
+    elif impl == "numpy":
+        import numpy_mlp
+        r = numpy_mlp.train(sizes, epochs, batch_size, threads, seed)
+    elif impl == "torch":
+        import torch_mlp
+        r = torch_mlp.train(sizes, epochs, batch_size, threads, seed)
+    else:
+        raise SystemExit(f"unknown implementation {impl!r}")
+    r["peak_rss_mb"] = _common.peak_rss_mb()  # after evaluation too
+    print("RESULT " + json.dumps(r), flush=True)
+
+
+# ---- parent side ----------------------------------------------------------------------
+
+def spawn(impl, args, threads):
+    """Run one implementation in a fresh interpreter; returns its result dict or an error."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", impl,
+           "--model", args.model, "--epochs", str(args.epochs),
+           "--batch-size", str(args.batch_size), "--threads", str(threads),
+           "--seed", str(args.seed)]
+    env = dict(os.environ, **_common.thread_env(threads))
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=HERE,
+                           timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"impl": impl, "threads": threads,
+                "error": f"timed out after {args.timeout:g} s (--timeout)"}
+    wall = time.perf_counter() - t0
+    for line in p.stdout.splitlines():
+        if line.startswith("RESULT "):
+            r = json.loads(line[len("RESULT "):])
+            r["wall_s"] = wall
+            return r
+    err = (p.stderr.strip().splitlines() or p.stdout.strip().splitlines() or ["no output"])[-1]
+    return {"impl": impl, "threads": threads, "error": f"exit {p.returncode}: {err}"}
+
+
+def import_time_s(module, repeats=7):
+    """Time to import `module` in a fresh interpreter, in seconds: (importtime, wall).
+
+    importtime: min over runs of the cumulative time `python -X importtime` reports for
+    the top-level `import module` (what the import itself costs, insensitive to
+    interpreter start-up noise). wall: min wall time of `python -c "import module"` minus
+    min wall time of `python -c "pass"`. None where the import fails.
+    """
+    def run(args):
+        t0 = time.perf_counter()
+        p = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=HERE)
+        return time.perf_counter() - t0, p
+
+    best_it, best_wall, best_base = float("inf"), float("inf"), float("inf")
+    for _ in range(repeats):
+        best_base = min(best_base, run(["-c", "pass"])[0])
+        dt, p = run(["-X", "importtime", "-c", f"import {module}"])
+        if p.returncode != 0:
+            return None, None
+        best_wall = min(best_wall, dt)
+        for line in p.stderr.splitlines():
+            parts = line.split("|")
+            if len(parts) == 3 and parts[2].rstrip() == " " + module:
+                best_it = min(best_it, int(parts[1]) / 1e6)
+    it = None if best_it == float("inf") else best_it
+    return it, max(best_wall - best_base, 0.0)
+
+
+def package_size_mb(module):
+    """Size on disk of the files under the module's package directory, in MB (1e6)."""
+    try:
+        import importlib.util
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None, None
+    if spec is None or not spec.submodule_search_locations:
+        return None, None
+    root = list(spec.submodule_search_locations)[0]
+    total = 0
+    for d, _, files in os.walk(root):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(d, f)).st_size
+            except OSError:
+                pass
+    return total / 1e6, root
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def summarise(r):
+    ts = r["epoch_times"]
+    med = statistics.median(ts)
+    r["median_s"] = med
+    r["first_s"] = ts[0]
+    r["samples_per_s"] = r["n_train"] / med if med > 0 else float("nan")
+    return r
+
+
+def fmt_table(rows, markdown):
+    headers = ["impl", "version", "threads", "s/epoch (median)", "1st epoch s", "samples/s",
+               "train acc", "test acc", "peak RSS MB"]
+    body = []
+    for r in rows:
+        if "error" in r:
+            body.append([r["impl"], "", str(r["threads"]), "failed (see below)", "", "", "",
+                         "", ""])
+            continue
+        first = f"{r['first_s']:.3f}"
+        if abs(r["first_s"] - r["median_s"]) > 0.2 * r["median_s"]:
+            first += " (!)"
+        train_acc = f"{r['train_acc'][-1]:.4f}" if r.get("train_acc") else "-"
+        body.append([
+            r["impl"] + (" *" if r.get("best") else ""), str(r.get("version", "")),
+            str(r["threads"]), f"{r['median_s']:.3f}", first, f"{r['samples_per_s']:,.0f}",
+            train_acc, f"{r['test_acc']:.4f}", f"{r['peak_rss_mb']:.0f}"])
+    if markdown:
+        out = ["| " + " | ".join(headers) + " |",
+               "|" + "|".join("---" if i < 2 else "---:" for i in range(len(headers))) + "|"]
+        out += ["| " + " | ".join(row) + " |" for row in body]
+        return "\n".join(out)
+    widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h)
+              for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
+                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in body])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="784-128-10", help="layer sizes, e.g. 784-128-64-10")
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2, help="thread cap for every library")
+    ap.add_argument("--impls", default=",".join(ALL_IMPLS))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    ap.add_argument("--json", metavar="PATH", help="also write every result to PATH")
+    ap.add_argument("--no-thread-sweep", action="store_true",
+                    help="run only at --threads (default: also 1 thread, report the faster)")
+    ap.add_argument("--timeout", type=float, default=None, metavar="S",
+                    help="give up on one implementation/thread-count run after S seconds "
+                         "(a 2-thread pool on a busy 2-core machine can stall for minutes)")
+    ap.add_argument("--no-import-time", action="store_true",
+                    help="skip the import-time and package-size measurements")
+    ap.add_argument("--child", choices=ALL_IMPLS, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    sizes = _common.parse_sizes(args.model)
+    if args.child:
+        return run_child(args.child, sizes, args.epochs, args.batch_size, args.threads,
+                         args.seed)
+
+    impls = [s.strip() for s in args.impls.split(",") if s.strip()]
+    bad = [i for i in impls if i not in ALL_IMPLS]
+    if bad:
+        ap.error(f"unknown --impls {bad}; choose from {','.join(ALL_IMPLS)}")
+    thread_list = [args.threads] if args.no_thread_sweep or args.threads <= 1 \
+        else sorted({1, args.threads})
+
+    notes, rows = [], []
+    load0 = os.getloadavg()
+    for impl in impls:
+        if not _common.have_module(impl):
+            notes.append(f"{impl}: not importable, skipped")
+            continue
+        runs = []
+        for t in thread_list:
+            print(f"... {impl} with {t} thread(s)", file=sys.stderr, flush=True)
+            r = spawn(impl, args, t)
+            if "error" not in r:
+                summarise(r)
+            runs.append(r)
+        ok = [r for r in runs if "error" not in r]
+        if ok:
+            min(ok, key=lambda r: r["median_s"])["best"] = len(runs) > 1
+        rows += runs
+    load1 = os.getloadavg()
+
+    best = {r["impl"]: r for r in rows if "error" not in r and (r.get("best") or
+                                                                  len(thread_list) == 1)}
+    sys.stderr.flush()
+    print(f"MNIST {args.model}, {args.epochs} epochs, batch {args.batch_size}, "
+          f"thread cap {args.threads}; {cpu_name()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}")
+    print(f"load average {load0[0]:.2f} before, {load1[0]:.2f} after"
+          + ("  (machine busy: timings unreliable)" if max(load0[0], load1[0]) > 0.5 + (os.cpu_count() or 1) else ""))
+    print()
+    print(fmt_table(rows, args.markdown))
+    if len(thread_list) > 1:
+        print("* = the faster thread count of that implementation, used in the ratios")
+    print()
+    f = best.get("fastnn")
+    for other in ("numpy", "torch"):
+        o = best.get(other)
+        if f and o:
+            ratio = f["median_s"] / o["median_s"]
+            verdict = (f"fastnn {1 / ratio:.2f}x faster" if ratio < 1
+                       else f"fastnn {ratio:.2f}x slower")
+            print(f"time ratio fastnn/{other}: {ratio:.3f}  ({verdict}; "
+                  f"test acc {f['test_acc']:.4f} vs {o['test_acc']:.4f}; "
+                  f"peak RSS {f['peak_rss_mb']:.0f} vs {o['peak_rss_mb']:.0f} MB)")
+    if f and f.get("build_info"):
+        print(f"fastnn build_info: {f['build_info']}")
+
+    extras = {}
+    if not args.no_import_time:
+        print()
+        for mod in ["fastnn"] + [m for m in ("numpy", "torch") if m in impls]:
+            if not _common.have_module(mod):
+                continue
+            it, wall = import_time_s(mod)
+            size, root = package_size_mb(mod)
+            extras[mod] = {"import_s": it, "import_wall_s": wall, "package_mb": size,
+                           "package_dir": root}
+            it_s = f"{it * 1000:.1f} ms" if it is not None else "failed"
+            wall_s = f"{wall * 1000:.0f} ms" if wall is not None else "failed"
+            size_s = f"{size:.1f} MB" if size is not None else "?"
+            print(f"import {mod}: {it_s} (-X importtime), {wall_s} (wall minus bare "
+                  f"interpreter); package dir {size_s} ({root})")
+    for r in rows:
+        if "error" in r:
+            notes.append(f"{r['impl']} with {r['threads']} thread(s) failed: {r['error']}")
+    for n in notes:
+        print("note: " + n)
+
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"args": vars(args), "cpu": cpu_name(), "load_avg": [load0, load1],
+                       "results": rows, "import": extras, "notes": notes}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
