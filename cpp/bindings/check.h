@@ -86,5 +86,6 @@ void bind_activation(py::module_& m);
 void bind_loss(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_dropout(py::module_& m);
+void bind_attention(py::module_& m);
 
 }  // namespace fastnn::bind

@@ -16,4 +16,5 @@ PYBIND11_MODULE(_core, m) {
   bind_loss(m);
   bind_optim(m);
   bind_dropout(m);
+  bind_attention(m);
 }

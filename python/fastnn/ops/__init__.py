@@ -8,6 +8,7 @@ Rules shared by every function here:
   ValueError names it and says what was expected. A result never lands in a temporary.
 - The GIL is released while a kernel runs.
 """
+from .attention import attention, attention_backward
 from .gemm import matmul
 
-__all__ = ["matmul"]
+__all__ = ["attention", "attention_backward", "matmul"]

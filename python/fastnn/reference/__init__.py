@@ -3,6 +3,7 @@
 They are the specification the C++ kernels are tested against, and are themselves
 checked by central finite differences in float64.
 """
+from .attention import attention, attention_backward
 from .gemm import matmul
 
-__all__ = ["matmul"]
+__all__ = ["attention", "attention_backward", "matmul"]
