@@ -106,6 +106,12 @@ void attention_backward_naive(float* dq, float* dk, float* dv, const float* dout
 }
 
 // ===================================================================== tiled kernels
+//
+// Score tiles are stored keys × queries: a tile row holds one key's scores against BQ
+// queries, so each SIMD lane is one query. The online-softmax statistics (running max
+// and sum per query) are then plain vectors, the max and sum over keys are elementwise,
+// and q is transposed once per task (Qᵀ, D × BQ) while k and v rows are read in place.
+// Masked-out keys are dropped when a block is gathered, so padding costs nothing.
 
 namespace {
 
@@ -120,11 +126,10 @@ typedef float vf __attribute__((vector_size(32)));
 typedef int32_t vi __attribute__((vector_size(32)));
 constexpr int VL = 8;
 
-constexpr int64_t BK = 16;        // keys per block: two vectors of scores per row
-constexpr int NV = BK / VL;
-constexpr int64_t BQ = 32;        // query rows per forward task
-constexpr int64_t BQB = 64;       // query rows per backward step
-constexpr int64_t DMAX = 256;     // larger heads use the naive twins (stack scratch bound)
+constexpr int64_t BK = 64;    // keys per block (rows of a score tile)
+constexpr int64_t BQ = 32;    // queries per forward task (lanes of a score tile)
+constexpr int64_t BQB = 64;   // queries per backward step
+constexpr int64_t DMAX = 128; // larger heads use the naive twins (bounds the stack scratch)
 
 FASTNN_INLINE vf vload(const float* p) {
   vf x;
@@ -133,9 +138,10 @@ FASTNN_INLINE vf vload(const float* p) {
 }
 FASTNN_INLINE void vstore(float* p, const vf& x) { std::memcpy(p, &x, sizeof x); }
 FASTNN_INLINE vf vset(float x) { return vf{} + x; }
+FASTNN_INLINE vf vmax(const vf& a, const vf& b) { return a > b ? a : b; }
 
-// exp for x ≤ ~88 (Cephes expf: ln2 range reduction, degree-5 polynomial, ~1 ulp).
-// x < −87 (−∞ included) gives exactly 0: masked scores, and no denormals.
+// exp for x ≤ ~88 (Cephes expf: ln2 range reduction, degree-5 polynomial, ~1 ulp);
+// exp(0) is exactly 1. x < −87 (−∞ included) gives exactly 0: masked scores, no denormals.
 FASTNN_INLINE vf vexp(const vf& x) {
   const vf lo = vset(-87.0f);
   const vf xc = x < lo ? lo : x;
@@ -154,199 +160,229 @@ FASTNN_INLINE vf vexp(const vf& x) {
   return x < lo ? vf{} : res;
 }
 
-FASTNN_INLINE float hmax(const vf& x) {
-  float m = x[0];
-  for (int i = 1; i < VL; ++i) m = std::max(m, x[i]);
-  return m;
-}
-FASTNN_INLINE float hsum(const vf& x) {
-  float s = 0.0f;
-  for (int i = 0; i < VL; ++i) s += x[i];
-  return s;
-}
-
-// bt (D,BK) = bᵀ of rows [0, jn) of b (row stride ldb); columns jn..BK−1 zero.
-FASTNN_INLINE void pack_t(float* bt, const float* b, int64_t ldb, int64_t jn, int64_t D) {
-  if (jn < BK) std::memset(bt, 0, sizeof(float) * size_t(D * BK));
-  for (int64_t j = 0; j < jn; ++j)
-    for (int64_t d = 0; d < D; ++d) bt[d * BK + j] = b[j * ldb + d];
+// The next block of visible keys from j on: up to BK indices below kend whose padding
+// bit is set; j advances past them. Returns how many.
+FASTNN_INLINE int64_t gather_keys(int64_t* idx, const uint8_t* mrow, int64_t& j,
+                                  int64_t kend) {
+  int64_t n = 0;
+  if (!mrow) {
+    n = std::min(BK, kend - j);
+    for (int64_t t = 0; t < n; ++t) idx[t] = j + t;
+    j += n;
+    return n;
+  }
+  for (; j < kend && n < BK; ++j)
+    if (mrow[j]) idx[n++] = j;
+  return n;
 }
 
-// s (R,BK) = scale · a (R,D; row stride lda) · bt (D,BK)
-template <int R>
-FASTNN_INLINE void dot_tile(float* s, const float* a, int64_t lda, const float* bt,
-                            int64_t D, float scale) {
-  vf acc[R][NV];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < NV; ++c) acc[r][c] = vf{};
+// bt (D, ld) = transpose of rows a (n, D; row stride lda); lanes n..ld−1 zero.
+FASTNN_INLINE void pack_t(float* bt, int64_t ld, const float* a, int64_t lda, int64_t n,
+                          int64_t D) {
   for (int64_t d = 0; d < D; ++d) {
-    vf b[NV];
-    for (int c = 0; c < NV; ++c) b[c] = vload(bt + d * BK + c * VL);
+    float* row = bt + d * ld;
+    for (int64_t r = 0; r < n; ++r) row[r] = a[r * lda + d];
+    for (int64_t r = n; r < ld; ++r) row[r] = 0.0f;
+  }
+}
+
+// st (R, W·8; row stride lds) = scale · Σ_d a_r[d] · bt (d, W·8; row stride ldb)
+template <int R, int W>
+FASTNN_INLINE void dot_tile(float* st, int64_t lds, const float* const* a, const float* bt,
+                            int64_t ldb, int64_t D, float scale) {
+  vf acc[R][W];
+  const float* ar[R];
+  for (int r = 0; r < R; ++r) {
+    ar[r] = a[r];
+    for (int c = 0; c < W; ++c) acc[r][c] = vf{};
+  }
+  for (int64_t d = 0; d < D; ++d) {
+    vf b[W];
+    for (int c = 0; c < W; ++c) b[c] = vload(bt + d * ldb + c * VL);
     for (int r = 0; r < R; ++r) {
-      const vf x = vset(a[r * lda + d]);
-      for (int c = 0; c < NV; ++c) acc[r][c] += x * b[c];
+      const vf x = vset(ar[r][d]);
+      for (int c = 0; c < W; ++c) acc[r][c] += x * b[c];
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < NV; ++c) vstore(s + r * BK + c * VL, acc[r][c] * scale);
+    for (int c = 0; c < W; ++c) vstore(st + r * lds + c * VL, acc[r][c] * scale);
 }
 
-template <int R>
-FASTNN_INLINE void dot_tail(int64_t rem, float* s, const float* a, int64_t lda,
-                            const float* bt, int64_t D, float scale) {
+template <int R, int W>
+FASTNN_INLINE void dot_tail(int64_t rem, float* st, int64_t lds, const float* const* a,
+                            const float* bt, int64_t ldb, int64_t D, float scale) {
   if constexpr (R > 0) {
-    if (rem == R) dot_tile<R>(s, a, lda, bt, D, scale);
-    else dot_tail<R - 1>(rem, s, a, lda, bt, D, scale);
+    if (rem == R) dot_tile<R, W>(st, lds, a, bt, ldb, D, scale);
+    else dot_tail<R - 1, W>(rem, st, lds, a, bt, ldb, D, scale);
   }
 }
 
-// s (n,BK) = scale · a (n,D; row stride lda) · bt (D,BK)
-FASTNN_INLINE void dot_rows(float* s, const float* a, int64_t lda, const float* bt,
-                            int64_t n, int64_t D, float scale) {
-  constexpr int R = 6;
+template <int R, int W>
+FASTNN_INLINE void dot_cols(float* st, int64_t lds, const float* const* a, const float* bt,
+                            int64_t ldb, int64_t n, int64_t D, float scale) {
   int64_t r = 0;
-  for (; r + R <= n; r += R) dot_tile<R>(s + r * BK, a + r * lda, lda, bt, D, scale);
-  dot_tail<R - 1>(n - r, s + r * BK, a + r * lda, lda, bt, D, scale);
+  for (; r + R <= n; r += R) dot_tile<R, W>(st + r * lds, lds, a + r, bt, ldb, D, scale);
+  dot_tail<R - 1, W>(n - r, st + r * lds, lds, a + r, bt, ldb, D, scale);
 }
 
-// y (R, W·8; row stride ldy) += Σ_j A(r,j) · x (j, W·8; row stride ldx),
-// A(r,j) = a[r·ars + j·acs], j in [0, J), summed in order of j.
+// st (n, nv·8; row stride lds) = scale · a (n rows of D, via row pointers) · bt (D, nv·8)
+FASTNN_INLINE void dot_rows(float* st, int64_t lds, const float* const* a, const float* bt,
+                            int64_t ldb, int64_t n, int64_t nv, int64_t D, float scale) {
+  int64_t c = 0;
+  for (; c + 2 <= nv; c += 2) dot_cols<6, 2>(st + c * VL, lds, a, bt + c * VL, ldb, n, D, scale);
+  if (c < nv) dot_cols<8, 1>(st + c * VL, lds, a, bt + c * VL, ldb, n, D, scale);
+}
+
+// y_r[c0 + (0..W·8)] = alpha_r · y_r[..] + Σ_j A(r,j) · x_j[c0 + (0..W·8)] for R rows,
+// A(r,j) = a[r·ars + j·acs], j in [0, J) in order; alpha nullptr means 1.
 template <int R, int W>
-FASTNN_INLINE void axpy_tile(float* y, int64_t ldy, const float* a, int64_t ars, int64_t acs,
-                             const float* x, int64_t ldx, int64_t J) {
+FASTNN_INLINE void axpy_tile(float* const* y, int64_t c0, const float* alpha, const float* a,
+                             int64_t ars, int64_t acs, const float* const* x, int64_t J) {
   vf acc[R][W];
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < W; ++c) acc[r][c] = vload(y + r * ldy + c * VL);
+    for (int c = 0; c < W; ++c) {
+      acc[r][c] = vload(y[r] + c0 + c * VL);
+      if (alpha) acc[r][c] *= alpha[r];
+    }
   for (int64_t j = 0; j < J; ++j) {
     vf xv[W];
-    for (int c = 0; c < W; ++c) xv[c] = vload(x + j * ldx + c * VL);
+    for (int c = 0; c < W; ++c) xv[c] = vload(x[j] + c0 + c * VL);
     for (int r = 0; r < R; ++r) {
       const vf s = vset(a[r * ars + j * acs]);
       for (int c = 0; c < W; ++c) acc[r][c] += s * xv[c];
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < W; ++c) vstore(y + r * ldy + c * VL, acc[r][c]);
+    for (int c = 0; c < W; ++c) vstore(y[r] + c0 + c * VL, acc[r][c]);
 }
 
 template <int R, int W>
-FASTNN_INLINE void axpy_tail(int64_t rem, float* y, int64_t ldy, const float* a, int64_t ars,
-                             int64_t acs, const float* x, int64_t ldx, int64_t J) {
+FASTNN_INLINE void axpy_tail(int64_t rem, float* const* y, int64_t c0, const float* alpha,
+                             const float* a, int64_t ars, int64_t acs, const float* const* x,
+                             int64_t J) {
   if constexpr (R > 0) {
-    if (rem == R) axpy_tile<R, W>(y, ldy, a, ars, acs, x, ldx, J);
-    else axpy_tail<R - 1, W>(rem, y, ldy, a, ars, acs, x, ldx, J);
+    if (rem == R) axpy_tile<R, W>(y, c0, alpha, a, ars, acs, x, J);
+    else axpy_tail<R - 1, W>(rem, y, c0, alpha, a, ars, acs, x, J);
   }
 }
 
-// Columns [0, W·8) of y (n rows) in tiles of R rows.
 template <int R, int W>
-FASTNN_INLINE void axpy_cols(float* y, int64_t ldy, const float* a, int64_t ars, int64_t acs,
-                             const float* x, int64_t ldx, int64_t n, int64_t J) {
+FASTNN_INLINE void axpy_cols(float* const* y, int64_t c0, const float* alpha, const float* a,
+                             int64_t ars, int64_t acs, const float* const* x, int64_t n,
+                             int64_t J) {
   int64_t r = 0;
   for (; r + R <= n; r += R)
-    axpy_tile<R, W>(y + r * ldy, ldy, a + r * ars, ars, acs, x, ldx, J);
-  axpy_tail<R - 1, W>(n - r, y + r * ldy, ldy, a + r * ars, ars, acs, x, ldx, J);
+    axpy_tile<R, W>(y + r, c0, alpha ? alpha + r : nullptr, a + r * ars, ars, acs, x, J);
+  axpy_tail<R - 1, W>(n - r, y + r, c0, alpha ? alpha + r : nullptr, a + r * ars, ars, acs,
+                      x, J);
 }
 
-// y (n,D; row stride ldy) += A (n,J) · x (J,D; row stride ldx), A(r,j) = a[r·ars + j·acs].
-// For each y element the j sum runs in order, on top of the old value.
-FASTNN_INLINE void axpy_rows(float* y, int64_t ldy, const float* a, int64_t ars, int64_t acs,
-                             const float* x, int64_t ldx, int64_t n, int64_t J, int64_t D) {
+// y (n rows of D, via row pointers) = alpha ⊙ y + A (n, J) · x (J rows of D, via row
+// pointers), A(r,j) = a[r·ars + j·acs]. Each y element sums j in order.
+FASTNN_INLINE void axpy_rows(float* const* y, const float* alpha, const float* a, int64_t ars,
+                             int64_t acs, const float* const* x, int64_t n, int64_t J,
+                             int64_t D) {
   int64_t c = 0;
-  for (; c + 4 * VL <= D; c += 4 * VL) axpy_cols<3, 4>(y + c, ldy, a, ars, acs, x + c, ldx, n, J);
+  for (; c + 4 * VL <= D; c += 4 * VL) axpy_cols<3, 4>(y, c, alpha, a, ars, acs, x, n, J);
   if (c + 2 * VL <= D) {
-    axpy_cols<6, 2>(y + c, ldy, a, ars, acs, x + c, ldx, n, J);
+    axpy_cols<6, 2>(y, c, alpha, a, ars, acs, x, n, J);
     c += 2 * VL;
   }
   if (c + VL <= D) {
-    axpy_cols<8, 1>(y + c, ldy, a, ars, acs, x + c, ldx, n, J);
+    axpy_cols<8, 1>(y, c, alpha, a, ars, acs, x, n, J);
     c += VL;
   }
   if (c < D)
-    for (int64_t r = 0; r < n; ++r)
+    for (int64_t r = 0; r < n; ++r) {
+      float* yr = y[r];
+      if (alpha)
+        for (int64_t d = c; d < D; ++d) yr[d] *= alpha[r];
       for (int64_t j = 0; j < J; ++j) {
         const float s = a[r * ars + j * acs];
-        for (int64_t d = c; d < D; ++d) y[r * ldy + d] += s * x[j * ldx + d];
+        for (int64_t d = c; d < D; ++d) yr[d] += s * x[j][d];
       }
+    }
 }
 
-// Column bias of the key block [j0, j0+jn): 0 where visible, −∞ for padding and for the
-// columns past jn. Returns whether any key is visible.
-FASTNN_INLINE bool block_bias(float* bias, const uint8_t* mrow, int64_t j0, int64_t jn) {
-  bool any = false;
-  for (int64_t j = 0; j < BK; ++j) {
-    const bool vis = j < jn && (!mrow || mrow[j0 + j]);
-    bias[j] = vis ? 0.0f : -kInf;
-    any |= vis;
+// Causal mask on a score tile: key idx[t] is hidden from query i0 + r when idx[t] > i0 + r.
+FASTNN_INLINE void causal_mask(float* st, int64_t lds, const int64_t* idx, int64_t n,
+                               int64_t nv, int64_t i0) {
+  const vf lane = {0, 1, 2, 3, 4, 5, 6, 7};
+  const vf ninf = vset(-kInf);
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t lim = idx[t] - i0;  // lanes r < lim are hidden
+    for (int64_t g = 0; g < nv && g * VL < lim; ++g) {
+      float* p = st + t * lds + g * VL;
+      vstore(p, lane < vset(float(lim - g * VL)) ? ninf : vload(p));
+    }
   }
-  return any;
 }
 
-// Adds the column bias to a score row, and −∞ past the causal limit (key j0+j visible to
-// query i iff j ≤ i − j0).
-FASTNN_INLINE void mask_row(float* sr, const float* bias, bool causal, int64_t i, int64_t j0) {
-  for (int c = 0; c < NV; ++c) vstore(sr + c * VL, vload(sr + c * VL) + vload(bias + c * VL));
-  if (causal)
-    for (int64_t j = std::max<int64_t>(i - j0 + 1, 0); j < BK; ++j) sr[j] = -kInf;
-}
-
-// One forward task: rows [i0, i0+qn) of one (n, head). q, o point at (n, 0, h, 0) (row
-// stride C), k, v at (n, 0, h, 0), lse at (n, h, 0) or nullptr; mrow the padding row or
-// nullptr. The unnormalised output accumulates in o itself.
+// One forward task: queries [i0, i0+qn) of one (n, head). q, o, k, v point at (n, 0, h, 0)
+// (row stride C), lse at (n, h, 0) or nullptr, mrow is the padding row or nullptr. The
+// unnormalised output accumulates in o itself.
 FASTNN_CLONES
 void attention_fwd_block(float* o, float* lse, const float* q, const float* k, const float* v,
                          const uint8_t* mrow, int64_t i0, int64_t qn, int64_t Tk, int64_t C,
                          int64_t D, float scale, bool causal) {
-  alignas(32) float kt[DMAX * BK];
-  alignas(32) float s[BQ * BK];
-  alignas(32) float bias[BK];
-  float m[BQ], l[BQ];
-  const float* qb = q + i0 * C;
-  float* ob = o + i0 * C;
+  alignas(32) float qt[DMAX * BQ];  // Qᵀ (D, BQ)
+  alignas(32) float st[BK * BQ];    // scores, then probabilities (keys × queries)
+  alignas(32) float m[BQ], l[BQ], alpha[BQ];
+  int64_t idx[BK];
+  const float* krows[BK];
+  const float* vrows[BK];
+  float* orows[BQ];
+  const int64_t nv = (qn + VL - 1) / VL;
+  pack_t(qt, BQ, q + i0 * C, C, qn, D);
   for (int64_t r = 0; r < qn; ++r) {
-    m[r] = -kInf;
-    l[r] = 0.0f;
-    std::memset(ob + r * C, 0, sizeof(float) * size_t(D));
+    orows[r] = o + (i0 + r) * C;
+    std::memset(orows[r], 0, sizeof(float) * size_t(D));
+  }
+  for (int64_t g = 0; g < nv; ++g) {
+    vstore(m + g * VL, vset(-kInf));
+    vstore(l + g * VL, vf{});
   }
   const int64_t kend = causal ? std::min(Tk, i0 + qn) : Tk;
-  for (int64_t j0 = 0; j0 < kend; j0 += BK) {
-    const int64_t jn = std::min(BK, kend - j0);
-    if (!block_bias(bias, mrow, j0, jn)) continue;
-    pack_t(kt, k + j0 * C, C, jn, D);
-    dot_rows(s, qb, C, kt, qn, D, scale);
-    for (int64_t r = 0; r < qn; ++r) {
-      float* sr = s + r * BK;
-      mask_row(sr, bias, causal, i0 + r, j0);
-      vf mv = vload(sr);
-      for (int c = 1; c < NV; ++c) mv = vload(sr + c * VL) > mv ? vload(sr + c * VL) : mv;
-      const float mnew = std::max(m[r], hmax(mv));
-      if (mnew == -kInf) {  // nothing visible to this row yet
-        std::memset(sr, 0, sizeof(float) * BK);
-        continue;
-      }
+  for (int64_t j = 0; j < kend;) {
+    const int64_t jn = gather_keys(idx, mrow, j, kend);
+    if (jn == 0) break;
+    for (int64_t t = 0; t < jn; ++t) {
+      krows[t] = k + idx[t] * C;
+      vrows[t] = v + idx[t] * C;
+    }
+    dot_rows(st, BQ, krows, qt, BQ, jn, nv, D, scale);
+    if (causal) causal_mask(st, BQ, idx, jn, nv, i0);
+    // online softmax, eight queries at a time
+    bool rescale = false;
+    for (int64_t g = 0; g < nv; ++g) {
+      float* sg = st + g * VL;
+      vf mx = vload(sg);
+      for (int64_t t = 1; t < jn; ++t) mx = vmax(mx, vload(sg + t * BQ));
+      const vf mold = vload(m + g * VL);
+      const vf mnew = vmax(mold, mx);
+      const vf mu = mnew == vset(-kInf) ? vf{} : mnew;  // rows that have seen nothing yet
       vf sum = vf{};
-      for (int c = 0; c < NV; ++c) {
-        const vf p = vexp(vload(sr + c * VL) - mnew);
-        vstore(sr + c * VL, p);
+      for (int64_t t = 0; t < jn; ++t) {
+        const vf p = vexp(vload(sg + t * BQ) - mu);
+        vstore(sg + t * BQ, p);
         sum += p;
       }
-      const float alpha = std::exp(m[r] - mnew);  // 0 on the first visible block
-      if (alpha != 1.0f) {
-        float* orow = ob + r * C;
-        for (int64_t d = 0; d < D; ++d) orow[d] *= alpha;
-      }
-      l[r] = l[r] * alpha + hsum(sum);
-      m[r] = mnew;
+      const vf a = vexp(mold - mu);  // 1 when the max is unchanged, 0 on the first block
+      vstore(alpha + g * VL, a);
+      vstore(l + g * VL, vload(l + g * VL) * a + sum);
+      vstore(m + g * VL, mnew);
+      for (int i = 0; i < VL; ++i) rescale |= a[i] != 1.0f;
     }
-    axpy_rows(ob, C, s, BK, 1, v + j0 * C, C, qn, jn, D);
+    // o = alpha ⊙ o + Pᵀ v
+    axpy_rows(orows, rescale ? alpha : nullptr, st, 1, BQ, vrows, qn, jn, D);
   }
   for (int64_t r = 0; r < qn; ++r) {
-    float* orow = ob + r * C;
+    float* orow = orows[r];
     if (l[r] > 0.0f) {
       const float inv = 1.0f / l[r];
       for (int64_t d = 0; d < D; ++d) orow[d] *= inv;
       if (lse) lse[i0 + r] = m[r] + std::log(l[r]);
-    } else {
+    } else {  // no visible key
       std::memset(orow, 0, sizeof(float) * size_t(D));
       if (lse) lse[i0 + r] = kInf;
     }
@@ -354,67 +390,87 @@ void attention_fwd_block(float* o, float* lse, const float* q, const float* k, c
 }
 
 // Backward for one (n, head), which owns its rows of dq, dk and dv: query blocks outside,
-// key blocks inside. Pointers as in attention_fwd_block.
+// key blocks inside. Pointers as in attention_fwd_block, dq/dk/dv like q/k/v.
 FASTNN_CLONES
 void attention_bwd_head(float* dq, float* dk, float* dv, const float* dout, const float* o,
                         const float* lse, const float* q, const float* k, const float* v,
                         const uint8_t* mrow, int64_t Tq, int64_t Tk, int64_t C, int64_t D,
                         float scale, bool causal) {
-  alignas(32) float kt[DMAX * BK];
-  alignas(32) float vt[DMAX * BK];
-  alignas(32) float p[BQB * BK];
-  alignas(32) float ds[BQB * BK];
-  alignas(32) float bias[BK];
-  float L[BQB], Di[BQB];
+  alignas(32) float qt[DMAX * BQB];   // Qᵀ (D, BQB)
+  alignas(32) float dot[DMAX * BQB];  // doutᵀ (D, BQB)
+  alignas(32) float p[BK * BQB];      // probabilities (keys × queries)
+  alignas(32) float ds[BK * BQB];     // dP, then dS
+  alignas(32) float L[BQB], Di[BQB];
+  int64_t idx[BK];
+  const float* krows[BK];
+  const float* vrows[BK];
+  float* dkrows[BK];
+  float* dvrows[BK];
+  const float* qrows[BQB];
+  const float* dorows[BQB];
+  float* dqrows[BQB];
   const bool need_ds = dq || dk;
   for (int64_t i0 = 0; i0 < Tq; i0 += BQB) {
-    const int64_t qn = std::min(BQB, Tq - i0);
+    const int64_t qn = std::min(BQB, Tq - i0), nv = (qn + VL - 1) / VL;
     bool live = false;
-    for (int64_t r = 0; r < qn; ++r) {
+    for (int64_t r = 0; r < nv * VL; ++r) {
+      if (r >= qn) {  // padding lanes: p = 0
+        L[r] = kInf;
+        Di[r] = 0.0f;
+        continue;
+      }
       L[r] = lse[i0 + r];
       live |= L[r] != kInf;
-      const float* dor = dout + (i0 + r) * C;
+      qrows[r] = q + (i0 + r) * C;
+      dorows[r] = dout + (i0 + r) * C;
+      dqrows[r] = dq ? dq + (i0 + r) * C : nullptr;
       const float* orow = o + (i0 + r) * C;
       float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
-      for (int64_t d = 0; d < D; ++d) acc += dor[d] * orow[d];
+      for (int64_t d = 0; d < D; ++d) acc += dorows[r][d] * orow[d];
       Di[r] = acc;
     }
-    if (!live) continue;  // no row of this block sees any key
-    const float* qb = q + i0 * C;
-    const float* dob = dout + i0 * C;
+    if (!live) continue;  // no query of this block sees any key
+    pack_t(qt, BQB, q + i0 * C, C, qn, D);
+    if (need_ds) pack_t(dot, BQB, dout + i0 * C, C, qn, D);
     const int64_t kend = causal ? std::min(Tk, i0 + qn) : Tk;
-    for (int64_t j0 = 0; j0 < kend; j0 += BK) {
-      const int64_t jn = std::min(BK, kend - j0);
-      if (!block_bias(bias, mrow, j0, jn)) continue;
-      pack_t(kt, k + j0 * C, C, jn, D);
-      dot_rows(p, qb, C, kt, qn, D, scale);
-      for (int64_t r = 0; r < qn; ++r) {
-        float* pr = p + r * BK;
-        mask_row(pr, bias, causal, i0 + r, j0);
-        for (int c = 0; c < NV; ++c) vstore(pr + c * VL, vexp(vload(pr + c * VL) - L[r]));
+    for (int64_t j = 0; j < kend;) {
+      const int64_t jn = gather_keys(idx, mrow, j, kend);
+      if (jn == 0) break;
+      for (int64_t t = 0; t < jn; ++t) {
+        krows[t] = k + idx[t] * C;
+        vrows[t] = v + idx[t] * C;
+        dkrows[t] = dk ? dk + idx[t] * C : nullptr;
+        dvrows[t] = dv ? dv + idx[t] * C : nullptr;
       }
-      // dv (jn,D) += pᵀ · dout
-      if (dv) axpy_rows(dv + j0 * C, C, p, 1, BK, dob, C, jn, qn, D);
-      if (!need_ds) continue;
-      // ds = scale · p ⊙ (dout·vᵀ − Di)
-      pack_t(vt, v + j0 * C, C, jn, D);
-      dot_rows(ds, dob, C, vt, qn, D, 1.0f);
-      for (int64_t r = 0; r < qn; ++r)
-        for (int c = 0; c < NV; ++c) {
-          float* dr = ds + r * BK + c * VL;
-          vstore(dr, vload(p + r * BK + c * VL) * (vload(dr) - Di[r]) * scale);
+      // p = exp(scale·k·qᵀ − lse)
+      dot_rows(p, BQB, krows, qt, BQB, jn, nv, D, scale);
+      if (causal) causal_mask(p, BQB, idx, jn, nv, i0);
+      for (int64_t t = 0; t < jn; ++t)
+        for (int64_t g = 0; g < nv; ++g) {
+          float* pg = p + t * BQB + g * VL;
+          vstore(pg, vexp(vload(pg) - vload(L + g * VL)));
         }
-      // dq (qn,D) += ds · k;  dk (jn,D) += dsᵀ · q
-      if (dq) axpy_rows(dq + i0 * C, C, ds, BK, 1, k + j0 * C, C, qn, jn, D);
-      if (dk) axpy_rows(dk + j0 * C, C, ds, 1, BK, qb, C, jn, qn, D);
+      // dv (jn, D) += p · dout
+      if (dv) axpy_rows(dvrows, nullptr, p, BQB, 1, dorows, jn, qn, D);
+      if (!need_ds) continue;
+      // ds = scale · p ⊙ (v·doutᵀ − Di)
+      dot_rows(ds, BQB, vrows, dot, BQB, jn, nv, D, 1.0f);
+      for (int64_t t = 0; t < jn; ++t)
+        for (int64_t g = 0; g < nv; ++g) {
+          float* dg = ds + t * BQB + g * VL;
+          vstore(dg, vload(p + t * BQB + g * VL) * (vload(dg) - vload(Di + g * VL)) * scale);
+        }
+      // dq (qn, D) += dsᵀ · k;  dk (jn, D) += ds · q
+      if (dq) axpy_rows(dqrows, nullptr, ds, 1, BQB, krows, qn, jn, D);
+      if (dk) axpy_rows(dkrows, nullptr, ds, BQB, 1, qrows, jn, qn, D);
     }
   }
 }
 
 }  // namespace
 
-// o (N,Tq,NH,D), lse (N,NH,Tq): tasks (n, head, block of BQ query rows).
+// o (N,Tq,NH,D), lse (N,NH,Tq): tasks (n, head, block of BQ queries).
 void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v,
                        const uint8_t* mask, int64_t N, int64_t Tq, int64_t Tk, int64_t NH,
                        int64_t D, float scale, bool causal) {
