@@ -137,7 +137,13 @@ FASTNN_INLINE vf vload(const float* p) {
   return x;
 }
 FASTNN_INLINE void vstore(float* p, const vf& x) { std::memcpy(p, &x, sizeof x); }
-FASTNN_INLINE vf vset(float x) { return vf{} + x; }
+// Broadcast: one vbroadcastss (from memory when x is loaded). Under target attributes
+// GCC 12 expands the obvious forms, {x, x, ...} and x − vf{}, into eight element inserts,
+// and vf{} + x keeps an add (−0 + 0 = +0); a shuffle of lane 0 does not.
+FASTNN_INLINE vf vset(float x) {
+  const vf v = {x};
+  return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0);
+}
 FASTNN_INLINE vf vmax(const vf& a, const vf& b) { return a > b ? a : b; }
 
 // exp for x ≤ ~88 (Cephes expf: ln2 range reduction, degree-5 polynomial, ~1 ulp);
@@ -176,12 +182,43 @@ FASTNN_INLINE int64_t gather_keys(int64_t* idx, const uint8_t* mrow, int64_t& j,
   return n;
 }
 
+// In-register 8×8 transpose: x[i][c] ↔ x[c][i] (unpack, shuffle, 128-bit swap).
+FASTNN_INLINE void transpose8(vf* x) {
+  vf t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shufflevector(x[i], x[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(x[i], x[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4)
+    for (int h = 0; h < 2; ++h) {
+      u[i + 2 * h] = __builtin_shufflevector(t[i + h], t[i + h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[i + 2 * h + 1] =
+          __builtin_shufflevector(t[i + h], t[i + h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  for (int c = 0; c < 4; ++c) {
+    x[c] = __builtin_shufflevector(u[c], u[c + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    x[c + 4] = __builtin_shufflevector(u[c], u[c + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+
 // bt (D, ld) = transpose of rows a (n, D; row stride lda); lanes n..ld−1 zero.
 FASTNN_INLINE void pack_t(float* bt, int64_t ld, const float* a, int64_t lda, int64_t n,
                           int64_t D) {
+  int64_t r0 = 0;
+  for (; r0 + VL <= n; r0 += VL) {
+    int64_t d0 = 0;
+    for (; d0 + VL <= D; d0 += VL) {
+      vf x[VL];
+      for (int i = 0; i < VL; ++i) x[i] = vload(a + (r0 + i) * lda + d0);
+      transpose8(x);
+      for (int c = 0; c < VL; ++c) vstore(bt + (d0 + c) * ld + r0, x[c]);
+    }
+    for (; d0 < D; ++d0)
+      for (int i = 0; i < VL; ++i) bt[d0 * ld + r0 + i] = a[(r0 + i) * lda + d0];
+  }
   for (int64_t d = 0; d < D; ++d) {
     float* row = bt + d * ld;
-    for (int64_t r = 0; r < n; ++r) row[r] = a[r * lda + d];
+    for (int64_t r = r0; r < n; ++r) row[r] = a[r * lda + d];
     for (int64_t r = n; r < ld; ++r) row[r] = 0.0f;
   }
 }
@@ -234,10 +271,10 @@ FASTNN_INLINE void dot_rows(float* st, int64_t lds, const float* const* a, const
 }
 
 // y_r[c0 + (0..W·8)] = alpha_r · y_r[..] + Σ_j A(r,j) · x_j[c0 + (0..W·8)] for R rows,
-// A(r,j) = a[r·ars + j·acs], j in [0, J) in order; alpha nullptr means 1.
-template <int R, int W>
+// A(r,j) = a[r·ARS + j·ACS], j in [0, J) in order; alpha nullptr means 1.
+template <int R, int W, int64_t ARS, int64_t ACS>
 FASTNN_INLINE void axpy_tile(float* const* y, int64_t c0, const float* alpha, const float* a,
-                             int64_t ars, int64_t acs, const float* const* x, int64_t J) {
+                             const float* const* x, int64_t J) {
   vf acc[R][W];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < W; ++c) {
@@ -248,7 +285,7 @@ FASTNN_INLINE void axpy_tile(float* const* y, int64_t c0, const float* alpha, co
     vf xv[W];
     for (int c = 0; c < W; ++c) xv[c] = vload(x[j] + c0 + c * VL);
     for (int r = 0; r < R; ++r) {
-      const vf s = vset(a[r * ars + j * acs]);
+      const vf s = vset(a[r * ARS + j * ACS]);
       for (int c = 0; c < W; ++c) acc[r][c] += s * xv[c];
     }
   }
@@ -256,40 +293,38 @@ FASTNN_INLINE void axpy_tile(float* const* y, int64_t c0, const float* alpha, co
     for (int c = 0; c < W; ++c) vstore(y[r] + c0 + c * VL, acc[r][c]);
 }
 
-template <int R, int W>
+template <int R, int W, int64_t ARS, int64_t ACS>
 FASTNN_INLINE void axpy_tail(int64_t rem, float* const* y, int64_t c0, const float* alpha,
-                             const float* a, int64_t ars, int64_t acs, const float* const* x,
-                             int64_t J) {
+                             const float* a, const float* const* x, int64_t J) {
   if constexpr (R > 0) {
-    if (rem == R) axpy_tile<R, W>(y, c0, alpha, a, ars, acs, x, J);
-    else axpy_tail<R - 1, W>(rem, y, c0, alpha, a, ars, acs, x, J);
+    if (rem == R) axpy_tile<R, W, ARS, ACS>(y, c0, alpha, a, x, J);
+    else axpy_tail<R - 1, W, ARS, ACS>(rem, y, c0, alpha, a, x, J);
   }
 }
 
-template <int R, int W>
+template <int R, int W, int64_t ARS, int64_t ACS>
 FASTNN_INLINE void axpy_cols(float* const* y, int64_t c0, const float* alpha, const float* a,
-                             int64_t ars, int64_t acs, const float* const* x, int64_t n,
-                             int64_t J) {
+                             const float* const* x, int64_t n, int64_t J) {
   int64_t r = 0;
   for (; r + R <= n; r += R)
-    axpy_tile<R, W>(y + r, c0, alpha ? alpha + r : nullptr, a + r * ars, ars, acs, x, J);
-  axpy_tail<R - 1, W>(n - r, y + r, c0, alpha ? alpha + r : nullptr, a + r * ars, ars, acs,
-                      x, J);
+    axpy_tile<R, W, ARS, ACS>(y + r, c0, alpha ? alpha + r : nullptr, a + r * ARS, x, J);
+  axpy_tail<R - 1, W, ARS, ACS>(n - r, y + r, c0, alpha ? alpha + r : nullptr, a + r * ARS,
+                                x, J);
 }
 
 // y (n rows of D, via row pointers) = alpha ⊙ y + A (n, J) · x (J rows of D, via row
-// pointers), A(r,j) = a[r·ars + j·acs]. Each y element sums j in order.
-FASTNN_INLINE void axpy_rows(float* const* y, const float* alpha, const float* a, int64_t ars,
-                             int64_t acs, const float* const* x, int64_t n, int64_t J,
-                             int64_t D) {
+// pointers), A(r,j) = a[r·ARS + j·ACS]. Each y element sums j in order.
+template <int64_t ARS, int64_t ACS>
+FASTNN_INLINE void axpy_rows(float* const* y, const float* alpha, const float* a,
+                             const float* const* x, int64_t n, int64_t J, int64_t D) {
   int64_t c = 0;
-  for (; c + 4 * VL <= D; c += 4 * VL) axpy_cols<3, 4>(y, c, alpha, a, ars, acs, x, n, J);
+  for (; c + 4 * VL <= D; c += 4 * VL) axpy_cols<2, 4, ARS, ACS>(y, c, alpha, a, x, n, J);
   if (c + 2 * VL <= D) {
-    axpy_cols<6, 2>(y, c, alpha, a, ars, acs, x, n, J);
+    axpy_cols<6, 2, ARS, ACS>(y, c, alpha, a, x, n, J);
     c += 2 * VL;
   }
   if (c + VL <= D) {
-    axpy_cols<8, 1>(y, c, alpha, a, ars, acs, x, n, J);
+    axpy_cols<8, 1, ARS, ACS>(y, c, alpha, a, x, n, J);
     c += VL;
   }
   if (c < D)
@@ -298,7 +333,7 @@ FASTNN_INLINE void axpy_rows(float* const* y, const float* alpha, const float* a
       if (alpha)
         for (int64_t d = c; d < D; ++d) yr[d] *= alpha[r];
       for (int64_t j = 0; j < J; ++j) {
-        const float s = a[r * ars + j * acs];
+        const float s = a[r * ARS + j * ACS];
         for (int64_t d = c; d < D; ++d) yr[d] += s * x[j][d];
       }
     }
@@ -374,7 +409,7 @@ void attention_fwd_block(float* o, float* lse, const float* q, const float* k, c
       for (int i = 0; i < VL; ++i) rescale |= a[i] != 1.0f;
     }
     // o = alpha ⊙ o + Pᵀ v
-    axpy_rows(orows, rescale ? alpha : nullptr, st, 1, BQ, vrows, qn, jn, D);
+    axpy_rows<1, BQ>(orows, rescale ? alpha : nullptr, st, vrows, qn, jn, D);
   }
   for (int64_t r = 0; r < qn; ++r) {
     float* orow = orows[r];
@@ -452,7 +487,7 @@ void attention_bwd_head(float* dq, float* dk, float* dv, const float* dout, cons
           vstore(pg, vexp(vload(pg) - vload(L + g * VL)));
         }
       // dv (jn, D) += p · dout
-      if (dv) axpy_rows(dvrows, nullptr, p, BQB, 1, dorows, jn, qn, D);
+      if (dv) axpy_rows<BQB, 1>(dvrows, nullptr, p, dorows, jn, qn, D);
       if (!need_ds) continue;
       // ds = scale · p ⊙ (v·doutᵀ − Di)
       dot_rows(ds, BQB, vrows, dot, BQB, jn, nv, D, 1.0f);
@@ -462,8 +497,8 @@ void attention_bwd_head(float* dq, float* dk, float* dv, const float* dout, cons
           vstore(dg, vload(p + t * BQB + g * VL) * (vload(dg) - vload(Di + g * VL)) * scale);
         }
       // dq (qn, D) += dsᵀ · k;  dk (jn, D) += ds · q
-      if (dq) axpy_rows(dqrows, nullptr, ds, 1, BQB, krows, qn, jn, D);
-      if (dk) axpy_rows(dkrows, nullptr, ds, BQB, 1, qrows, jn, qn, D);
+      if (dq) axpy_rows<1, BQB>(dqrows, nullptr, ds, krows, qn, jn, D);
+      if (dk) axpy_rows<BQB, 1>(dkrows, nullptr, ds, qrows, jn, qn, D);
     }
   }
 }
