@@ -88,5 +88,6 @@ void bind_optim(py::module_& m);
 void bind_dropout(py::module_& m);
 void bind_pool(py::module_& m);
 void bind_norm(py::module_& m);
+void bind_attention(py::module_& m);
 
 }  // namespace fastnn::bind

@@ -18,4 +18,5 @@ PYBIND11_MODULE(_core, m) {
   bind_dropout(m);
   bind_pool(m);
   bind_norm(m);
+  bind_attention(m);
 }

@@ -8,6 +8,7 @@ Rules shared by every function here:
   ValueError names it and says what was expected. A result never lands in a temporary.
 - The GIL is released while a kernel runs.
 """
+from .attention import attention, attention_backward
 from .activation import (ACTIVATIONS, activation, activation_backward, gelu, relu, sigmoid,
                          softmax, softmax_backward, tanh)
 from .dense import dense, dense_backward

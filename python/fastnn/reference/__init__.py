@@ -3,6 +3,7 @@
 They are the specification the C++ kernels are tested against, and are themselves
 checked by central finite differences in float64.
 """
+from .attention import attention, attention_backward
 from .activation import (activation, activation_backward, gelu, relu, sigmoid, softmax,
                          softmax_backward, tanh)
 from .dense import dense, dense_backward
