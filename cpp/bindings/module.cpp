@@ -19,4 +19,5 @@ PYBIND11_MODULE(_core, m) {
   bind_pool(m);
   bind_norm(m);
   bind_attention(m);
+  bind_conv2d(m);
 }

@@ -1,0 +1,900 @@
+// 2-D convolution, channels-last (NHWC) images, HWIO kernels. See fastnn/conv2d.h.
+//
+// Four paths, chosen by shape (conv2d_algorithm):
+//  * pointwise: 1x1, stride 1, no padding — x already is the im2col matrix; the GEMM runs
+//    on it directly.
+//  * im2col: the output pixels are cut into tiles whose im2col matrix fits a bounded
+//    per-thread buffer; each tile is one GEMM per group (forward, backward-data and
+//    backward-weights), so the buffer never holds the whole batch.
+//  * direct: few input channels (the first layer of an image model): vectorised over OC
+//    with a register tile of pixels, reading zero-padded copies of the input rows.
+//  * depthwise: groups == C: vectorised over channels, no reduction over C at all.
+//
+// Determinism: every output element is computed by one thread in a fixed order; sums over
+// the batch (dw, db) are taken per fixed chunk of rows (chunks depend only on the shape)
+// and the chunk partials are added in chunk order, or accumulated tile after tile by the
+// GEMM, whose K order does not depend on the thread count. Results are therefore bitwise
+// identical for any number of threads.
+#include "fastnn/conv2d.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "fastnn/common.h"
+#include "fastnn/gemm.h"
+
+namespace fastnn {
+
+namespace {
+
+// ---------------------------------------------------------------------------------------
+// Geometry
+
+struct Geom {
+  int64_t N, H, W, C, OC, KH, KW, sh, sw, pt, pl, OH, OW, dh, dw, G;
+  int64_t Cg, OCg, Kg;  // channels per group in and out, im2col row length per group
+  int64_t P() const { return N * OH * OW; }
+  int64_t R() const { return N * OH; }  // output rows (n, oh)
+};
+
+Geom make_geom(int64_t N, int64_t H, int64_t W, int64_t C, int64_t OC, int64_t KH,
+               int64_t KW, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t OH,
+               int64_t OW, int64_t dh, int64_t dw, int64_t G) {
+  Geom g{N, H, W, C, OC, KH, KW, sh, sw, pt, pl, OH, OW, dh, dw, G, C / G, OC / G, 0};
+  g.Kg = KH * KW * g.Cg;
+  return g;
+}
+
+enum class Algo { pointwise, im2col, direct, depthwise };
+
+constexpr int64_t kDirectMaxC = 4;
+
+Algo choose(const Geom& g) {
+  if (g.G > 1 && g.Cg == 1) return Algo::depthwise;
+  if (g.G == 1 && g.C <= kDirectMaxC) return Algo::direct;
+  if (g.KH == 1 && g.KW == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
+      g.OH == g.H && g.OW == g.W)
+    return Algo::pointwise;
+  return Algo::im2col;
+}
+
+// Chunks of [0, n) for parallel_for: one per thread, at least min_grain each.
+int64_t grain_for(int64_t n, int64_t min_grain) {
+  const int64_t t = num_threads();
+  const int64_t g = (n + t - 1) / t;
+  return g > min_grain ? g : min_grain;
+}
+
+// Fixed chunking of [0, n) for sums over the batch: at most `max_chunks` chunks, chosen
+// from the shape only, so the summation order never depends on the thread count.
+struct Chunks {
+  int64_t n, count;
+  int64_t begin(int64_t i) const { return i * n / count; }
+  int64_t end(int64_t i) const { return (i + 1) * n / count; }
+};
+Chunks fixed_chunks(int64_t n, int64_t max_chunks) {
+  return {n, n < max_chunks ? n : max_chunks};
+}
+constexpr int64_t kMaxChunks = 32;
+
+// Work space: per-thread buffers grown on first use and reused (see conv2d.h). Slot 0
+// and 2 are used by the calling thread, slot 1 inside parallel regions.
+template <class T = float>
+T* thread_buffer(int slot, int64_t n) {
+  thread_local std::vector<T> bufs[3];
+  std::vector<T>& v = bufs[slot];
+  if (int64_t(v.size()) < n) v.resize(size_t(n));
+  return v.data();
+}
+
+// ---------------------------------------------------------------------------------------
+// Activation (epilogue and its derivative)
+
+inline float act_value(float v, Act a) {
+  switch (a) {
+    case Act::relu: return std::max(v, 0.0f);
+    case Act::sigmoid: return 1.0f / (1.0f + std::exp(-v));
+    case Act::tanh: return std::tanh(v);
+    case Act::gelu: return 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
+    default: return v;
+  }
+}
+
+// dy · act'(.) from the forward output y (relu, sigmoid, tanh) or pre-activation z (gelu).
+inline float act_grad(float dy, float y, float z, Act a) {
+  switch (a) {
+    case Act::relu: return y > 0.0f ? dy : 0.0f;
+    case Act::sigmoid: return dy * y * (1.0f - y);
+    case Act::tanh: return dy * (1.0f - y * y);
+    case Act::gelu: {
+      const float cdf = 0.5f * (1.0f + std::erf(z * 0.70710678118654752f));
+      const float pdf = 0.39894228040143268f * std::exp(-0.5f * z * z);
+      return dy * (cdf + z * pdf);
+    }
+    default: return dy;
+  }
+}
+
+// One pixel's OC values: v = acc + b; z = v (when z); y = act(v). acc may alias y or z.
+inline void epilogue_px(float* y, float* z, const float* acc, const float* b, int64_t n,
+                        Act act) {
+  if (act == Act::linear || act == Act::relu) {
+    const bool relu = act == Act::relu;
+    for (int64_t o = 0; o < n; ++o) {
+      const float v = acc[o] + (b ? b[o] : 0.0f);
+      if (z) z[o] = v;
+      y[o] = relu ? std::max(v, 0.0f) : v;
+    }
+  } else {
+    for (int64_t o = 0; o < n; ++o) {
+      const float v = acc[o] + (b ? b[o] : 0.0f);
+      if (z) z[o] = v;
+      y[o] = act_value(v, act);
+    }
+  }
+}
+
+// rows (rows,OC) of conv sums in acc -> y, z (same layout).
+FASTNN_CLONES void epilogue_rows(float* y, float* z, const float* acc, const float* b,
+                                 int64_t rows, int64_t OC, Act act) {
+  for (int64_t r = 0; r < rows; ++r)
+    epilogue_px(y + r * OC, z ? z + r * OC : nullptr, acc + r * OC, b, OC, act);
+}
+
+// dz (n) = dy ⊙ act'(.); dz may alias dy.
+FASTNN_CLONES void act_grad_range(float* dz, const float* dy, const float* y, const float* z,
+                                  int64_t n, Act act) {
+  switch (act) {
+    case Act::relu:
+      for (int64_t i = 0; i < n; ++i) dz[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+      break;
+    case Act::sigmoid:
+      for (int64_t i = 0; i < n; ++i) dz[i] = dy[i] * y[i] * (1.0f - y[i]);
+      break;
+    case Act::tanh:
+      for (int64_t i = 0; i < n; ++i) dz[i] = dy[i] * (1.0f - y[i] * y[i]);
+      break;
+    case Act::gelu:
+      for (int64_t i = 0; i < n; ++i) dz[i] = act_grad(dy[i], 0.0f, z[i], act);
+      break;
+    default:
+      if (dz != dy) std::memcpy(dz, dy, size_t(n) * sizeof(float));
+  }
+}
+
+// part (OC) += Σ_rows g (rows,OC), rows in order.
+FASTNN_CLONES void sum_rows(float* part, const float* g, int64_t rows, int64_t OC) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* gr = g + r * OC;
+#pragma omp simd
+    for (int64_t o = 0; o < OC; ++o) part[o] += gr[o];
+  }
+}
+
+// out (n) += Σ_{i<count} parts[i·stride ...], parts added in order.
+void reduce_parts(float* out, const float* parts, int64_t count, int64_t stride, int64_t n) {
+  parallel_for(n, grain_for(n, 4096), [&](int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; ++j) {
+      float s = 0.0f;
+      for (int64_t i = 0; i < count; ++i) s += parts[i * stride + j];
+      out[j] += s;
+    }
+  });
+}
+
+// Backward pass A, shared by all paths: dz = dy ⊙ act'(.) (when act is not linear) and
+// db += Σ dz, over fixed chunks of pixels. Returns the gradient the rest reads.
+const float* grad_and_bias(float* db, float* dz, const float* dy, const float* y,
+                           const float* z, int64_t P, int64_t OC, Act act) {
+  const bool need_dz = act != Act::linear;
+  const float* g = need_dz ? dz : dy;
+  if (!need_dz && !db) return g;
+  const Chunks ch = fixed_chunks(P, kMaxChunks);
+  float* parts = db ? thread_buffer(2, ch.count * OC) : nullptr;
+  parallel_for(ch.count, 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t c = cb; c < ce; ++c) {
+      const int64_t p0 = ch.begin(c), p1 = ch.end(c);
+      // Blocks of pixels so dz is still in cache when summed.
+      float* part = parts ? parts + c * OC : nullptr;
+      if (part) std::fill(part, part + OC, 0.0f);
+      for (int64_t pa = p0; pa < p1; pa += 64) {
+        const int64_t pb = std::min(p1, pa + 64);
+        if (need_dz)
+          act_grad_range(dz + pa * OC, dy + pa * OC, y ? y + pa * OC : nullptr,
+                         z ? z + pa * OC : nullptr, (pb - pa) * OC, act);
+        if (part) sum_rows(part, g + pa * OC, pb - pa, OC);
+      }
+    }
+  });
+  if (db) reduce_parts(db, parts, ch.count, OC, OC);
+  return g;
+}
+
+// ---------------------------------------------------------------------------------------
+// im2col path
+
+// Rows [p0,p1) of buf (·, Kg), the im2col matrix of the pixels from pbase on, for group
+// gi; columns (kh, kw, c).
+FASTNN_CLONES void im2col_pixels(float* buf, const float* x, const Geom& g, int64_t gi,
+                                 int64_t pbase, int64_t p0, int64_t p1) {
+  const int64_t C = g.C, Cg = g.Cg, KW = g.KW;
+  const bool contiguous_kw = g.dw == 1 && Cg == C;  // a kh row is one run of KW·C floats
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t ow = p % g.OW, r = p / g.OW, oh = r % g.OH, n = r / g.OH;
+    float* col = buf + (p - pbase) * g.Kg;
+    const int64_t iw0 = ow * g.sw - g.pl;
+    for (int64_t kh = 0; kh < g.KH; ++kh) {
+      float* ck = col + kh * KW * Cg;
+      const int64_t ih = oh * g.sh - g.pt + kh * g.dh;
+      if (ih < 0 || ih >= g.H) {
+        std::fill(ck, ck + KW * Cg, 0.0f);
+        continue;
+      }
+      const float* xr = x + ((n * g.H + ih) * g.W) * C + gi * Cg;
+      if (contiguous_kw && iw0 >= 0 && iw0 + KW <= g.W) {
+        std::memcpy(ck, xr + iw0 * C, size_t(KW * C) * sizeof(float));
+        continue;
+      }
+      for (int64_t kw = 0; kw < KW; ++kw) {
+        const int64_t iw = iw0 + kw * g.dw;
+        float* d = ck + kw * Cg;
+        if (iw < 0 || iw >= g.W) std::fill(d, d + Cg, 0.0f);
+        else std::memcpy(d, xr + iw * C, size_t(Cg) * sizeof(float));
+      }
+    }
+  }
+}
+
+// dx row (n, ih), channels of group gi, += the entries of dcol (tile of pixels [p0,p1),
+// (p1-p0, Kg)) that im2col took from it. Gathers, in the order kh, iw, kw.
+FASTNN_CLONES void col2im_row(float* dx, const float* dcol, const Geom& g, int64_t gi,
+                              int64_t n, int64_t ih, int64_t p0, int64_t p1) {
+  const int64_t C = g.C, Cg = g.Cg;
+  float* dxr = dx + ((n * g.H + ih) * g.W) * C + gi * Cg;
+  for (int64_t kh = 0; kh < g.KH; ++kh) {
+    const int64_t t = ih + g.pt - kh * g.dh;
+    if (t < 0 || t % g.sh) continue;
+    const int64_t oh = t / g.sh;
+    if (oh >= g.OH) continue;
+    const int64_t rp = (n * g.OH + oh) * g.OW;  // first pixel of this output row
+    const int64_t owa = std::max<int64_t>(0, p0 - rp), owb = std::min(g.OW, p1 - rp);
+    if (owa >= owb) continue;
+    for (int64_t iw = 0; iw < g.W; ++iw) {
+      float* d = dxr + iw * C;
+      for (int64_t kw = 0; kw < g.KW; ++kw) {
+        const int64_t u = iw + g.pl - kw * g.dw;
+        if (u < 0 || u % g.sw) continue;
+        const int64_t ow = u / g.sw;
+        if (ow < owa || ow >= owb) continue;
+        const float* s = dcol + (rp + ow - p0) * g.Kg + (kh * g.KW + kw) * Cg;
+#pragma omp simd
+        for (int64_t c = 0; c < Cg; ++c) d[c] += s[c];
+      }
+    }
+  }
+}
+
+void im2col_parallel(float* buf, const float* x, const Geom& g, int64_t gi, int64_t p0,
+                     int64_t p1) {
+  parallel_for(p1 - p0, grain_for(p1 - p0, 16), [&](int64_t a, int64_t b) {
+    im2col_pixels(buf, x, g, gi, p0, p0 + a, p0 + b);
+  });
+}
+
+// Pixels per tile: the tile's im2col matrix fits conv2d_tile_bytes (at least 16 rows).
+int64_t tile_pixels(const Geom& g) {
+  const int64_t t = conv2d_tile_bytes / int64_t(sizeof(float)) / g.Kg;
+  return std::min(g.P(), std::max<int64_t>(16, t));
+}
+
+void forward_gemm(float* y, float* z, const float* x, const float* w, const float* b,
+                  const Geom& g, Act act, bool pointwise) {
+  float* acc = z ? z : y;
+  const int64_t P = g.P(), OC = g.OC;
+  const int64_t Pt =
+      pointwise ? std::min<int64_t>(P, std::max<int64_t>(64, conv2d_tile_bytes / 4 / OC))
+                : tile_pixels(g);
+  float* buf = pointwise ? nullptr : thread_buffer(0, Pt * g.Kg);
+  for (int64_t p0 = 0; p0 < P; p0 += Pt) {
+    const int64_t p1 = std::min(P, p0 + Pt), m = p1 - p0;
+    for (int64_t gi = 0; gi < g.G; ++gi) {
+      const float* wg = w + gi * g.OCg;  // (Kg, OCg) with row stride OC
+      if (pointwise) {
+        gemm_ld(acc + p0 * OC + gi * g.OCg, x + p0 * g.C + gi * g.Cg, wg, m, g.OCg, g.Cg,
+                OC, g.C, OC, false, false, false);
+      } else {
+        im2col_parallel(buf, x, g, gi, p0, p1);
+        gemm_ld(acc + p0 * OC + gi * g.OCg, buf, wg, m, g.OCg, g.Kg, OC, g.Kg, OC, false,
+                false, false);
+      }
+    }
+    parallel_for(m, grain_for(m, 16), [&](int64_t a, int64_t e) {
+      epilogue_rows(y + (p0 + a) * OC, z ? z + (p0 + a) * OC : nullptr,
+                    acc + (p0 + a) * OC, b, e - a, OC, act);
+    });
+  }
+}
+
+void backward_gemm(float* dx, float* dw, const float* gz, const float* x, const float* w,
+                   const Geom& g, bool pointwise) {
+  const int64_t P = g.P(), OC = g.OC;
+  if (pointwise) {
+    for (int64_t gi = 0; gi < g.G; ++gi) {
+      // dw_g (Cg, OCg) += x_gᵀ (Cg, P) · dz_g (P, OCg)
+      if (dw)
+        gemm_ld(dw + gi * g.OCg, x + gi * g.Cg, gz + gi * g.OCg, g.Cg, g.OCg, P, OC, g.C, OC,
+                true, false, true);
+      // dx_g (P, Cg) += dz_g (P, OCg) · w_gᵀ (OCg, Cg)
+      if (dx)
+        gemm_ld(dx + gi * g.Cg, gz + gi * g.OCg, w + gi * g.OCg, P, g.Cg, g.OCg, g.C, OC, OC,
+                false, true, true);
+    }
+    return;
+  }
+  const int64_t Pt = tile_pixels(g);
+  float* buf = thread_buffer(0, Pt * g.Kg);
+  for (int64_t p0 = 0; p0 < P; p0 += Pt) {
+    const int64_t p1 = std::min(P, p0 + Pt), m = p1 - p0;
+    for (int64_t gi = 0; gi < g.G; ++gi) {
+      const float* gzt = gz + p0 * OC + gi * g.OCg;  // (m, OCg), row stride OC
+      if (dw) {
+        // dw_g (Kg, OCg) += colᵀ (Kg, m) · dz (m, OCg); tiles in order.
+        im2col_parallel(buf, x, g, gi, p0, p1);
+        gemm_ld(dw + gi * g.OCg, buf, gzt, g.Kg, g.OCg, m, OC, g.Kg, OC, true, false, true);
+      }
+      if (dx) {
+        // dcol (m, Kg) = dz (m, OCg) · w_gᵀ (OCg, Kg), then scattered back by gathering.
+        gemm_ld(buf, gzt, w + gi * g.OCg, m, g.Kg, g.OCg, g.Kg, OC, OC, false, true, false);
+        // Input rows this tile touches: those of the images of its first..last pixels.
+        const int64_t n0 = p0 / (g.OH * g.OW), n1 = (p1 - 1) / (g.OH * g.OW) + 1;
+        const int64_t rows = (n1 - n0) * g.H;
+        parallel_for(rows, grain_for(rows, 1), [&](int64_t a, int64_t e) {
+          for (int64_t r = a; r < e; ++r) {
+            const int64_t n = n0 + r / g.H, ih = r % g.H;
+            col2im_row(dx, buf, g, gi, n, ih, p0, p1);
+          }
+        });
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Zero-padded input rows (direct and depthwise paths)
+
+// Fills dst (Wq, CE) with input row (n, ih) shifted by pad_left, zeros outside the image.
+// CE = C, or OC for the depthwise path, where input channel c is repeated OC/C times.
+void padded_row(float* dst, const float* x, const Geom& g, int64_t n, int64_t ih, int64_t Wq,
+                int64_t CE) {
+  const float* xr = x + (n * g.H + ih) * g.W * g.C;
+  const int64_t mult = CE / g.C;
+  for (int64_t q = 0; q < Wq; ++q) {
+    const int64_t iw = q - g.pl;
+    float* d = dst + q * CE;
+    if (iw < 0 || iw >= g.W) {
+      std::fill(d, d + CE, 0.0f);
+    } else if (mult == 1) {
+      std::memcpy(d, xr + iw * g.C, size_t(CE) * sizeof(float));
+    } else {
+      for (int64_t c = 0; c < g.C; ++c)
+        for (int64_t j = 0; j < mult; ++j) d[c * mult + j] = xr[iw * g.C + c];
+    }
+  }
+}
+
+// Builds the padded rows of output row (n, oh) into buf (KH, Wq, CE); returns the kh
+// whose input row exists (the others only read padding) in khs, their count as result.
+int64_t padded_rows(float* buf, int64_t* khs, const float* x, const Geom& g, int64_t n,
+                    int64_t oh, int64_t Wq, int64_t CE) {
+  int64_t k = 0;
+  for (int64_t kh = 0; kh < g.KH; ++kh) {
+    const int64_t ih = oh * g.sh - g.pt + kh * g.dh;
+    if (ih < 0 || ih >= g.H) continue;
+    padded_row(buf + k * Wq * CE, x, g, n, ih, Wq, CE);
+    khs[k++] = kh;
+  }
+  return k;
+}
+
+// ---------------------------------------------------------------------------------------
+// direct path: few input channels, vectorised over OC
+
+typedef float v8 __attribute__((vector_size(32), aligned(4), may_alias));
+
+inline v8 load8(const float* p) { return *reinterpret_cast<const v8*>(p); }
+inline void store8(float* p, v8 v) { *reinterpret_cast<v8*>(p) = v; }
+
+constexpr int kPB = 6;  // pixels per register tile (forward)
+
+// tile (kPB, NV·8) = bias + Σ_{kh,kw,c} xrows · w for kPB pixels starting at padded column
+// q0 (stride sw), output channels [o0, o0+NV·8) of the OC-padded weights wp (KH,KW,C,OCp).
+template <int NV>
+__attribute__((always_inline)) inline void direct_fwd_tile(
+    float* tile, const float* xrows, const int64_t* khs, int64_t nkh, int64_t Wq,
+    const float* wp, const float* bp, int64_t q0, const Geom& g, int64_t OCp) {
+  v8 acc[kPB][NV];
+  for (int v = 0; v < NV; ++v) {
+    const v8 bv = load8(bp + 8 * v);
+    for (int j = 0; j < kPB; ++j) acc[j][v] = bv;
+  }
+  const int64_t C = g.C, sC = g.sw * C;
+  for (int64_t i = 0; i < nkh; ++i) {
+    const float* xr = xrows + i * Wq * C + q0 * C;
+    const float* wk = wp + khs[i] * g.KW * C * OCp;
+    for (int64_t kw = 0; kw < g.KW; ++kw) {
+      for (int64_t c = 0; c < C; ++c) {
+        const float* wq = wk + (kw * C + c) * OCp;
+        const float* xq = xr + kw * g.dw * C + c;
+        v8 wv[NV];
+        for (int v = 0; v < NV; ++v) wv[v] = load8(wq + 8 * v);
+        for (int j = 0; j < kPB; ++j) {
+          const float xv = xq[j * sC];
+          for (int v = 0; v < NV; ++v) acc[j][v] += xv * wv[v];
+        }
+      }
+    }
+  }
+  for (int j = 0; j < kPB; ++j)
+    for (int v = 0; v < NV; ++v) store8(tile + j * NV * 8 + 8 * v, acc[j][v]);
+}
+
+// One output row (n, oh): y, z rows (OW, OC).
+FASTNN_CLONES void direct_fwd_row(float* yr, float* zr, const float* xrows, const int64_t* khs,
+                                  int64_t nkh, int64_t Wq, const float* wp, const float* bp,
+                                  const Geom& g, int64_t OCp, Act act) {
+  alignas(32) float tile[kPB * 16];
+  const int64_t OC = g.OC;
+  for (int64_t ow0 = 0; ow0 < g.OW; ow0 += kPB) {
+    const int64_t np = std::min<int64_t>(kPB, g.OW - ow0);
+    for (int64_t o0 = 0; o0 < OCp;) {
+      const int nv = OCp - o0 >= 16 ? 2 : 1;
+      if (nv == 2)
+        direct_fwd_tile<2>(tile, xrows, khs, nkh, Wq, wp + o0, bp + o0, ow0 * g.sw, g, OCp);
+      else
+        direct_fwd_tile<1>(tile, xrows, khs, nkh, Wq, wp + o0, bp + o0, ow0 * g.sw, g, OCp);
+      const int64_t no = std::min<int64_t>(8 * nv, OC - o0);
+      for (int64_t j = 0; j < np; ++j) {
+        const int64_t off = (ow0 + j) * OC + o0;
+        epilogue_px(yr + off, zr ? zr + off : nullptr, tile + j * 8 * nv, nullptr, no, act);
+      }
+      o0 += 8 * nv;
+    }
+  }
+}
+
+int64_t round8(int64_t n) { return (n + 7) / 8 * 8; }
+
+// Weights (KH,KW,C,OC) copied with OC padded to OCp (zeros), bias likewise.
+void pad_weights(float* wp, float* bp, const float* w, const float* b, const Geom& g,
+                 int64_t OCp) {
+  const int64_t rows = g.KH * g.KW * g.C;
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(wp + r * OCp, w + r * g.OC, size_t(g.OC) * sizeof(float));
+    std::fill(wp + r * OCp + g.OC, wp + (r + 1) * OCp, 0.0f);
+  }
+  for (int64_t o = 0; o < OCp; ++o) bp[o] = (b && o < g.OC) ? b[o] : 0.0f;
+}
+
+void forward_direct(float* y, float* z, const float* x, const float* w, const float* b,
+                    const Geom& g, Act act) {
+  const int64_t OCp = round8(g.OC);
+  const int64_t OWr = (g.OW + kPB - 1) / kPB * kPB;
+  const int64_t Wq = (OWr - 1) * g.sw + (g.KW - 1) * g.dw + 1;
+  float* wp = thread_buffer(0, g.KH * g.KW * g.C * OCp + OCp);
+  float* bp = wp + g.KH * g.KW * g.C * OCp;
+  pad_weights(wp, bp, w, b, g, OCp);
+  const int64_t R = g.R();
+  parallel_for(R, grain_for(R, 1), [&](int64_t ra, int64_t rb) {
+    float* rows = thread_buffer(1, g.KH * Wq * g.C);
+    int64_t* khs = thread_buffer<int64_t>(1, g.KH);
+    for (int64_t r = ra; r < rb; ++r) {
+      const int64_t n = r / g.OH, oh = r % g.OH;
+      const int64_t nkh = padded_rows(rows, khs, x, g, n, oh, Wq, g.C);
+      direct_fwd_row(y + r * g.OW * g.OC, z ? z + r * g.OW * g.OC : nullptr, rows, khs,
+                     nkh, Wq, wp, bp, g, OCp, act);
+    }
+  });
+}
+
+// part (KH,KW,C,OCp) += Σ_ow xrows(ow; kh,kw,c) · gr (OW, OCp) for one output row.
+// Register tile: TB taps (kw, c) × NV vectors of channels, summed over the row's pixels.
+template <int TB, int NV>
+__attribute__((always_inline)) inline void direct_dw_tile(
+    float* part, const float* xr, const int64_t* toff, const float* gr, int64_t OW,
+    int64_t sC, int64_t OCp) {
+  v8 acc[TB][NV];
+  for (int t = 0; t < TB; ++t)
+    for (int v = 0; v < NV; ++v) acc[t][v] = v8{};
+  for (int64_t ow = 0; ow < OW; ++ow) {
+    v8 gv[NV];
+    for (int v = 0; v < NV; ++v) gv[v] = load8(gr + ow * OCp + 8 * v);
+    const float* xq = xr + ow * sC;
+    for (int t = 0; t < TB; ++t) {
+      const float xv = xq[toff[t]];
+      for (int v = 0; v < NV; ++v) acc[t][v] += xv * gv[v];
+    }
+  }
+  for (int t = 0; t < TB; ++t)
+    for (int v = 0; v < NV; ++v) {
+      float* p = part + t * OCp + 8 * v;
+      store8(p, load8(p) + acc[t][v]);
+    }
+}
+
+template <int NV>
+__attribute__((always_inline)) inline void direct_dw_taps(float* part, const float* xr,
+                                                         const int64_t* toff, int64_t T,
+                                                         const float* gr, int64_t OW,
+                                                         int64_t sC, int64_t OCp) {
+  int64_t t = 0;
+  for (; t + 4 <= T; t += 4)
+    direct_dw_tile<4, NV>(part + t * OCp, xr, toff + t, gr, OW, sC, OCp);
+  switch (T - t) {
+    case 3: direct_dw_tile<3, NV>(part + t * OCp, xr, toff + t, gr, OW, sC, OCp); break;
+    case 2: direct_dw_tile<2, NV>(part + t * OCp, xr, toff + t, gr, OW, sC, OCp); break;
+    case 1: direct_dw_tile<1, NV>(part + t * OCp, xr, toff + t, gr, OW, sC, OCp); break;
+    default: break;
+  }
+}
+
+// One output row's contribution to the partial weight gradient part (KH,KW,C,OCp).
+// gr is the row of dz with channels padded to OCp.
+FASTNN_CLONES void direct_dw_row(float* part, const float* xrows, const int64_t* khs,
+                                 int64_t nkh, int64_t Wq, const int64_t* toff,
+                                 const float* gr, const Geom& g, int64_t OCp) {
+  const int64_t T = g.KW * g.C, sC = g.sw * g.C;
+  for (int64_t i = 0; i < nkh; ++i) {
+    const float* xr = xrows + i * Wq * g.C;
+    float* pk = part + khs[i] * T * OCp;
+    for (int64_t o0 = 0; o0 < OCp;) {
+      if (OCp - o0 >= 16) {
+        direct_dw_taps<2>(pk + o0, xr, toff, T, gr + o0, g.OW, sC, OCp);
+        o0 += 16;
+      } else {
+        direct_dw_taps<1>(pk + o0, xr, toff, T, gr + o0, g.OW, sC, OCp);
+        o0 += 8;
+      }
+    }
+  }
+}
+
+// dx row (n, ih) += Σ_{kh,kw,o} dz(n,oh,ow,o) · w(kh,kw,c,o) (groups == 1), gathering.
+FASTNN_CLONES void gather_dx_row(float* dx, const float* gz, const float* w, const Geom& g,
+                                 int64_t n, int64_t ih) {
+  const int64_t C = g.C, OC = g.OC;
+  float* dxr = dx + (n * g.H + ih) * g.W * C;
+  for (int64_t kh = 0; kh < g.KH; ++kh) {
+    const int64_t t = ih + g.pt - kh * g.dh;
+    if (t < 0 || t % g.sh) continue;
+    const int64_t oh = t / g.sh;
+    if (oh >= g.OH) continue;
+    const float* grow = gz + (n * g.OH + oh) * g.OW * OC;
+    for (int64_t iw = 0; iw < g.W; ++iw) {
+      for (int64_t kw = 0; kw < g.KW; ++kw) {
+        const int64_t u = iw + g.pl - kw * g.dw;
+        if (u < 0 || u % g.sw) continue;
+        const int64_t ow = u / g.sw;
+        if (ow >= g.OW) continue;
+        const float* gp = grow + ow * OC;
+        for (int64_t c = 0; c < C; ++c) {
+          const float* wq = w + ((kh * g.KW + kw) * C + c) * OC;
+          float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+          for (int64_t o = 0; o < OC; ++o) s += gp[o] * wq[o];
+          dxr[iw * C + c] += s;
+        }
+      }
+    }
+  }
+}
+
+void backward_direct(float* dx, float* dw, const float* gz, const float* x, const float* w,
+                     const Geom& g) {
+  if (dw) {
+    const int64_t OCp = round8(g.OC), K = g.KH * g.KW * g.C;
+    const int64_t Wq = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1;
+    const Chunks ch = fixed_chunks(g.R(), kMaxChunks);
+    float* parts = thread_buffer(0, ch.count * K * OCp);
+    int64_t* toff = thread_buffer<int64_t>(0, g.KW * g.C);
+    for (int64_t kw = 0; kw < g.KW; ++kw)
+      for (int64_t c = 0; c < g.C; ++c) toff[kw * g.C + c] = kw * g.dw * g.C + c;
+    const bool padc = OCp != g.OC;
+    parallel_for(ch.count, 1, [&](int64_t ca, int64_t cb) {
+      float* rows = thread_buffer(1, g.KH * Wq * g.C + (padc ? g.OW * OCp : 0));
+      float* gp = rows + g.KH * Wq * g.C;
+      int64_t* khs = thread_buffer<int64_t>(1, g.KH);
+      for (int64_t c = ca; c < cb; ++c) {
+        float* part = parts + c * K * OCp;
+        std::fill(part, part + K * OCp, 0.0f);
+        for (int64_t r = ch.begin(c); r < ch.end(c); ++r) {
+          const int64_t n = r / g.OH, oh = r % g.OH;
+          const int64_t nkh = padded_rows(rows, khs, x, g, n, oh, Wq, g.C);
+          const float* gr = gz + r * g.OW * g.OC;
+          if (padc) {  // dz row with channels padded to OCp for whole-vector loads
+            for (int64_t ow = 0; ow < g.OW; ++ow) {
+              std::memcpy(gp + ow * OCp, gr + ow * g.OC, size_t(g.OC) * sizeof(float));
+              std::fill(gp + ow * OCp + g.OC, gp + (ow + 1) * OCp, 0.0f);
+            }
+            gr = gp;
+          }
+          direct_dw_row(part, rows, khs, nkh, Wq, toff, gr, g, OCp);
+        }
+      }
+    });
+    // dw (K, OC) += Σ_chunks parts (K, OCp), in chunk order.
+    parallel_for(K, grain_for(K, 8), [&](int64_t ka, int64_t kb) {
+      for (int64_t k = ka; k < kb; ++k)
+        for (int64_t o = 0; o < g.OC; ++o) {
+          float s = 0.0f;
+          for (int64_t c = 0; c < ch.count; ++c) s += parts[(c * K + k) * OCp + o];
+          dw[k * g.OC + o] += s;
+        }
+    });
+  }
+  if (dx) {
+    const int64_t rows = g.N * g.H;
+    parallel_for(rows, grain_for(rows, 1), [&](int64_t a, int64_t e) {
+      for (int64_t r = a; r < e; ++r) gather_dx_row(dx, gz, w, g, r / g.H, r % g.H);
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// depthwise path: groups == C, output channel o reads input channel o / (OC/C)
+
+// One output row: xrows (nkh, Wq, OC) channel-expanded padded rows; w (KH,KW,1,OC).
+FASTNN_CLONES void depthwise_fwd_row(float* yr, float* zr, const float* xrows,
+                                     const int64_t* khs, int64_t nkh, int64_t Wq,
+                                     const float* w, const float* b, const Geom& g, Act act) {
+  constexpr int64_t OB = 64;
+  alignas(32) float acc[OB];
+  const int64_t OC = g.OC;
+  for (int64_t ow = 0; ow < g.OW; ++ow) {
+    for (int64_t o0 = 0; o0 < OC; o0 += OB) {
+      const int64_t no = std::min(OB, OC - o0);
+      for (int64_t o = 0; o < no; ++o) acc[o] = 0.0f;
+      for (int64_t i = 0; i < nkh; ++i) {
+        const float* xr = xrows + i * Wq * OC + ow * g.sw * OC + o0;
+        const float* wk = w + khs[i] * g.KW * OC + o0;
+        for (int64_t kw = 0; kw < g.KW; ++kw) {
+          const float* xq = xr + kw * g.dw * OC;
+          const float* wq = wk + kw * OC;
+#pragma omp simd
+          for (int64_t o = 0; o < no; ++o) acc[o] += xq[o] * wq[o];
+        }
+      }
+      const int64_t off = ow * OC + o0;
+      epilogue_px(yr + off, zr ? zr + off : nullptr, acc, b ? b + o0 : nullptr, no, act);
+    }
+  }
+}
+
+void forward_depthwise(float* y, float* z, const float* x, const float* w, const float* b,
+                       const Geom& g, Act act) {
+  const int64_t Wq = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1;
+  const int64_t R = g.R();
+  parallel_for(R, grain_for(R, 1), [&](int64_t ra, int64_t rb) {
+    float* rows = thread_buffer(1, g.KH * Wq * g.OC);
+    int64_t* khs = thread_buffer<int64_t>(1, g.KH);
+    for (int64_t r = ra; r < rb; ++r) {
+      const int64_t n = r / g.OH, oh = r % g.OH;
+      const int64_t nkh = padded_rows(rows, khs, x, g, n, oh, Wq, g.OC);
+      depthwise_fwd_row(y + r * g.OW * g.OC, z ? z + r * g.OW * g.OC : nullptr, rows,
+                        khs, nkh, Wq, w, b, g, act);
+    }
+  });
+}
+
+// part (KH,KW,OC) += Σ_ow xrows(ow; kh,kw,o) · gr(ow, o) for one output row.
+FASTNN_CLONES void depthwise_dw_row(float* part, const float* xrows, const int64_t* khs,
+                                    int64_t nkh, int64_t Wq, const float* gr, const Geom& g) {
+  const int64_t OC = g.OC;
+  for (int64_t i = 0; i < nkh; ++i) {
+    const float* xr = xrows + i * Wq * OC;
+    for (int64_t kw = 0; kw < g.KW; ++kw) {
+      float* pk = part + (khs[i] * g.KW + kw) * OC;
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        const float* xq = xr + (ow * g.sw + kw * g.dw) * OC;
+        const float* gq = gr + ow * OC;
+#pragma omp simd
+        for (int64_t o = 0; o < OC; ++o) pk[o] += xq[o] * gq[o];
+      }
+    }
+  }
+}
+
+// dx row (n, ih) += Σ_{kh,kw,j} dz(n,oh,ow,c·M+j) · w(kh,kw,0,c·M+j), M = OC/C.
+FASTNN_CLONES void depthwise_dx_row(float* dx, const float* gz, const float* w, const Geom& g,
+                                    int64_t n, int64_t ih) {
+  const int64_t C = g.C, OC = g.OC, M = OC / C;
+  float* dxr = dx + (n * g.H + ih) * g.W * C;
+  for (int64_t kh = 0; kh < g.KH; ++kh) {
+    const int64_t t = ih + g.pt - kh * g.dh;
+    if (t < 0 || t % g.sh) continue;
+    const int64_t oh = t / g.sh;
+    if (oh >= g.OH) continue;
+    const float* grow = gz + (n * g.OH + oh) * g.OW * OC;
+    for (int64_t iw = 0; iw < g.W; ++iw) {
+      float* d = dxr + iw * C;
+      for (int64_t kw = 0; kw < g.KW; ++kw) {
+        const int64_t u = iw + g.pl - kw * g.dw;
+        if (u < 0 || u % g.sw) continue;
+        const int64_t ow = u / g.sw;
+        if (ow >= g.OW) continue;
+        const float* gq = grow + ow * OC;
+        const float* wq = w + (kh * g.KW + kw) * OC;
+        if (M == 1) {
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) d[c] += gq[c] * wq[c];
+        } else {
+          for (int64_t c = 0; c < C; ++c) {
+            float s = 0.0f;
+            for (int64_t j = 0; j < M; ++j) s += gq[c * M + j] * wq[c * M + j];
+            d[c] += s;
+          }
+        }
+      }
+    }
+  }
+}
+
+void backward_depthwise(float* dx, float* dw, const float* gz, const float* x, const float* w,
+                        const Geom& g) {
+  if (dw) {
+    const int64_t K = g.KH * g.KW * g.OC;
+    const int64_t Wq = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1;
+    const Chunks ch = fixed_chunks(g.R(), kMaxChunks);
+    float* parts = thread_buffer(0, ch.count * K);
+    parallel_for(ch.count, 1, [&](int64_t ca, int64_t cb) {
+      float* rows = thread_buffer(1, g.KH * Wq * g.OC);
+      int64_t* khs = thread_buffer<int64_t>(1, g.KH);
+      for (int64_t c = ca; c < cb; ++c) {
+        float* part = parts + c * K;
+        std::fill(part, part + K, 0.0f);
+        for (int64_t r = ch.begin(c); r < ch.end(c); ++r) {
+          const int64_t nkh = padded_rows(rows, khs, x, g, r / g.OH, r % g.OH, Wq, g.OC);
+          depthwise_dw_row(part, rows, khs, nkh, Wq, gz + r * g.OW * g.OC, g);
+        }
+      }
+    });
+    reduce_parts(dw, parts, ch.count, K, K);
+  }
+  if (dx) {
+    const int64_t rows = g.N * g.H;
+    parallel_for(rows, grain_for(rows, 1), [&](int64_t a, int64_t e) {
+      for (int64_t r = a; r < e; ++r) depthwise_dx_row(dx, gz, w, g, r / g.H, r % g.H);
+    });
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Public entry points
+
+const char* conv2d_algorithm(int64_t N, int64_t H, int64_t W, int64_t C, int64_t OC,
+                             int64_t KH, int64_t KW, int64_t stride_h, int64_t stride_w,
+                             int64_t pad_top, int64_t pad_left, int64_t OH, int64_t OW,
+                             int64_t dil_h, int64_t dil_w, int64_t groups) {
+  const Geom g = make_geom(N, H, W, C, OC, KH, KW, stride_h, stride_w, pad_top, pad_left, OH,
+                           OW, dil_h, dil_w, groups);
+  switch (choose(g)) {
+    case Algo::pointwise: return "pointwise";
+    case Algo::direct: return "direct";
+    case Algo::depthwise: return "depthwise";
+    default: return "im2col";
+  }
+}
+
+void conv2d_forward(float* y, float* z, const float* x, const float* w, const float* b,
+                    int64_t N, int64_t H, int64_t W, int64_t C, int64_t OC, int64_t KH,
+                    int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                    int64_t pad_left, int64_t OH, int64_t OW, int64_t dil_h, int64_t dil_w,
+                    int64_t groups, Act act) {
+  const Geom g = make_geom(N, H, W, C, OC, KH, KW, stride_h, stride_w, pad_top, pad_left, OH,
+                           OW, dil_h, dil_w, groups);
+  if (g.P() == 0 || OC == 0) return;
+  switch (choose(g)) {
+    case Algo::pointwise: forward_gemm(y, z, x, w, b, g, act, true); break;
+    case Algo::im2col: forward_gemm(y, z, x, w, b, g, act, false); break;
+    case Algo::direct: forward_direct(y, z, x, w, b, g, act); break;
+    case Algo::depthwise: forward_depthwise(y, z, x, w, b, g, act); break;
+  }
+}
+
+void conv2d_backward(float* dx, float* dw, float* db, float* dz, const float* dy,
+                     const float* x, const float* w, const float* y, const float* z,
+                     int64_t N, int64_t H, int64_t W, int64_t C, int64_t OC, int64_t KH,
+                     int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                     int64_t pad_left, int64_t OH, int64_t OW, int64_t dil_h, int64_t dil_w,
+                     int64_t groups, Act act) {
+  const Geom g = make_geom(N, H, W, C, OC, KH, KW, stride_h, stride_w, pad_top, pad_left, OH,
+                           OW, dil_h, dil_w, groups);
+  if (g.P() == 0 || OC == 0) return;
+  const float* gz = grad_and_bias(db, dz, dy, y, z, g.P(), OC, act);
+  if (!dx && !dw) return;
+  switch (choose(g)) {
+    case Algo::pointwise: backward_gemm(dx, dw, gz, x, w, g, true); break;
+    case Algo::im2col: backward_gemm(dx, dw, gz, x, w, g, false); break;
+    case Algo::direct: backward_direct(dx, dw, gz, x, w, g); break;
+    case Algo::depthwise: backward_depthwise(dx, dw, gz, x, w, g); break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Naive twins: one output element at a time.
+
+void conv2d_forward_naive(float* y, float* z, const float* x, const float* w, const float* b,
+                          int64_t N, int64_t H, int64_t W, int64_t C, int64_t OC, int64_t KH,
+                          int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                          int64_t pad_left, int64_t OH, int64_t OW, int64_t dil_h,
+                          int64_t dil_w, int64_t groups, Act act) {
+  const int64_t Cg = C / groups, OCg = OC / groups;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t oh = 0; oh < OH; ++oh)
+      for (int64_t ow = 0; ow < OW; ++ow)
+        for (int64_t o = 0; o < OC; ++o) {
+          const int64_t c0 = (o / OCg) * Cg;
+          float s = b ? b[o] : 0.0f;
+          for (int64_t kh = 0; kh < KH; ++kh) {
+            const int64_t ih = oh * stride_h - pad_top + kh * dil_h;
+            if (ih < 0 || ih >= H) continue;
+            for (int64_t kw = 0; kw < KW; ++kw) {
+              const int64_t iw = ow * stride_w - pad_left + kw * dil_w;
+              if (iw < 0 || iw >= W) continue;
+              for (int64_t c = 0; c < Cg; ++c)
+                s += x[((n * H + ih) * W + iw) * C + c0 + c] *
+                     w[((kh * KW + kw) * Cg + c) * OC + o];
+            }
+          }
+          const int64_t i = ((n * OH + oh) * OW + ow) * OC + o;
+          if (z) z[i] = s;
+          y[i] = act_value(s, act);
+        }
+}
+
+void conv2d_backward_naive(float* dx, float* dw, float* db, float* dz, const float* dy,
+                           const float* x, const float* w, const float* y, const float* z,
+                           int64_t N, int64_t H, int64_t W, int64_t C, int64_t OC, int64_t KH,
+                           int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                           int64_t pad_left, int64_t OH, int64_t OW, int64_t dil_h,
+                           int64_t dil_w, int64_t groups, Act act) {
+  const int64_t Cg = C / groups, OCg = OC / groups, P = N * OH * OW;
+  const float* g = dy;
+  if (act != Act::linear) {
+    for (int64_t i = 0; i < P * OC; ++i)
+      dz[i] = act_grad(dy[i], y ? y[i] : 0.0f, z ? z[i] : 0.0f, act);
+    g = dz;
+  }
+  if (db)
+    for (int64_t o = 0; o < OC; ++o) {
+      float s = 0.0f;
+      for (int64_t p = 0; p < P; ++p) s += g[p * OC + o];
+      db[o] += s;
+    }
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t oh = 0; oh < OH; ++oh)
+      for (int64_t ow = 0; ow < OW; ++ow)
+        for (int64_t o = 0; o < OC; ++o) {
+          const float go = g[((n * OH + oh) * OW + ow) * OC + o];
+          const int64_t c0 = (o / OCg) * Cg;
+          for (int64_t kh = 0; kh < KH; ++kh) {
+            const int64_t ih = oh * stride_h - pad_top + kh * dil_h;
+            if (ih < 0 || ih >= H) continue;
+            for (int64_t kw = 0; kw < KW; ++kw) {
+              const int64_t iw = ow * stride_w - pad_left + kw * dil_w;
+              if (iw < 0 || iw >= W) continue;
+              for (int64_t c = 0; c < Cg; ++c) {
+                const int64_t xi = ((n * H + ih) * W + iw) * C + c0 + c;
+                const int64_t wi = ((kh * KW + kw) * Cg + c) * OC + o;
+                if (dw) dw[wi] += x[xi] * go;
+                if (dx) dx[xi] += w[wi] * go;
+              }
+            }
+          }
+        }
+}
+
+}  // namespace fastnn
