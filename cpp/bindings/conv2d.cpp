@@ -30,9 +30,9 @@ ConvArgs conv_args(const char* op, int64_t sh, int64_t sw, int64_t pt, int64_t p
 }
 
 // Checks that x (N,H,W,C), w (KH,KW,C/groups,OC) and the output size (OH, OW) agree:
-// channels split evenly into groups, and the output is what some bottom/right padding in
-// [0, effective kernel) gives (the last window starts inside the image, no further one
-// would fit).
+// channels split evenly into groups, padding on each side smaller than the effective
+// (dilated) kernel, so every window overlaps the image: the output is what some
+// bottom/right padding in [0, effective kernel) gives.
 void check_geometry(const char* op, const char* out_name, int64_t H, int64_t W, int64_t C,
                     int64_t KH, int64_t KW, int64_t Cg, int64_t OC, int64_t OH, int64_t OW,
                     const ConvArgs& a) {
@@ -46,6 +46,13 @@ void check_geometry(const char* op, const char* out_name, int64_t H, int64_t W, 
   require(OC % a.groups == 0, op, "w",
           "has OC=" + std::to_string(OC) + " output channels, not divisible by groups=" +
               std::to_string(a.groups));
+  const int64_t ekh = (KH - 1) * a.dh + 1, ekw = (KW - 1) * a.dw + 1;
+  require(a.pt < ekh, op, "pad_top",
+          "must be smaller than the effective kernel height (KH-1)*dil_h+1 = " +
+              std::to_string(ekh) + ", got " + std::to_string(a.pt));
+  require(a.pl < ekw, op, "pad_left",
+          "must be smaller than the effective kernel width (KW-1)*dil_w+1 = " +
+              std::to_string(ekw) + ", got " + std::to_string(a.pl));
   auto range = [](int64_t size, int64_t pad, int64_t k, int64_t dil, int64_t s) {
     const int64_t ek = (k - 1) * dil + 1;
     const int64_t hi = (size + pad - 1) / s + 1;
