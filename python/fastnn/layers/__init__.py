@@ -1,11 +1,12 @@
 """Layers (Keras names). Each maps a batch (N, ...) to a batch; see base.Layer."""
 from .base import Layer, register
+from .conv import Conv2D
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Reshape
 from .normalization import BatchNormalization
 from .pooling import (AveragePooling2D, AvgPool2D, GlobalAveragePooling2D, GlobalAvgPool2D,
                       MaxPool2D, MaxPooling2D)
 
 __all__ = ["Layer", "register", "Activation", "Dense", "Dropout", "Flatten", "Input",
-           "InputLayer", "Reshape", "MaxPooling2D", "AveragePooling2D",
+           "InputLayer", "Reshape", "Conv2D", "MaxPooling2D", "AveragePooling2D",
            "GlobalAveragePooling2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D",
            "BatchNormalization"]
