@@ -25,6 +25,10 @@
 #include "fastnn/common.h"
 #include "fastnn/gemm.h"
 
+// The v8 helpers below are always inlined into FASTNN_CLONES kernels: no 32-byte vector
+// crosses a call compiled for the baseline ISA, so GCC's ABI note does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 namespace fastnn {
 
 namespace {
@@ -370,16 +374,18 @@ void padded_row(float* dst, const float* x, const Geom& g, int64_t n, int64_t ih
                 int64_t CE) {
   const float* xr = x + (n * g.H + ih) * g.W * g.C;
   const int64_t mult = CE / g.C;
-  for (int64_t q = 0; q < Wq; ++q) {
-    const int64_t iw = q - g.pl;
-    float* d = dst + q * CE;
-    if (iw < 0 || iw >= g.W) {
-      std::fill(d, d + CE, 0.0f);
-    } else if (mult == 1) {
-      std::memcpy(d, xr + iw * g.C, size_t(CE) * sizeof(float));
-    } else {
+  // Columns q in [qa, qb) hold the image (iw = q - pad_left), the others zeros.
+  const int64_t qa = std::min(Wq, g.pl), qb = std::max(qa, std::min(Wq, g.pl + g.W));
+  std::fill(dst, dst + qa * CE, 0.0f);
+  std::fill(dst + qb * CE, dst + Wq * CE, 0.0f);
+  if (mult == 1) {
+    std::memcpy(dst + qa * CE, xr + (qa - g.pl) * g.C, size_t((qb - qa) * CE) * sizeof(float));
+  } else {
+    for (int64_t q = qa; q < qb; ++q) {
+      const float* s = xr + (q - g.pl) * g.C;
+      float* d = dst + q * CE;
       for (int64_t c = 0; c < g.C; ++c)
-        for (int64_t j = 0; j < mult; ++j) d[c * mult + j] = xr[iw * g.C + c];
+        for (int64_t j = 0; j < mult; ++j) d[c * mult + j] = s[c];
     }
   }
 }
@@ -403,63 +409,92 @@ int64_t padded_rows(float* buf, int64_t* khs, const float* x, const Geom& g, int
 
 typedef float v8 __attribute__((vector_size(32), aligned(4), may_alias));
 
-inline v8 load8(const float* p) { return *reinterpret_cast<const v8*>(p); }
-inline void store8(float* p, v8 v) { *reinterpret_cast<v8*>(p) = v; }
+__attribute__((always_inline)) inline v8 load8(const float* p) {
+  return *reinterpret_cast<const v8*>(p);
+}
+__attribute__((always_inline)) inline void store8(float* p, v8 v) {
+  *reinterpret_cast<v8*>(p) = v;
+}
 
 constexpr int kPB = 6;  // pixels per register tile (forward)
 
-// tile (kPB, NV·8) = bias + Σ_{kh,kw,c} xrows · w for kPB pixels starting at padded column
-// q0 (stride sw), output channels [o0, o0+NV·8) of the OC-padded weights wp (KH,KW,C,OCp).
+// One term of an output row's sum: offset into the padded rows (nkh, Wq, C) of input
+// column 0 for tap (kh, kw, c), and of that tap's weight row in the padded weights.
+struct Tap {
+  int64_t x, w;
+};
+
+int64_t direct_taps(Tap* taps, const int64_t* khs, int64_t nkh, int64_t Wq, const Geom& g,
+                    int64_t OCp) {
+  int64_t t = 0;
+  for (int64_t i = 0; i < nkh; ++i)
+    for (int64_t kw = 0; kw < g.KW; ++kw)
+      for (int64_t c = 0; c < g.C; ++c)
+        taps[t++] = {(i * Wq + kw * g.dw) * g.C + c, ((khs[i] * g.KW + kw) * g.C + c) * OCp};
+  return t;
+}
+
+// kPB pixels × NV·8 channels: acc = bias + Σ_taps x · w, then the epilogue into y (and z),
+// straight from registers for full tiles with linear/relu. xq0 points at the padded input
+// column of the tile's first pixel; pixel j reads sC floats further per pixel.
 template <int NV>
 __attribute__((always_inline)) inline void direct_fwd_tile(
-    float* tile, const float* xrows, const int64_t* khs, int64_t nkh, int64_t Wq,
-    const float* wp, const float* bp, int64_t q0, const Geom& g, int64_t OCp) {
+    float* yo, float* zo, int64_t ldy, int64_t np, int64_t no, const float* xq0,
+    const Tap* taps, int64_t T, const float* wp, const float* bp, int64_t sC, Act act) {
   v8 acc[kPB][NV];
   for (int v = 0; v < NV; ++v) {
     const v8 bv = load8(bp + 8 * v);
     for (int j = 0; j < kPB; ++j) acc[j][v] = bv;
   }
-  const int64_t C = g.C, sC = g.sw * C;
-  for (int64_t i = 0; i < nkh; ++i) {
-    const float* xr = xrows + i * Wq * C + q0 * C;
-    const float* wk = wp + khs[i] * g.KW * C * OCp;
-    for (int64_t kw = 0; kw < g.KW; ++kw) {
-      for (int64_t c = 0; c < C; ++c) {
-        const float* wq = wk + (kw * C + c) * OCp;
-        const float* xq = xr + kw * g.dw * C + c;
-        v8 wv[NV];
-        for (int v = 0; v < NV; ++v) wv[v] = load8(wq + 8 * v);
-        for (int j = 0; j < kPB; ++j) {
-          const float xv = xq[j * sC];
-          for (int v = 0; v < NV; ++v) acc[j][v] += xv * wv[v];
-        }
-      }
+  for (int64_t t = 0; t < T; ++t) {
+    const float* wq = wp + taps[t].w;
+    const float* xq = xq0 + taps[t].x;
+    v8 wv[NV];
+    for (int v = 0; v < NV; ++v) wv[v] = load8(wq + 8 * v);
+    for (int j = 0; j < kPB; ++j) {
+      const float xv = xq[j * sC];
+      for (int v = 0; v < NV; ++v) acc[j][v] += xv * wv[v];
     }
   }
+  if (np == kPB && no == 8 * NV && (act == Act::linear || act == Act::relu)) {
+    const v8 zero{};
+    for (int j = 0; j < kPB; ++j)
+      for (int v = 0; v < NV; ++v) {
+        v8 r = acc[j][v];
+        if (zo) store8(zo + j * ldy + 8 * v, r);
+        if (act == Act::relu) r = r < zero ? zero : r;
+        store8(yo + j * ldy + 8 * v, r);
+      }
+    return;
+  }
+  alignas(32) float tile[kPB * 8 * NV];
   for (int j = 0; j < kPB; ++j)
-    for (int v = 0; v < NV; ++v) store8(tile + j * NV * 8 + 8 * v, acc[j][v]);
+    for (int v = 0; v < NV; ++v) store8(tile + j * 8 * NV + 8 * v, acc[j][v]);
+  for (int64_t j = 0; j < np; ++j)
+    epilogue_px(yo + j * ldy, zo ? zo + j * ldy : nullptr, tile + j * 8 * NV, nullptr, no,
+                act);
 }
 
-// One output row (n, oh): y, z rows (OW, OC).
-FASTNN_CLONES void direct_fwd_row(float* yr, float* zr, const float* xrows, const int64_t* khs,
-                                  int64_t nkh, int64_t Wq, const float* wp, const float* bp,
-                                  const Geom& g, int64_t OCp, Act act) {
-  alignas(32) float tile[kPB * 16];
-  const int64_t OC = g.OC;
+// One output row (n, oh): y, z rows (OW, OC) from its padded input rows and taps.
+FASTNN_CLONES void direct_fwd_row(float* yr, float* zr, const float* xrows, const Tap* taps,
+                                  int64_t T, const float* wp, const float* bp, const Geom& g,
+                                  int64_t OCp, Act act) {
+  const int64_t OC = g.OC, sC = g.sw * g.C;
   for (int64_t ow0 = 0; ow0 < g.OW; ow0 += kPB) {
     const int64_t np = std::min<int64_t>(kPB, g.OW - ow0);
+    const float* xq0 = xrows + ow0 * sC;
     for (int64_t o0 = 0; o0 < OCp;) {
-      const int nv = OCp - o0 >= 16 ? 2 : 1;
-      if (nv == 2)
-        direct_fwd_tile<2>(tile, xrows, khs, nkh, Wq, wp + o0, bp + o0, ow0 * g.sw, g, OCp);
-      else
-        direct_fwd_tile<1>(tile, xrows, khs, nkh, Wq, wp + o0, bp + o0, ow0 * g.sw, g, OCp);
-      const int64_t no = std::min<int64_t>(8 * nv, OC - o0);
-      for (int64_t j = 0; j < np; ++j) {
-        const int64_t off = (ow0 + j) * OC + o0;
-        epilogue_px(yr + off, zr ? zr + off : nullptr, tile + j * 8 * nv, nullptr, no, act);
+      float* yo = yr + ow0 * OC + o0;
+      float* zo = zr ? zr + ow0 * OC + o0 : nullptr;
+      if (OCp - o0 >= 16) {
+        direct_fwd_tile<2>(yo, zo, OC, np, std::min<int64_t>(16, OC - o0), xq0, taps, T,
+                           wp + o0, bp + o0, sC, act);
+        o0 += 16;
+      } else {
+        direct_fwd_tile<1>(yo, zo, OC, np, std::min<int64_t>(8, OC - o0), xq0, taps, T,
+                           wp + o0, bp + o0, sC, act);
+        o0 += 8;
       }
-      o0 += 8 * nv;
     }
   }
 }
@@ -489,73 +524,73 @@ void forward_direct(float* y, float* z, const float* x, const float* w, const fl
   parallel_for(R, grain_for(R, 1), [&](int64_t ra, int64_t rb) {
     float* rows = thread_buffer(1, g.KH * Wq * g.C);
     int64_t* khs = thread_buffer<int64_t>(1, g.KH);
+    Tap* taps = thread_buffer<Tap>(1, g.KH * g.KW * g.C);
     for (int64_t r = ra; r < rb; ++r) {
       const int64_t n = r / g.OH, oh = r % g.OH;
       const int64_t nkh = padded_rows(rows, khs, x, g, n, oh, Wq, g.C);
-      direct_fwd_row(y + r * g.OW * g.OC, z ? z + r * g.OW * g.OC : nullptr, rows, khs,
-                     nkh, Wq, wp, bp, g, OCp, act);
+      const int64_t T = direct_taps(taps, khs, nkh, Wq, g, OCp);
+      direct_fwd_row(y + r * g.OW * g.OC, z ? z + r * g.OW * g.OC : nullptr, rows, taps, T,
+                     wp, bp, g, OCp, act);
     }
   });
 }
 
-// part (KH,KW,C,OCp) += Σ_ow xrows(ow; kh,kw,c) · gr (OW, OCp) for one output row.
-// Register tile: TB taps (kw, c) × NV vectors of channels, summed over the row's pixels.
+// part (KH,KW,C,OCp) += Σ_ow xrows(ow; tap) · gr (OW, OCp) for TB taps of one output row.
+// Register tile: TB taps × NV vectors of channels, summed over the row's pixels.
 template <int TB, int NV>
-__attribute__((always_inline)) inline void direct_dw_tile(
-    float* part, const float* xr, const int64_t* toff, const float* gr, int64_t OW,
-    int64_t sC, int64_t OCp) {
+__attribute__((always_inline)) inline void direct_dw_tile(float* part, const float* xrows,
+                                                         const Tap* taps, const float* gr,
+                                                         int64_t OW, int64_t sC, int64_t OCp) {
   v8 acc[TB][NV];
-  for (int t = 0; t < TB; ++t)
+  const float* xt[TB];
+  for (int t = 0; t < TB; ++t) {
+    xt[t] = xrows + taps[t].x;
     for (int v = 0; v < NV; ++v) acc[t][v] = v8{};
+  }
   for (int64_t ow = 0; ow < OW; ++ow) {
     v8 gv[NV];
     for (int v = 0; v < NV; ++v) gv[v] = load8(gr + ow * OCp + 8 * v);
-    const float* xq = xr + ow * sC;
     for (int t = 0; t < TB; ++t) {
-      const float xv = xq[toff[t]];
+      const float xv = xt[t][ow * sC];
       for (int v = 0; v < NV; ++v) acc[t][v] += xv * gv[v];
     }
   }
   for (int t = 0; t < TB; ++t)
     for (int v = 0; v < NV; ++v) {
-      float* p = part + t * OCp + 8 * v;
+      float* p = part + taps[t].w + 8 * v;
       store8(p, load8(p) + acc[t][v]);
     }
 }
 
+constexpr int kDwTaps = 3;  // taps per register tile (backward weights)
+
 template <int NV>
-__attribute__((always_inline)) inline void direct_dw_taps(float* part, const float* xr,
-                                                         const int64_t* toff, int64_t T,
+__attribute__((always_inline)) inline void direct_dw_taps(float* part, const float* xrows,
+                                                         const Tap* taps, int64_t T,
                                                          const float* gr, int64_t OW,
                                                          int64_t sC, int64_t OCp) {
   int64_t t = 0;
-  for (; t + 4 <= T; t += 4)
-    direct_dw_tile<4, NV>(part + t * OCp, xr, toff + t, gr, OW, sC, OCp);
+  for (; t + kDwTaps <= T; t += kDwTaps)
+    direct_dw_tile<kDwTaps, NV>(part, xrows, taps + t, gr, OW, sC, OCp);
   switch (T - t) {
-    case 3: direct_dw_tile<3, NV>(part + t * OCp, xr, toff + t, gr, OW, sC, OCp); break;
-    case 2: direct_dw_tile<2, NV>(part + t * OCp, xr, toff + t, gr, OW, sC, OCp); break;
-    case 1: direct_dw_tile<1, NV>(part + t * OCp, xr, toff + t, gr, OW, sC, OCp); break;
+    case 2: direct_dw_tile<2, NV>(part, xrows, taps + t, gr, OW, sC, OCp); break;
+    case 1: direct_dw_tile<1, NV>(part, xrows, taps + t, gr, OW, sC, OCp); break;
     default: break;
   }
 }
 
-// One output row's contribution to the partial weight gradient part (KH,KW,C,OCp).
-// gr is the row of dz with channels padded to OCp.
-FASTNN_CLONES void direct_dw_row(float* part, const float* xrows, const int64_t* khs,
-                                 int64_t nkh, int64_t Wq, const int64_t* toff,
+// One output row's contribution to the partial weight gradient part (KH,KW,C,OCp), from
+// its padded input rows and taps; gr is the row of dz with channels padded to OCp.
+FASTNN_CLONES void direct_dw_row(float* part, const float* xrows, const Tap* taps, int64_t T,
                                  const float* gr, const Geom& g, int64_t OCp) {
-  const int64_t T = g.KW * g.C, sC = g.sw * g.C;
-  for (int64_t i = 0; i < nkh; ++i) {
-    const float* xr = xrows + i * Wq * g.C;
-    float* pk = part + khs[i] * T * OCp;
-    for (int64_t o0 = 0; o0 < OCp;) {
-      if (OCp - o0 >= 16) {
-        direct_dw_taps<2>(pk + o0, xr, toff, T, gr + o0, g.OW, sC, OCp);
-        o0 += 16;
-      } else {
-        direct_dw_taps<1>(pk + o0, xr, toff, T, gr + o0, g.OW, sC, OCp);
-        o0 += 8;
-      }
+  const int64_t sC = g.sw * g.C;
+  for (int64_t o0 = 0; o0 < OCp;) {
+    if (OCp - o0 >= 16) {
+      direct_dw_taps<2>(part + o0, xrows, taps, T, gr + o0, g.OW, sC, OCp);
+      o0 += 16;
+    } else {
+      direct_dw_taps<1>(part + o0, xrows, taps, T, gr + o0, g.OW, sC, OCp);
+      o0 += 8;
     }
   }
 }
@@ -597,14 +632,12 @@ void backward_direct(float* dx, float* dw, const float* gz, const float* x, cons
     const int64_t Wq = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1;
     const Chunks ch = fixed_chunks(g.R(), kMaxChunks);
     float* parts = thread_buffer(0, ch.count * K * OCp);
-    int64_t* toff = thread_buffer<int64_t>(0, g.KW * g.C);
-    for (int64_t kw = 0; kw < g.KW; ++kw)
-      for (int64_t c = 0; c < g.C; ++c) toff[kw * g.C + c] = kw * g.dw * g.C + c;
     const bool padc = OCp != g.OC;
     parallel_for(ch.count, 1, [&](int64_t ca, int64_t cb) {
       float* rows = thread_buffer(1, g.KH * Wq * g.C + (padc ? g.OW * OCp : 0));
       float* gp = rows + g.KH * Wq * g.C;
       int64_t* khs = thread_buffer<int64_t>(1, g.KH);
+      Tap* taps = thread_buffer<Tap>(1, g.KH * g.KW * g.C);
       for (int64_t c = ca; c < cb; ++c) {
         float* part = parts + c * K * OCp;
         std::fill(part, part + K * OCp, 0.0f);
@@ -619,7 +652,8 @@ void backward_direct(float* dx, float* dw, const float* gz, const float* x, cons
             }
             gr = gp;
           }
-          direct_dw_row(part, rows, khs, nkh, Wq, toff, gr, g, OCp);
+          const int64_t T = direct_taps(taps, khs, nkh, Wq, g, OCp);
+          direct_dw_row(part, rows, taps, T, gr, g, OCp);
         }
       }
     });
