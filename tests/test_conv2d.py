@@ -197,8 +197,8 @@ def check_against_twin(c, act, use_bias, seed, naive=False):
     K = kh * kwid * x.shape[3] // c["groups"]
     shape = (c["N"], geo.out_h, geo.out_w, c["OC"])
     y, z = np.empty(shape, np.float32), np.empty(shape, np.float32)
-    fwd = _core.conv2d_forward_naive if naive else _core.conv2d_forward
-    fwd(y, z, x, w, b, act=ACTS.index(act), **cargs)
+    fwd = (_core.plain if naive else _core).conv2d_forward
+    fwd(y, z, x, w, b, act=getattr(_core.Act, act), **cargs)
     z_want = ref.conv2d(x64, w64, b64, **kw)
     z_scale = ref.conv2d(np.abs(x64), np.abs(w64), None if b is None else np.abs(b64), **kw)
     assert_close(z, z_want, z_scale, K, "z (pre-activation)")
@@ -210,8 +210,8 @@ def check_against_twin(c, act, use_bias, seed, naive=False):
     dy = rng.standard_normal(shape).astype(np.float32)
     dx, dw, db = np.zeros_like(x), np.zeros_like(w), np.zeros(c["OC"], np.float32)
     dz = np.empty_like(dy)
-    bwd = _core.conv2d_backward_naive if naive else _core.conv2d_backward
-    bwd(dx, dw, db, dz, dy, x, w, y, z, act=ACTS.index(act), **cargs)
+    bwd = (_core.plain if naive else _core).conv2d_backward
+    bwd(dx, dw, db, dz, dy, x, w, y, z, act=getattr(_core.Act, act), **cargs)
     y64, z64 = y.astype(np.float64), z.astype(np.float64)
     want = ref.conv2d_backward(dy.astype(np.float64), x64, w64, y64, z64, activation=act, **kw)
     # Scales: the same sums over absolute values of dz; plus what the float32 rounding of
@@ -356,7 +356,7 @@ def test_core_backward_dz_may_alias_dy():
     dy = rng.standard_normal(y.shape).astype(np.float32)
     want = ops.conv2d_backward(dy, x, w, y, activation="relu", **geo_kwargs(c))
     dx, dw, db = np.zeros_like(x), np.zeros_like(w), np.zeros_like(b)
-    _core.conv2d_backward(dx, dw, db, dy, dy, x, w, y, None, act=1, **cargs)
+    _core.conv2d_backward(dx, dw, db, dy, dy, x, w, y, None, act=_core.Act.relu, **cargs)
     for g, wnt in zip((dx, dw, db), want):
         np.testing.assert_array_equal(g, wnt)
     np.testing.assert_array_equal(dy, (dy != 0) * dy)  # dy now holds dz
@@ -426,18 +426,19 @@ def test_model_with_conv_layers_predicts_and_round_trips(tmp_path):
     np.testing.assert_array_equal(fastnn.load_model(tmp_path / "m.fastnn").predict(x), y)
 
 
-def _need_training_kernels():
-    missing = [f for f in ("adam_step", "softmax_xent", "dense_forward") if not hasattr(_core, f)]
+def _need_kernels(*names):
+    missing = [f for f in names if not hasattr(_core, f)]
     if missing:
-        pytest.skip(f"needs the {', '.join(missing)} kernels")
+        pytest.skip(f"needs the {', '.join(missing)} kernel(s), not in this build")
 
 
 def test_cnn_gradient_matches_finite_differences():
-    _need_training_kernels()
+    _need_kernels("softmax_xent", "dense_forward")
     rng = np.random.default_rng(1)
     model = fastnn.Sequential([L.Conv2D(3, 3, padding="same", activation="tanh", input_shape=(5, 6, 2)),
                                L.Conv2D(2, 2, strides=2, activation="gelu"),
                                L.Flatten(), L.Dense(3, activation="softmax")], seed=0)
+    model.build()
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     x = rng.standard_normal((4, 5, 6, 2)).astype(np.float32)
     y = rng.integers(0, 3, 4)
@@ -475,7 +476,7 @@ def test_cnn_gradient_matches_finite_differences():
 
 
 def test_small_cnn_learns_a_separable_task():
-    _need_training_kernels()
+    _need_kernels("adam_step", "softmax_xent", "dense_forward")
     rng = np.random.default_rng(2)
     n = 256
     x = rng.standard_normal((n, 8, 8)).astype(np.float32) * 0.3
@@ -583,8 +584,8 @@ def test_core_rejects_bad_input():
         _core.conv2d_forward(y, None, x, w, None, dil_w=-1)
     with pytest.raises(ValueError, match=r"argument 'pad_top' must be smaller than the effective kernel height"):
         _core.conv2d_forward(np.zeros((2, 7, 6, 6), np.float32), None, x, w, None, pad_top=3)
-    with pytest.raises(ValueError, match=r"argument 'act' must be an activation code 0..4"):
-        _core.conv2d_forward(y, None, x, w, None, act=7)
+    with pytest.raises(TypeError, match="incompatible function arguments"):
+        _core.conv2d_forward(y, None, x, w, None, act=1)  # an int is not an Act
     with pytest.raises(ValueError, match=r"argument 'w' must have shape \(KH, KW, C/groups, OC\) with C/groups=2"):
         _core.conv2d_forward(y, None, x, w, None, groups=2)
     with pytest.raises(TypeError, match=r"argument 'x' must be a C-contiguous float32 array of shape \(N, H, W, C\)"):
@@ -594,10 +595,12 @@ def test_core_rejects_bad_input():
         _core.conv2d_forward(base[x.size - 8:x.size - 8 + y.size].reshape(y.shape), None,
                              base[:x.size].reshape(x.shape), w, None)
     dy = np.zeros_like(y)
-    with pytest.raises(ValueError, match=r"conv2d_backward: argument 'dz' is required when act is not linear"):
-        _core.conv2d_backward(None, None, None, None, dy, x, w, y, None, act=1)
-    with pytest.raises(ValueError, match=r"argument 'z' \(the pre-activation\) is required for gelu"):
-        _core.conv2d_backward(None, None, None, dy, dy, x, w, y, None, act=4)
+    with pytest.raises(ValueError, match=r"conv2d_backward: argument 'dz' \(N, OH, OW, OC\) scratch is required for activation relu"):
+        _core.conv2d_backward(None, None, None, None, dy, x, w, y, None, act=_core.Act.relu)
+    with pytest.raises(ValueError, match=r"argument 'z' is required for activation gelu"):
+        _core.conv2d_backward(None, None, None, dy, dy, x, w, y, None, act=_core.Act.gelu)
+    with pytest.raises(ValueError, match=r"argument 'y' is required for activation tanh"):
+        _core.conv2d_backward(None, None, None, dy, dy, x, w, None, None, act=_core.Act.tanh)
     with pytest.raises(ValueError, match=r"argument 'dx' must not share memory with 'dy'"):
         _core.conv2d_backward(base[:x.size].reshape(x.shape), None, None, None,
                               base[x.size - 8:x.size - 8 + y.size].reshape(y.shape), x, w, None,

@@ -1,10 +1,19 @@
+// Bindings of conv2d.h: conv2d_forward, conv2d_backward, conv2d_algorithm (and the plain
+// twins under fastnn._core.plain). x (N, H, W, C), w (KH, KW, C/groups, OC), b (OC,),
+// y/z/dy/dz (N, OH, OW, OC); OH and OW are read from y (forward) or dy (backward).
 #include "fastnn/conv2d.h"
 
 #include <string>
+#include <utility>
 
 #include "check.h"
 
 namespace fastnn::bind {
+
+// Defined in bindings/activation.cpp.
+const char* act_name(Act act);
+void bind_act_enum(py::module_& m);
+py::module_ plain_module(py::module_& m);
 
 namespace {
 
@@ -15,7 +24,7 @@ struct ConvArgs {
 };
 
 ConvArgs conv_args(const char* op, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh,
-                   int64_t dw, int64_t groups, int act) {
+                   int64_t dw, int64_t groups, Act act) {
   require(sh >= 1, op, "stride_h", "must be >= 1, got " + std::to_string(sh));
   require(sw >= 1, op, "stride_w", "must be >= 1, got " + std::to_string(sw));
   require(pt >= 0, op, "pad_top", "must be >= 0, got " + std::to_string(pt));
@@ -23,10 +32,7 @@ ConvArgs conv_args(const char* op, int64_t sh, int64_t sw, int64_t pt, int64_t p
   require(dh >= 1, op, "dil_h", "must be >= 1, got " + std::to_string(dh));
   require(dw >= 1, op, "dil_w", "must be >= 1, got " + std::to_string(dw));
   require(groups >= 1, op, "groups", "must be >= 1, got " + std::to_string(groups));
-  require(act >= int(Act::linear) && act <= int(Act::gelu), op, "act",
-          "must be an activation code 0..4 (linear, relu, sigmoid, tanh, gelu), got " +
-              std::to_string(act));
-  return {sh, sw, pt, pl, dh, dw, groups, static_cast<Act>(act)};
+  return {sh, sw, pt, pl, dh, dw, groups, act};
 }
 
 // Checks that x (N,H,W,C), w (KH,KW,C/groups,OC) and the output size (OH, OW) agree:
@@ -80,7 +86,7 @@ auto forward_binding(const char* op, ForwardFn kernel) {
   return [op, kernel](py::handle y_, py::handle z_, py::handle x_, py::handle w_,
                       py::handle b_, int64_t stride_h, int64_t stride_w, int64_t pad_top,
                       int64_t pad_left, int64_t dil_h, int64_t dil_w, int64_t groups,
-                      int act) {
+                      Act act) {
     const ConvArgs a =
         conv_args(op, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups, act);
     auto x = in<float>(op, "x", x_, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
@@ -110,7 +116,7 @@ auto backward_binding(const char* op, BackwardFn kernel) {
                       py::handle dy_, py::handle x_, py::handle w_, py::handle y_,
                       py::handle z_, int64_t stride_h, int64_t stride_w, int64_t pad_top,
                       int64_t pad_left, int64_t dil_h, int64_t dil_w, int64_t groups,
-                      int act) {
+                      Act act) {
     const ConvArgs a =
         conv_args(op, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups, act);
     auto dy = in<float>(op, "dy", dy_, {ANY, ANY, ANY, ANY}, "(N, OH, OW, OC)");
@@ -127,14 +133,17 @@ auto backward_binding(const char* op, BackwardFn kernel) {
     auto dz = out_opt<float>(op, "dz", dz_, yshape, "(N, OH, OW, OC)");
     auto y = in_opt<float>(op, "y", y_, yshape, "(N, OH, OW, OC)");
     auto z = in_opt<float>(op, "z", z_, yshape, "(N, OH, OW, OC)");
+    const std::string an = act_name(a.act);
     if (a.act != Act::linear)
       require(dz.data != nullptr, op, "dz",
-              "is required when act is not linear (scratch for dy * act'; it may be dy)");
+              "(N, OH, OW, OC) scratch is required for activation " + an +
+                  " (it may be dy itself), got None");
     if (a.act == Act::gelu)
-      require(z.data != nullptr, op, "z", "(the pre-activation) is required for gelu");
+      require(z.data != nullptr, op, "z",
+              "is required for activation gelu (the forward pre-activation), got None");
     else if (a.act != Act::linear)
       require(y.data != nullptr, op, "y",
-              "(the forward output) is required for relu, sigmoid and tanh");
+              "is required for activation " + an + " (the forward output), got None");
     // dz may be dy itself (then overwritten), but must not partly overlap it.
     if (dz.data != dy.data) no_overlap(op, "dz", dz, "dy", dy);
     const std::pair<const char*, const Buf<float>*> grads[] = {
@@ -154,29 +163,42 @@ auto backward_binding(const char* op, BackwardFn kernel) {
   };
 }
 
+constexpr const char* kForwardDoc =
+    "y (N,OH,OW,OC) = act(conv(x (N,H,W,C), w (KH,KW,C/groups,OC)) + b (OC,)). OH, OW are\n"
+    "y's; rows ih = oh*stride_h - pad_top + kh*dil_h (columns likewise) outside the image\n"
+    "read 0. z (N,OH,OW,OC), unless None, receives the pre-activation (gelu's backward\n"
+    "needs it). b may be None. float32, no copies.";
+constexpr const char* kBackwardDoc =
+    "With dz = dy * act'(.): dx (N,H,W,C) += backward-data, dw (KH,KW,C/groups,OC) +=\n"
+    "backward-weights, db (OC,) += dz summed over N, OH, OW. Any of dx, dw, db may be None\n"
+    "(not computed). dz is scratch, required unless act is linear; it may be dy itself,\n"
+    "which is then overwritten. relu/sigmoid/tanh read y (forward output), gelu reads z\n"
+    "(pre-activation).";
+
+void def_all(py::module_& m, ForwardFn fwd, BackwardFn bwd, const char* fwd_name,
+             const char* bwd_name) {
+  m.def("conv2d_forward", forward_binding(fwd_name, fwd), py::arg("y"), py::arg("z"),
+        py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("stride_h") = 1,
+        py::arg("stride_w") = 1, py::arg("pad_top") = 0, py::arg("pad_left") = 0,
+        py::arg("dil_h") = 1, py::arg("dil_w") = 1, py::arg("groups") = 1,
+        py::arg("act") = Act::linear, kForwardDoc);
+  m.def("conv2d_backward", backward_binding(bwd_name, bwd), py::arg("dx"), py::arg("dw"),
+        py::arg("db"), py::arg("dz"), py::arg("dy"), py::arg("x"), py::arg("w"),
+        py::arg("y") = py::none(), py::arg("z") = py::none(), py::arg("stride_h") = 1,
+        py::arg("stride_w") = 1, py::arg("pad_top") = 0, py::arg("pad_left") = 0,
+        py::arg("dil_h") = 1, py::arg("dil_w") = 1, py::arg("groups") = 1,
+        py::arg("act") = Act::linear, kBackwardDoc);
+}
+
 }  // namespace
 
 void bind_conv2d(py::module_& m) {
-  m.def("conv2d_forward", forward_binding("conv2d_forward", &fastnn::conv2d_forward),
-      py::arg("y"), py::arg("z"), py::arg("x"), py::arg("w"), py::arg("b"),
-      py::arg("stride_h") = 1, py::arg("stride_w") = 1, py::arg("pad_top") = 0,
-      py::arg("pad_left") = 0, py::arg("dil_h") = 1, py::arg("dil_w") = 1,
-      py::arg("groups") = 1, py::arg("act") = 0,
-      "y (N,OH,OW,OC) = act(conv(x (N,H,W,C), w (KH,KW,C/groups,OC)) + b (OC)); z, when\n"
-      "given, receives the pre-activation. OH, OW come from y's shape; act is the code of\n"
-      "fastnn's Act (0 linear, 1 relu, 2 sigmoid, 3 tanh, 4 gelu). float32, no copies.");
-
-
-  m.def("conv2d_backward", backward_binding("conv2d_backward", &fastnn::conv2d_backward),
-      py::arg("dx"), py::arg("dw"), py::arg("db"), py::arg("dz"), py::arg("dy"), py::arg("x"),
-      py::arg("w"), py::arg("y"), py::arg("z"), py::arg("stride_h") = 1,
-      py::arg("stride_w") = 1, py::arg("pad_top") = 0, py::arg("pad_left") = 0,
-      py::arg("dil_h") = 1, py::arg("dil_w") = 1, py::arg("groups") = 1, py::arg("act") = 0,
-      "With dz = dy ⊙ act'(.): dx (N,H,W,C) += backward-data, dw (KH,KW,C/groups,OC) +=\n"
-      "backward-weights, db (OC) += Σ dz; None for any not needed. dz is scratch (may be dy\n"
-      "itself; not touched for linear). y: forward output (relu/sigmoid/tanh), z:\n"
-      "pre-activation (gelu). float32, no copies.");
-
+  bind_act_enum(m);
+  def_all(m, &fastnn::conv2d_forward, &fastnn::conv2d_backward, "conv2d_forward",
+          "conv2d_backward");
+  py::module_ plain = plain_module(m);
+  def_all(plain, &fastnn::conv2d_forward_naive, &fastnn::conv2d_backward_naive,
+          "plain.conv2d_forward", "plain.conv2d_backward");
 
   m.def(
       "conv2d_algorithm",
@@ -184,8 +206,8 @@ void bind_conv2d(py::module_& m) {
          int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t dil_h, int64_t dil_w,
          int64_t groups) {
         const char* op = "conv2d_algorithm";
-        const ConvArgs a =
-            conv_args(op, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups, 0);
+        const ConvArgs a = conv_args(op, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
+                                     groups, Act::linear);
         auto x = in<float>(op, "x", x_, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
         auto w = in<float>(op, "w", w_, {ANY, ANY, ANY, ANY}, "(KH, KW, C/groups, OC)");
         check_geometry(op, "OH/OW", x[1], x[2], x[3], w[0], w[1], w[2], w[3], OH, OW, a);
@@ -198,22 +220,6 @@ void bind_conv2d(py::module_& m) {
       py::arg("dil_h") = 1, py::arg("dil_w") = 1, py::arg("groups") = 1,
       "Which path conv2d_forward/backward take for these shapes: 'pointwise', 'im2col',\n"
       "'direct' or 'depthwise'.");
-
-  m.def("conv2d_forward_naive",
-        forward_binding("conv2d_forward_naive", &fastnn::conv2d_forward_naive),
-      py::arg("y"), py::arg("z"), py::arg("x"), py::arg("w"), py::arg("b"),
-      py::arg("stride_h") = 1, py::arg("stride_w") = 1, py::arg("pad_top") = 0,
-      py::arg("pad_left") = 0, py::arg("dil_h") = 1, py::arg("dil_w") = 1,
-      py::arg("groups") = 1, py::arg("act") = 0,
-      "Plain-loop twin of conv2d_forward (same arguments), for tests.");
-
-  m.def("conv2d_backward_naive",
-        backward_binding("conv2d_backward_naive", &fastnn::conv2d_backward_naive),
-      py::arg("dx"), py::arg("dw"), py::arg("db"), py::arg("dz"), py::arg("dy"), py::arg("x"),
-      py::arg("w"), py::arg("y"), py::arg("z"), py::arg("stride_h") = 1,
-      py::arg("stride_w") = 1, py::arg("pad_top") = 0, py::arg("pad_left") = 0,
-      py::arg("dil_h") = 1, py::arg("dil_w") = 1, py::arg("groups") = 1, py::arg("act") = 0,
-      "Plain-loop twin of conv2d_backward (same arguments), for tests.");
 }
 
 }  // namespace fastnn::bind

@@ -24,6 +24,7 @@
 
 #include "fastnn/common.h"
 #include "fastnn/gemm.h"
+#include "vmath.h"
 
 // The v8 helpers below are always inlined into FASTNN_CLONES kernels: no 32-byte vector
 // crosses a call compiled for the baseline ISA, so GCC's ABI note does not apply.
@@ -94,78 +95,43 @@ T* thread_buffer(int slot, int64_t n) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Activation (epilogue and its derivative)
+// Epilogue (bias + activation, vectorised by vmath) and the activation's derivative
 
-inline float act_value(float v, Act a) {
-  switch (a) {
-    case Act::relu: return std::max(v, 0.0f);
-    case Act::sigmoid: return 1.0f / (1.0f + std::exp(-v));
-    case Act::tanh: return std::tanh(v);
-    case Act::gelu: return 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
-    default: return v;
+// n values of one pixel: v = acc + b (b may be nullptr); z = v when z; y = act(v).
+// acc may alias y or z.
+FASTNN_INLINE void epilogue_px(float* y, float* z, const float* acc, const float* b,
+                               int64_t n, Act act) {
+  float* v = z ? z : y;
+  if (b) {
+#pragma omp simd
+    for (int64_t o = 0; o < n; ++o) v[o] = acc[o] + b[o];
+  } else if (v != acc) {
+    std::memcpy(v, acc, size_t(n) * sizeof(float));
+  }
+  vmath::act_span(y, v, n, act);
+}
+
+// acc (rows,OC) += b;  y (rows,OC) = act(acc). y may be acc. Like dense's epilogue: the
+// activation runs over L1-sized blocks of rows as one flat span.
+FASTNN_CLONES void bias_act_rows(float* y, float* acc, const float* b, int64_t rows,
+                                 int64_t OC, Act act) {
+  const int64_t block = OC >= 1024 ? 1 : 1024 / OC;
+  for (int64_t r0 = 0; r0 < rows; r0 += block) {
+    const int64_t r1 = std::min(rows, r0 + block);
+    if (b)
+      for (int64_t r = r0; r < r1; ++r) {
+        float* ar = acc + r * OC;
+#pragma omp simd
+        for (int64_t o = 0; o < OC; ++o) ar[o] += b[o];
+      }
+    vmath::act_span(y + r0 * OC, acc + r0 * OC, (r1 - r0) * OC, act);
   }
 }
 
-// dy · act'(.) from the forward output y (relu, sigmoid, tanh) or pre-activation z (gelu).
-inline float act_grad(float dy, float y, float z, Act a) {
-  switch (a) {
-    case Act::relu: return y > 0.0f ? dy : 0.0f;
-    case Act::sigmoid: return dy * y * (1.0f - y);
-    case Act::tanh: return dy * (1.0f - y * y);
-    case Act::gelu: {
-      const float cdf = 0.5f * (1.0f + std::erf(z * 0.70710678118654752f));
-      const float pdf = 0.39894228040143268f * std::exp(-0.5f * z * z);
-      return dy * (cdf + z * pdf);
-    }
-    default: return dy;
-  }
-}
-
-// One pixel's OC values: v = acc + b; z = v (when z); y = act(v). acc may alias y or z.
-inline void epilogue_px(float* y, float* z, const float* acc, const float* b, int64_t n,
-                        Act act) {
-  if (act == Act::linear || act == Act::relu) {
-    const bool relu = act == Act::relu;
-    for (int64_t o = 0; o < n; ++o) {
-      const float v = acc[o] + (b ? b[o] : 0.0f);
-      if (z) z[o] = v;
-      y[o] = relu ? std::max(v, 0.0f) : v;
-    }
-  } else {
-    for (int64_t o = 0; o < n; ++o) {
-      const float v = acc[o] + (b ? b[o] : 0.0f);
-      if (z) z[o] = v;
-      y[o] = act_value(v, act);
-    }
-  }
-}
-
-// rows (rows,OC) of conv sums in acc -> y, z (same layout).
-FASTNN_CLONES void epilogue_rows(float* y, float* z, const float* acc, const float* b,
-                                 int64_t rows, int64_t OC, Act act) {
-  for (int64_t r = 0; r < rows; ++r)
-    epilogue_px(y + r * OC, z ? z + r * OC : nullptr, acc + r * OC, b, OC, act);
-}
-
-// dz (n) = dy ⊙ act'(.); dz may alias dy.
-FASTNN_CLONES void act_grad_range(float* dz, const float* dy, const float* y, const float* z,
-                                  int64_t n, Act act) {
-  switch (act) {
-    case Act::relu:
-      for (int64_t i = 0; i < n; ++i) dz[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-      break;
-    case Act::sigmoid:
-      for (int64_t i = 0; i < n; ++i) dz[i] = dy[i] * y[i] * (1.0f - y[i]);
-      break;
-    case Act::tanh:
-      for (int64_t i = 0; i < n; ++i) dz[i] = dy[i] * (1.0f - y[i] * y[i]);
-      break;
-    case Act::gelu:
-      for (int64_t i = 0; i < n; ++i) dz[i] = act_grad(dy[i], 0.0f, z[i], act);
-      break;
-    default:
-      if (dz != dy) std::memcpy(dz, dy, size_t(n) * sizeof(float));
-  }
+// dz (n) = dy ⊙ act'(.): relu/sigmoid/tanh read y, gelu reads z. dz may alias dy.
+FASTNN_CLONES void act_grad_set_span(float* dz, const float* dy, const float* z,
+                                     const float* y, int64_t n, Act act) {
+  vmath::act_grad_span<false>(dz, dy, z, y, n, act);
 }
 
 // part (OC) += Σ_rows g (rows,OC), rows in order.
@@ -206,8 +172,8 @@ const float* grad_and_bias(float* db, float* dz, const float* dy, const float* y
       for (int64_t pa = p0; pa < p1; pa += 64) {
         const int64_t pb = std::min(p1, pa + 64);
         if (need_dz)
-          act_grad_range(dz + pa * OC, dy + pa * OC, y ? y + pa * OC : nullptr,
-                         z ? z + pa * OC : nullptr, (pb - pa) * OC, act);
+          act_grad_set_span(dz + pa * OC, dy + pa * OC, z ? z + pa * OC : nullptr,
+                            y ? y + pa * OC : nullptr, (pb - pa) * OC, act);
         if (part) sum_rows(part, g + pa * OC, pb - pa, OC);
       }
     }
@@ -314,10 +280,10 @@ void forward_gemm(float* y, float* z, const float* x, const float* w, const floa
                 false, false);
       }
     }
-    parallel_for(m, grain_for(m, 16), [&](int64_t a, int64_t e) {
-      epilogue_rows(y + (p0 + a) * OC, z ? z + (p0 + a) * OC : nullptr,
-                    acc + (p0 + a) * OC, b, e - a, OC, act);
-    });
+    if (b || act != Act::linear || acc != y)
+      parallel_for(m, grain_for(m, 16), [&](int64_t a, int64_t e) {
+        bias_act_rows(y + (p0 + a) * OC, acc + (p0 + a) * OC, b, e - a, OC, act);
+      });
   }
 }
 
@@ -462,7 +428,7 @@ __attribute__((always_inline)) inline void direct_fwd_tile(
       for (int v = 0; v < NV; ++v) {
         v8 r = acc[j][v];
         if (zo) store8(zo + j * ldy + 8 * v, r);
-        if (act == Act::relu) r = r < zero ? zero : r;
+        if (act == Act::relu) r = r > zero ? r : zero;
         store8(yo + j * ldy + 8 * v, r);
       }
     return;
@@ -858,7 +824,30 @@ void conv2d_backward(float* dx, float* dw, float* db, float* dz, const float* dy
 }
 
 // ---------------------------------------------------------------------------------------
-// Naive twins: one output element at a time.
+// Naive twins: one output element at a time, <cmath> activations.
+
+namespace {
+float act_naive(float v, Act act) {
+  switch (act) {
+    case Act::relu: return v > 0.0f ? v : 0.0f;
+    case Act::sigmoid: return vmath::exact_sigmoid(v);
+    case Act::tanh: return std::tanh(v);
+    case Act::gelu: return vmath::exact_gelu(v);
+    default: return v;
+  }
+}
+
+// act'(.) from the forward output y (relu, sigmoid, tanh) or pre-activation z (gelu).
+float act_grad_naive(float y, float z, Act act) {
+  switch (act) {
+    case Act::relu: return y > 0.0f ? 1.0f : 0.0f;
+    case Act::sigmoid: return y * (1.0f - y);
+    case Act::tanh: return 1.0f - y * y;
+    case Act::gelu: return vmath::exact_gelu_grad(z);
+    default: return 1.0f;
+  }
+}
+}  // namespace
 
 void conv2d_forward_naive(float* y, float* z, const float* x, const float* w, const float* b,
                           int64_t N, int64_t H, int64_t W, int64_t C, int64_t OC, int64_t KH,
@@ -885,7 +874,7 @@ void conv2d_forward_naive(float* y, float* z, const float* x, const float* w, co
           }
           const int64_t i = ((n * OH + oh) * OW + ow) * OC + o;
           if (z) z[i] = s;
-          y[i] = act_value(s, act);
+          y[i] = act_naive(s, act);
         }
 }
 
@@ -899,7 +888,7 @@ void conv2d_backward_naive(float* dx, float* dw, float* db, float* dz, const flo
   const float* g = dy;
   if (act != Act::linear) {
     for (int64_t i = 0; i < P * OC; ++i)
-      dz[i] = act_grad(dy[i], y ? y[i] : 0.0f, z ? z[i] : 0.0f, act);
+      dz[i] = dy[i] * act_grad_naive(y ? y[i] : 0.0f, z ? z[i] : 0.0f, act);
     g = dz;
   }
   if (db)

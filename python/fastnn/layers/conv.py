@@ -84,7 +84,7 @@ class Conv2D(Activated):
         if training and act == _core.Act.gelu:
             z = self.buffer("z", shape)
         _core.conv2d_forward(y, z, x, self.kernel, self.bias if self.use_bias else None,
-                             act=int(act), **self._core_args())
+                             act=act, **self._core_args())
         y = self._finish(y)
         if training:
             self._x, self._y, self._z, self._act = x, y, z, act
@@ -99,7 +99,7 @@ class Conv2D(Activated):
         else:
             dw = db = None
         # dz doubles as the kernel's scratch: dy belongs to this step only.
-        _core.conv2d_backward(dx, dw, db, dz, dz, x, self.kernel, y, self._z, act=int(self._act),
+        _core.conv2d_backward(dx, dw, db, dz, dz, x, self.kernel, y, self._z, act=self._act,
                               **self._core_args())
         return dx
 

@@ -15,12 +15,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _core
-from ._util import as_f32, new_out
-
-ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "gelu")
-# Activations whose derivative is computed from the forward output y; gelu's from z.
-_NEEDS_Y = ("relu", "sigmoid", "tanh")
-
+from ._util import as_f32
+from .activation import _NEEDS_Y, act_kind, check_out
 
 class Conv2DGeometry(NamedTuple):
     """Resolved sizes of one convolution (see conv2d_geometry)."""
@@ -131,37 +127,6 @@ def conv2d_geometry(input_shape, kernel_shape, strides=1, padding="valid", dilat
     return Conv2DGeometry(sh, sw, pt, pb, pl, pr, dh, dw, OH, OW)
 
 
-def act_code(activation, op: str) -> int:
-    """Integer code of an activation (the value of fastnn's Act enum)."""
-    if activation is None:
-        return 0
-    if isinstance(activation, str) and activation in ACTIVATIONS:
-        return ACTIVATIONS.index(activation)
-    Act = getattr(_core, "Act", None)
-    if Act is not None and isinstance(activation, Act):
-        return int(activation)
-    raise ValueError(f"{op}: unknown activation {activation!r}; expected one of "
-                     + ", ".join(repr(a) for a in ACTIVATIONS))
-
-
-def check_out(out, shape, op: str, name: str = "out") -> np.ndarray:
-    """Return `out` unchanged if it can receive a float32 result of `shape`, else raise.
-
-    It is never converted: a result must not land in a temporary copy.
-    """
-    out = new_out(shape, out, op, name)
-    shape = tuple(shape)
-    if out.dtype != np.float32:
-        raise TypeError(f"{op}: argument '{name}' must be a float32 array, got {out.dtype}")
-    if out.shape != shape:
-        raise ValueError(f"{op}: argument '{name}' must have shape {shape}, got {out.shape}")
-    if not out.flags.c_contiguous:
-        raise ValueError(f"{op}: argument '{name}' must be C-contiguous")
-    if not out.flags.writeable:
-        raise ValueError(f"{op}: argument '{name}' is read-only but is written")
-    return out
-
-
 def _groups(groups, op: str) -> int:
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"{op}: argument 'groups' must be a positive int, got {groups!r}")
@@ -206,7 +171,7 @@ def conv2d(x, w, b=None, strides=1, padding="valid", dilation=1, groups=1,
     pre-activation conv(x, w) + b, which conv2d_backward needs for gelu.
     """
     op = "conv2d"
-    act = act_code(activation, op)
+    act = act_kind(activation, op)
     x = as_f32(x, op, "x")
     w = as_f32(w, op, "w")
     groups = check_conv_inputs(x, w, groups, op)
@@ -217,7 +182,7 @@ def conv2d(x, w, b=None, strides=1, padding="valid", dilation=1, groups=1,
         if b.shape != (OC,):
             raise ValueError(f"{op}: argument 'b' must have shape (OC,) = ({OC},), got {b.shape}")
     shape = (x.shape[0], geo.out_h, geo.out_w, OC)
-    out = check_out(out, shape, op)
+    out = check_out(out, shape, op) if out is not None else np.empty(shape, np.float32)
     if z is not None:
         z = check_out(z, shape, op, "z")
     _core.conv2d_forward(out, z, x, w, b, act=act, **geo.core_args(groups))
@@ -239,8 +204,8 @@ def conv2d_backward(dy, x, w, y=None, z=None, strides=1, padding="valid", dilati
     those not given are returned as fresh arrays. dy is never modified.
     """
     op = "conv2d_backward"
-    act = act_code(activation, op)
-    name = ACTIVATIONS[act]
+    act = act_kind(activation, op)
+    name = act.name
     dy = as_f32(dy, op, "dy")
     x = as_f32(x, op, "x")
     w = as_f32(w, op, "w")
@@ -280,6 +245,6 @@ def conv2d_backward(dy, x, w, y=None, z=None, strides=1, padding="valid", dilati
     dx = grad(dx, need_dx, "need_dx", x.shape, "dx")
     dw = grad(dw, need_dw, "need_dw", w.shape, "dw")
     db = grad(db, has_bias, "has_bias", (w.shape[3],), "db")
-    dz = None if act == 0 else np.empty(yshape, np.float32)
+    dz = None if act == _core.Act.linear else np.empty(yshape, np.float32)
     _core.conv2d_backward(dx, dw, db, dz, dy, x, w, y, z, act=act, **geo.core_args(groups))
     return dx, dw, db

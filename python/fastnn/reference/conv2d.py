@@ -6,47 +6,15 @@ the same function as the kernels' wrapper, fastnn.ops.conv2d_geometry.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from ..ops.conv2d import ACTIVATIONS, conv2d_geometry
-
-_erf = np.vectorize(math.erf, otypes=[np.float64])
-
-
-def _kind(activation):
-    kind = "linear" if activation is None else activation
-    if kind not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}")
-    return kind
-
-
-def _act(pre, kind):
-    if kind == "relu":
-        return np.maximum(pre, 0)
-    if kind == "sigmoid":
-        return 1 / (1 + np.exp(-pre))
-    if kind == "tanh":
-        return np.tanh(pre)
-    if kind == "gelu":
-        return (0.5 * pre * (1 + _erf(pre / math.sqrt(2)))).astype(pre.dtype)
-    return pre
+from ..ops.conv2d import conv2d_geometry
+from .activation import _derivative, _forward, _kind
 
 
 def _act_grad(dy, y, z, kind):
     """dy ⊙ act'(.), from the output y (relu, sigmoid, tanh) or pre-activation z (gelu)."""
-    if kind == "relu":
-        return dy * (y > 0)
-    if kind == "sigmoid":
-        return dy * y * (1 - y)
-    if kind == "tanh":
-        return dy * (1 - y * y)
-    if kind == "gelu":
-        cdf = 0.5 * (1 + _erf(z / math.sqrt(2)))
-        pdf = np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-        return (dy * (cdf + z * pdf)).astype(dy.dtype)
-    return dy
+    return dy * _derivative(kind, z, y)
 
 
 def _windows(geo, kh, kw):
@@ -87,7 +55,7 @@ def conv2d(x, w, b=None, strides=1, padding="valid", dilation=1, groups=1,
         pre = pre + b
     if z is not None:
         z[...] = pre
-    y = _act(pre, kind)
+    y = _forward(pre, kind)
     if out is None:
         return y
     out[...] = y
