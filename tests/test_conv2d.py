@@ -251,10 +251,14 @@ def test_naive_twins_match_reference(name):
     check_against_twin(CASES[name], "tanh", use_bias=True, seed=11, naive=True)
 
 
-def test_large_batch_spans_several_im2col_tiles():
-    # 64·13·13 pixels × K = 3·3·32: the im2col matrix is 7.8 MB, cut into 1 MiB tiles;
-    # tiles split images, so backward-data gathers across tile edges.
-    c = case(64, 13, 13, 32, 8, 3, algo="im2col")
+@pytest.mark.parametrize("c", [
+    # 64·11·11 pixels × K = 3·3·32: a 7.8 MB im2col matrix in tiles of 7 whole images.
+    case(64, 13, 13, 32, 8, 3, algo="im2col"),
+    # One image's im2col matrix (66·67 pixels × K = 72, 1.2 MB) exceeds a tile: bands of
+    # one image, whose backward-data gathers meet at the band edges.
+    case(3, 66, 67, 8, 5, 3, padding="same", algo="im2col"),
+], ids=["whole-image-tiles", "bands"])
+def test_im2col_tiling(c):
     check_against_twin(c, "relu", use_bias=True, seed=3)
 
 
@@ -293,6 +297,7 @@ def restore_threads():
 THREAD_CASES = {
     "im2col": case(6, 12, 11, 10, 12, 3, strides=(1, 2), padding="same", algo="im2col"),
     "im2col-groups": case(4, 10, 10, 8, 6, 3, padding=1, groups=2, algo="im2col"),
+    "im2col-bands": case(3, 66, 67, 8, 5, 3, padding="same", algo="im2col"),
     "pointwise": case(4, 9, 10, 12, 7, 1, algo="pointwise"),
     "direct": case(8, 14, 13, 1, 24, 3, padding="same", algo="direct"),
     "depthwise": case(4, 11, 12, 16, 16, 3, strides=2, padding="same", groups=16,

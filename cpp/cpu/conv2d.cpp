@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "fastnn/common.h"
@@ -145,11 +146,19 @@ FASTNN_CLONES void sum_rows(float* part, const float* g, int64_t rows, int64_t O
 
 // out (n) += Σ_{i<count} parts[i·stride ...], parts added in order.
 void reduce_parts(float* out, const float* parts, int64_t count, int64_t stride, int64_t n) {
-  parallel_for(n, grain_for(n, 4096), [&](int64_t b, int64_t e) {
-    for (int64_t j = b; j < e; ++j) {
-      float s = 0.0f;
-      for (int64_t i = 0; i < count; ++i) s += parts[i * stride + j];
-      out[j] += s;
+  parallel_for(n, grain_for(n, std::max<int64_t>(256, 65536 / count)), [&](int64_t b, int64_t e) {
+    constexpr int64_t kBlock = 256;
+    float s[kBlock];
+    for (int64_t j0 = b; j0 < e; j0 += kBlock) {
+      const int64_t nb = std::min(kBlock, e - j0);
+      std::fill(s, s + nb, 0.0f);
+      for (int64_t i = 0; i < count; ++i) {
+        const float* p = parts + i * stride + j0;
+#pragma omp simd
+        for (int64_t j = 0; j < nb; ++j) s[j] += p[j];
+      }
+#pragma omp simd
+      for (int64_t j = 0; j < nb; ++j) out[j0 + j] += s[j];
     }
   });
 }
@@ -253,82 +262,188 @@ void im2col_parallel(float* buf, const float* x, const Geom& g, int64_t gi, int6
   });
 }
 
-// Pixels per tile: the tile's im2col matrix fits conv2d_tile_bytes (at least 16 rows).
-int64_t tile_pixels(const Geom& g) {
-  const int64_t t = conv2d_tile_bytes / int64_t(sizeof(float)) / g.Kg;
-  return std::min(g.P(), std::max<int64_t>(16, t));
+// Tiles of output pixels for the im2col path, chosen from the shape only. When one image's
+// im2col matrix fits conv2d_tile_bytes, a tile is a run of whole images (at most N/8 of
+// them, so there are tiles to share out); otherwise a band of output pixels of one image.
+// Tiles never share an image with another unit, so units own the rows of dx they touch.
+// Units (images in band mode, tiles otherwise) are grouped into chunks: the unit of
+// parallel work in backward, each with its own partial sums of dw and db.
+struct ColTiles {
+  int64_t per_img;       // output pixels per image
+  bool whole;            // tiles of whole images, else bands of one image
+  int64_t imgs;          // images per tile (whole)
+  int64_t band, bands;   // pixels per band, bands per image (band mode)
+  int64_t count, units;  // tiles; units of parallel work (tiles, or images)
+  int64_t chunks;        // groups of consecutive units
+
+  std::pair<int64_t, int64_t> tile(const Geom& g, int64_t i) const {
+    if (whole)
+      return {i * imgs * per_img, std::min(g.N, (i + 1) * imgs) * per_img};
+    const int64_t n = i / bands, b = i % bands;
+    return {n * per_img + b * band, n * per_img + std::min(per_img, (b + 1) * band)};
+  }
+  // Tiles [first, last) of chunk c.
+  int64_t chunk_tile(int64_t c) const {
+    const int64_t u = c * units / chunks;
+    return whole ? u : u * bands;
+  }
+};
+
+constexpr int64_t kTileChunks = 16;               // at most this many chunks
+constexpr int64_t kPartialBytes = int64_t(32) << 20;  // cap on the chunks' dw partials
+
+// partial_bytes: size of one chunk's partial sums (0 when there are none).
+ColTiles col_tiles(const Geom& g, int64_t partial_bytes) {
+  ColTiles t{};
+  t.per_img = g.OH * g.OW;
+  const int64_t budget = std::max<int64_t>(1, conv2d_tile_bytes / int64_t(sizeof(float)));
+  if (t.per_img * g.Kg <= budget) {
+    t.whole = true;
+    t.imgs = std::max<int64_t>(1, std::min(budget / (t.per_img * g.Kg), (g.N + 7) / 8));
+    t.count = t.units = (g.N + t.imgs - 1) / t.imgs;
+    t.band = t.bands = 0;
+  } else {
+    t.whole = false;
+    t.band = std::min(t.per_img, std::max<int64_t>(16, budget / g.Kg));
+    t.bands = (t.per_img + t.band - 1) / t.band;
+    t.count = g.N * t.bands;
+    t.units = g.N;
+    t.imgs = 0;
+  }
+  t.chunks = std::min(t.units, kTileChunks);
+  if (partial_bytes > 0)
+    t.chunks = std::max<int64_t>(1, std::min(t.chunks, kPartialBytes / partial_bytes));
+  return t;
 }
 
-void forward_gemm(float* y, float* z, const float* x, const float* w, const float* b,
-                  const Geom& g, Act act, bool pointwise) {
+// Runs body(i) for i in [0, n): in one parallel region when there are threads and at least
+// two items (the work inside then runs serially on its thread), else in order, with the
+// work inside free to use every thread itself.
+template <class Body>
+void for_units(int64_t n, Body&& body) {
+  parallel_for(n, grain_for(n, 1), [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i) body(i);
+  });
+}
+
+// Forward, one tile: im2col per group, GEMM into y (or z), bias and activation.
+void forward_tile(float* y, float* z, const float* x, const float* w, const float* b,
+                  const Geom& g, Act act, int64_t p0, int64_t p1) {
+  const int64_t OC = g.OC, m = p1 - p0;
   float* acc = z ? z : y;
+  float* buf = thread_buffer(1, m * g.Kg);
+  for (int64_t gi = 0; gi < g.G; ++gi) {
+    im2col_parallel(buf, x, g, gi, p0, p1);
+    // acc_g (m, OCg) = col (m, Kg) · w_g (Kg, OCg), w_g with row stride OC
+    gemm_ld(acc + p0 * OC + gi * g.OCg, buf, w + gi * g.OCg, m, g.OCg, g.Kg, OC, g.Kg, OC,
+            false, false, false);
+  }
+  if (b || act != Act::linear || acc != y)
+    parallel_for(m, grain_for(m, 16), [&](int64_t a, int64_t e) {
+      bias_act_rows(y + (p0 + a) * OC, acc + (p0 + a) * OC, b, e - a, OC, act);
+    });
+}
+
+void forward_im2col(float* y, float* z, const float* x, const float* w, const float* b,
+                    const Geom& g, Act act) {
+  const ColTiles t = col_tiles(g, 0);
+  for_units(t.count, [&](int64_t i) {
+    const std::pair<int64_t, int64_t> r = t.tile(g, i);
+    forward_tile(y, z, x, w, b, g, act, r.first, r.second);
+  });
+}
+
+// Pointwise (1x1, stride 1, no padding): x is the im2col matrix; tiles of rows of it.
+void forward_pointwise(float* y, float* z, const float* x, const float* w, const float* b,
+                       const Geom& g, Act act) {
   const int64_t P = g.P(), OC = g.OC;
-  const int64_t Pt =
-      pointwise ? std::min<int64_t>(P, std::max<int64_t>(64, conv2d_tile_bytes / 4 / OC))
-                : tile_pixels(g);
-  float* buf = pointwise ? nullptr : thread_buffer(0, Pt * g.Kg);
-  for (int64_t p0 = 0; p0 < P; p0 += Pt) {
-    const int64_t p1 = std::min(P, p0 + Pt), m = p1 - p0;
-    for (int64_t gi = 0; gi < g.G; ++gi) {
-      const float* wg = w + gi * g.OCg;  // (Kg, OCg) with row stride OC
-      if (pointwise) {
-        gemm_ld(acc + p0 * OC + gi * g.OCg, x + p0 * g.C + gi * g.Cg, wg, m, g.OCg, g.Cg,
-                OC, g.C, OC, false, false, false);
-      } else {
-        im2col_parallel(buf, x, g, gi, p0, p1);
-        gemm_ld(acc + p0 * OC + gi * g.OCg, buf, wg, m, g.OCg, g.Kg, OC, g.Kg, OC, false,
-                false, false);
-      }
-    }
+  const int64_t Pt = std::min<int64_t>(P, std::max<int64_t>(64, conv2d_tile_bytes / 4 / OC));
+  float* acc = z ? z : y;
+  for_units((P + Pt - 1) / Pt, [&](int64_t i) {
+    const int64_t p0 = i * Pt, m = std::min(P, p0 + Pt) - p0;
+    for (int64_t gi = 0; gi < g.G; ++gi)
+      gemm_ld(acc + p0 * OC + gi * g.OCg, x + p0 * g.C + gi * g.Cg, w + gi * g.OCg, m, g.OCg,
+              g.Cg, OC, g.C, OC, false, false, false);
     if (b || act != Act::linear || acc != y)
       parallel_for(m, grain_for(m, 16), [&](int64_t a, int64_t e) {
         bias_act_rows(y + (p0 + a) * OC, acc + (p0 + a) * OC, b, e - a, OC, act);
       });
+  });
+}
+
+void backward_pointwise(float* dx, float* dw, const float* gz, const float* x, const float* w,
+                        const Geom& g) {
+  const int64_t P = g.P(), OC = g.OC;
+  for (int64_t gi = 0; gi < g.G; ++gi) {
+    // dw_g (Cg, OCg) += x_gᵀ (Cg, P) · dz_g (P, OCg)
+    if (dw)
+      gemm_ld(dw + gi * g.OCg, x + gi * g.Cg, gz + gi * g.OCg, g.Cg, g.OCg, P, OC, g.C, OC,
+              true, false, true);
+    // dx_g (P, Cg) += dz_g (P, OCg) · w_gᵀ (OCg, Cg)
+    if (dx)
+      gemm_ld(dx + gi * g.Cg, gz + gi * g.OCg, w + gi * g.OCg, P, g.Cg, g.OCg, g.C, OC, OC,
+              false, true, true);
   }
 }
 
-void backward_gemm(float* dx, float* dw, const float* gz, const float* x, const float* w,
-                   const Geom& g, bool pointwise) {
-  const int64_t P = g.P(), OC = g.OC;
-  if (pointwise) {
-    for (int64_t gi = 0; gi < g.G; ++gi) {
-      // dw_g (Cg, OCg) += x_gᵀ (Cg, P) · dz_g (P, OCg)
-      if (dw)
-        gemm_ld(dw + gi * g.OCg, x + gi * g.Cg, gz + gi * g.OCg, g.Cg, g.OCg, P, OC, g.C, OC,
-                true, false, true);
-      // dx_g (P, Cg) += dz_g (P, OCg) · w_gᵀ (OCg, Cg)
-      if (dx)
-        gemm_ld(dx + gi * g.Cg, gz + gi * g.OCg, w + gi * g.OCg, P, g.Cg, g.OCg, g.C, OC, OC,
-                false, true, true);
-    }
-    return;
-  }
-  const int64_t Pt = tile_pixels(g);
-  float* buf = thread_buffer(0, Pt * g.Kg);
-  for (int64_t p0 = 0; p0 < P; p0 += Pt) {
-    const int64_t p1 = std::min(P, p0 + Pt), m = p1 - p0;
-    for (int64_t gi = 0; gi < g.G; ++gi) {
-      const float* gzt = gz + p0 * OC + gi * g.OCg;  // (m, OCg), row stride OC
-      if (dw) {
-        // dw_g (Kg, OCg) += colᵀ (Kg, m) · dz (m, OCg); tiles in order.
-        im2col_parallel(buf, x, g, gi, p0, p1);
-        gemm_ld(dw + gi * g.OCg, buf, gzt, g.Kg, g.OCg, m, OC, g.Kg, OC, true, false, true);
-      }
-      if (dx) {
-        // dcol (m, Kg) = dz (m, OCg) · w_gᵀ (OCg, Kg), then scattered back by gathering.
-        gemm_ld(buf, gzt, w + gi * g.OCg, m, g.Kg, g.OCg, g.Kg, OC, OC, false, true, false);
-        // Input rows this tile touches: those of the images of its first..last pixels.
-        const int64_t n0 = p0 / (g.OH * g.OW), n1 = (p1 - 1) / (g.OH * g.OW) + 1;
-        const int64_t rows = (n1 - n0) * g.H;
-        parallel_for(rows, grain_for(rows, 1), [&](int64_t a, int64_t e) {
-          for (int64_t r = a; r < e; ++r) {
-            const int64_t n = n0 + r / g.H, ih = r % g.H;
-            col2im_row(dx, buf, g, gi, n, ih, p0, p1);
-          }
+// Backward of the im2col path in one pass over the tiles, chunk by chunk (in parallel
+// over chunks when there are threads): dz for the tile (when act is not linear), its
+// column sums into the chunk's db partial, dw into the chunk's partial (or straight into
+// dw when there is one chunk) by an accumulating GEMM on the tile's im2col matrix, and
+// dx by a GEMM into the same buffer and a gathering col2im. Partials are added in chunk
+// order at the end.
+void backward_im2col(float* dx, float* dw, float* db, float* dz, const float* dy,
+                     const float* x, const float* w, const float* y, const float* z,
+                     const Geom& g, Act act) {
+  const int64_t OC = g.OC, KO = g.Kg * OC;  // dw is (Kg, OC) = (KH·KW·Cg, OC)
+  const ColTiles t = col_tiles(g, dw ? KO * int64_t(sizeof(float)) : 0);
+  const bool dw_parts = dw && t.chunks > 1;
+  float* pw = dw_parts ? thread_buffer(0, t.chunks * KO) : nullptr;
+  float* pb = db ? thread_buffer(2, t.chunks * OC) : nullptr;
+  const bool need_dz = act != Act::linear;
+  const float* gz = need_dz ? dz : dy;
+  for_units(t.chunks, [&](int64_t c) {
+    float* cw = dw_parts ? pw + c * KO : dw;
+    float* cb = db ? pb + c * OC : nullptr;
+    if (cb) std::fill(cb, cb + OC, 0.0f);
+    const int64_t t0 = t.chunk_tile(c), t1 = t.chunk_tile(c + 1);
+    for (int64_t i = t0; i < t1; ++i) {
+      const std::pair<int64_t, int64_t> r = t.tile(g, i);
+      const int64_t p0 = r.first, p1 = r.second, m = p1 - p0;
+      if (need_dz) {
+        const int64_t e0 = p0 * OC, n = m * OC;
+        parallel_for(n, grain_for(n, 16384), [&](int64_t a, int64_t e) {
+          act_grad_set_span(dz + e0 + a, dy + e0 + a, z ? z + e0 + a : nullptr,
+                            y ? y + e0 + a : nullptr, e - a, act);
         });
       }
+      if (cb) sum_rows(cb, gz + p0 * OC, m, OC);
+      if (!dw && !dx) continue;
+      float* buf = thread_buffer(1, m * g.Kg);
+      for (int64_t gi = 0; gi < g.G; ++gi) {
+        const float* gzt = gz + p0 * OC + gi * g.OCg;  // (m, OCg), row stride OC
+        if (dw) {
+          // dw_g (Kg, OCg) [+]= colᵀ (Kg, m) · dz (m, OCg); a chunk's partial starts at its
+          // first tile, dw itself is only ever added to.
+          im2col_parallel(buf, x, g, gi, p0, p1);
+          gemm_ld(cw + gi * g.OCg, buf, gzt, g.Kg, g.OCg, m, OC, g.Kg, OC, true, false,
+                  !dw_parts || i > t0);
+        }
+        if (dx) {
+          // dcol (m, Kg) = dz (m, OCg) · w_gᵀ (OCg, Kg), then gathered back into dx.
+          gemm_ld(buf, gzt, w + gi * g.OCg, m, g.Kg, g.OCg, g.Kg, OC, OC, false, true, false);
+          const int64_t n0 = p0 / t.per_img, n1 = (p1 - 1) / t.per_img + 1;
+          const int64_t rows = (n1 - n0) * g.H;
+          parallel_for(rows, grain_for(rows, 1), [&](int64_t a, int64_t e) {
+            for (int64_t r = a; r < e; ++r)
+              col2im_row(dx, buf, g, gi, n0 + r / g.H, r % g.H, p0, p1);
+          });
+        }
+      }
     }
-  }
+  });
+  if (db) reduce_parts(db, pb, t.chunks, OC, OC);
+  if (dw_parts) reduce_parts(dw, pw, t.chunks, KO, KO);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -797,8 +912,8 @@ void conv2d_forward(float* y, float* z, const float* x, const float* w, const fl
                            OW, dil_h, dil_w, groups);
   if (g.P() == 0 || OC == 0) return;
   switch (choose(g)) {
-    case Algo::pointwise: forward_gemm(y, z, x, w, b, g, act, true); break;
-    case Algo::im2col: forward_gemm(y, z, x, w, b, g, act, false); break;
+    case Algo::pointwise: forward_pointwise(y, z, x, w, b, g, act); break;
+    case Algo::im2col: forward_im2col(y, z, x, w, b, g, act); break;
     case Algo::direct: forward_direct(y, z, x, w, b, g, act); break;
     case Algo::depthwise: forward_depthwise(y, z, x, w, b, g, act); break;
   }
@@ -813,11 +928,16 @@ void conv2d_backward(float* dx, float* dw, float* db, float* dz, const float* dy
   const Geom g = make_geom(N, H, W, C, OC, KH, KW, stride_h, stride_w, pad_top, pad_left, OH,
                            OW, dil_h, dil_w, groups);
   if (g.P() == 0 || OC == 0) return;
+  const Algo algo = choose(g);
+  if (algo == Algo::im2col) {
+    backward_im2col(dx, dw, db, dz, dy, x, w, y, z, g, act);
+    return;
+  }
   const float* gz = grad_and_bias(db, dz, dy, y, z, g.P(), OC, act);
   if (!dx && !dw) return;
-  switch (choose(g)) {
-    case Algo::pointwise: backward_gemm(dx, dw, gz, x, w, g, true); break;
-    case Algo::im2col: backward_gemm(dx, dw, gz, x, w, g, false); break;
+  switch (algo) {
+    case Algo::pointwise: backward_pointwise(dx, dw, gz, x, w, g); break;
+    case Algo::im2col: break;
     case Algo::direct: backward_direct(dx, dw, gz, x, w, g); break;
     case Algo::depthwise: backward_depthwise(dx, dw, gz, x, w, g); break;
   }
