@@ -323,6 +323,24 @@ def test_one_and_two_threads_bitwise_identical(name, restore_threads):
         np.testing.assert_array_equal(a, b_, err_msg=what)
 
 
+@pytest.mark.parametrize("name", list(THREAD_CASES))
+@pytest.mark.parametrize("act", ["linear", "relu", "gelu"])
+def test_weight_gradients_do_not_depend_on_need_dx(name, act):
+    # The first layer asks for no dx; its dw and db must be those of the full backward.
+    c = THREAD_CASES[name]
+    rng = np.random.default_rng(14)
+    x, w, b = draw(rng, c)
+    kw = geo_kwargs(c)
+    z = np.empty((c["N"],) + ops.conv2d(x[:1], w, **kw).shape[1:], np.float32)
+    y = ops.conv2d(x, w, b, activation=act, z=z, **kw)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    full = ops.conv2d_backward(dy, x, w, y, z, activation=act, **kw)
+    part = ops.conv2d_backward(dy, x, w, y, z, activation=act, need_dx=False, **kw)
+    assert part[0] is None
+    np.testing.assert_array_equal(part[1], full[1])
+    np.testing.assert_array_equal(part[2], full[2])
+
+
 # ---------------------------------------------------------------------------------------
 # ops wrappers: out=, accumulation, need_* flags
 

@@ -706,47 +706,72 @@ FASTNN_CLONES void gather_dx_row(float* dx, const float* gz, const float* w, con
   }
 }
 
-void backward_direct(float* dx, float* dw, const float* gz, const float* x, const float* w,
-                     const Geom& g) {
-  if (dw) {
-    const int64_t OCp = round8(g.OC), K = g.KH * g.KW * g.C;
-    const int64_t Wq = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1;
+// Backward of the direct path in one pass over the output rows, in parallel over fixed
+// chunks of rows: dz for the row (into a per-thread row buffer, or into dz when dx needs
+// all of it afterwards), its column sums into the chunk's db partial, and its
+// contribution to the chunk's dw partial; partials are added in chunk order. dx then
+// gathers from dz.
+void backward_direct(float* dx, float* dw, float* db, float* dz, const float* dy,
+                     const float* x, const float* w, const float* y, const float* z,
+                     const Geom& g, Act act) {
+  const int64_t OC = g.OC, OCp = round8(OC), K = g.KH * g.KW * g.C, row = g.OW * OC;
+  const int64_t Wq = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1;
+  const bool need_dz = act != Act::linear, keep_dz = need_dz && dx;
+  const float* gz = need_dz ? dz : dy;
+  if (dw || db || keep_dz) {
     const Chunks ch = fixed_chunks(g.R(), kMaxChunks);
-    float* parts = thread_buffer(0, ch.count * K * OCp);
-    const bool padc = OCp != g.OC;
+    float* parts = dw ? thread_buffer(0, ch.count * K * OCp) : nullptr;
+    float* pdb = db ? thread_buffer(2, ch.count * OC) : nullptr;
+    const bool padc = OCp != OC;
     parallel_for(ch.count, 1, [&](int64_t ca, int64_t cb) {
-      float* rows = thread_buffer(1, g.KH * Wq * g.C + (padc ? g.OW * OCp : 0));
-      float* gp = rows + g.KH * Wq * g.C;
+      const int64_t nrows = dw ? g.KH * Wq * g.C : 0;
+      float* rows = thread_buffer(1, nrows + g.OW * OCp + row);
+      float* gp = rows + nrows;       // dz row with channels padded to OCp
+      float* gbuf = gp + g.OW * OCp;  // dz row, when dz is not kept
       int64_t* khs = thread_buffer<int64_t>(1, g.KH);
       Tap* taps = thread_buffer<Tap>(1, g.KH * g.KW * g.C);
       for (int64_t c = ca; c < cb; ++c) {
-        float* part = parts + c * K * OCp;
-        std::fill(part, part + K * OCp, 0.0f);
+        float* part = parts ? parts + c * K * OCp : nullptr;
+        float* cdb = pdb ? pdb + c * OC : nullptr;
+        if (part) std::fill(part, part + K * OCp, 0.0f);
+        if (cdb) std::fill(cdb, cdb + OC, 0.0f);
         for (int64_t r = ch.begin(c); r < ch.end(c); ++r) {
-          const int64_t n = r / g.OH, oh = r % g.OH;
-          const int64_t nkh = padded_rows(rows, khs, x, g, n, oh, Wq, g.C);
-          const float* gr = gz + r * g.OW * g.OC;
-          if (padc) {  // dz row with channels padded to OCp for whole-vector loads
+          const float* gr = dy + r * row;
+          if (need_dz) {
+            float* d = keep_dz ? dz + r * row : gbuf;
+            act_grad_set_span(d, gr, z ? z + r * row : nullptr, y ? y + r * row : nullptr,
+                              row, act);
+            gr = d;
+          }
+          if (cdb) sum_rows(cdb, gr, g.OW, OC);
+          if (!part) continue;
+          if (padc) {  // channels padded to OCp for whole-vector loads
             for (int64_t ow = 0; ow < g.OW; ++ow) {
-              std::memcpy(gp + ow * OCp, gr + ow * g.OC, size_t(g.OC) * sizeof(float));
-              std::fill(gp + ow * OCp + g.OC, gp + (ow + 1) * OCp, 0.0f);
+              std::memcpy(gp + ow * OCp, gr + ow * OC, size_t(OC) * sizeof(float));
+              std::fill(gp + ow * OCp + OC, gp + (ow + 1) * OCp, 0.0f);
             }
             gr = gp;
           }
+          const int64_t nkh = padded_rows(rows, khs, x, g, r / g.OH, r % g.OH, Wq, g.C);
           const int64_t T = direct_taps(taps, khs, nkh, Wq, g, OCp);
           direct_dw_row(part, rows, taps, T, gr, g, OCp);
         }
       }
     });
-    // dw (K, OC) += Σ_chunks parts (K, OCp), in chunk order.
-    parallel_for(K, grain_for(K, 8), [&](int64_t ka, int64_t kb) {
-      for (int64_t k = ka; k < kb; ++k)
-        for (int64_t o = 0; o < g.OC; ++o) {
-          float s = 0.0f;
-          for (int64_t c = 0; c < ch.count; ++c) s += parts[(c * K + k) * OCp + o];
-          dw[k * g.OC + o] += s;
-        }
-    });
+    if (db) reduce_parts(db, pdb, ch.count, OC, OC);
+    if (dw) {
+      // dw (K, OC) += Σ_chunks parts (K, OCp), in chunk order.
+      parallel_for(K, grain_for(K, std::max<int64_t>(1, 16384 / (OC * ch.count))),
+                   [&](int64_t ka, int64_t kb) {
+                     for (int64_t k = ka; k < kb; ++k)
+                       for (int64_t o = 0; o < OC; ++o) {
+                         float s = 0.0f;
+                         for (int64_t c = 0; c < ch.count; ++c)
+                           s += parts[(c * K + k) * OCp + o];
+                         dw[k * OC + o] += s;
+                       }
+                   });
+    }
   }
   if (dx) {
     const int64_t rows = g.N * g.H;
@@ -933,12 +958,16 @@ void conv2d_backward(float* dx, float* dw, float* db, float* dz, const float* dy
     backward_im2col(dx, dw, db, dz, dy, x, w, y, z, g, act);
     return;
   }
+  if (algo == Algo::direct) {
+    backward_direct(dx, dw, db, dz, dy, x, w, y, z, g, act);
+    return;
+  }
   const float* gz = grad_and_bias(db, dz, dy, y, z, g.P(), OC, act);
   if (!dx && !dw) return;
   switch (algo) {
     case Algo::pointwise: backward_pointwise(dx, dw, gz, x, w, g); break;
     case Algo::im2col: break;
-    case Algo::direct: backward_direct(dx, dw, gz, x, w, g); break;
+    case Algo::direct: break;
     case Algo::depthwise: backward_depthwise(dx, dw, gz, x, w, g); break;
   }
 }
