@@ -408,6 +408,16 @@ def test_layer_matches_ops_and_backward():
     np.testing.assert_array_equal(layer.dbias, want[2])
 
 
+def test_layer_softmax_over_channels():
+    rng = np.random.default_rng(15)
+    layer = L.Conv2D(5, 3, padding="same", activation="softmax")
+    x = rng.standard_normal((2, 6, 7, 3)).astype(np.float32)
+    y = layer(x)
+    logits = ops.conv2d(x, layer.kernel, layer.bias, padding="same").astype(np.float64)
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    np.testing.assert_allclose(y, e / e.sum(axis=-1, keepdims=True), rtol=1e-5, atol=1e-7)
+
+
 def test_layer_groups_dilation_no_bias_first_layer():
     rng = np.random.default_rng(13)
     layer = L.Conv2D(4, 3, dilation_rate=2, groups=2, use_bias=False, padding=2)

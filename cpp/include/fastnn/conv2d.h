@@ -16,11 +16,18 @@ namespace fastnn {
 // Groups: output channel o belongs to group g = o / (OC/groups) and reads input channels
 // [g·C/groups, (g+1)·C/groups). C and OC must be divisible by groups.
 //
-// Work space: the im2col path keeps one buffer per calling thread, grown on first use and
-// reused (like the GEMM's packing buffers); it holds a tile of at most
-// max(conv2d_tile_bytes, 16 rows) of the im2col matrix, never the whole batch, so its size
-// does not grow with N. The direct and depthwise paths need no buffer beyond a few KB of
-// per-chunk partial sums (also kept per thread).
+// Work space: kernels keep per-thread buffers, grown on first use and then reused (like
+// the GEMM's packing buffers); none grows with the batch size N:
+//  * im2col path: one tile of the im2col matrix per working thread, at most
+//    max(conv2d_tile_bytes, 16 rows of KH·KW·C/groups floats); backward adds partial sums
+//    of dw for at most 16 chunks of the batch (together at most 32 MiB, else fewer
+//    chunks) and of db;
+//  * direct path: the weights with OC rounded up to 8, KH zero-padded input rows per
+//    thread, and partial sums of dw and db for at most 32 chunks of the batch;
+//  * depthwise path: KH padded input rows (channels repeated OC/C times) per thread and
+//    partial sums of dw and db for at most 32 chunks.
+// Results are bitwise identical for any thread count: chunks depend on the shape only
+// and their partial sums are added in chunk order.
 constexpr int64_t conv2d_tile_bytes = int64_t(1) << 20;
 
 // y (N,OH,OW,OC) = act(conv(x, w) + b). z (N,OH,OW,OC), when not nullptr, receives the
