@@ -37,9 +37,9 @@ def _have(name):
         return False
 
 
+_NO_TORCH = [] if _have("torch") else [pytest.mark.skip(reason="torch is not installed")]
 IMPLS = [pytest.param("numpy", id="numpy"), pytest.param("fastnn", id="fastnn"),
-         pytest.param("torch", id="torch",
-                      marks=[] if _have("torch") else [pytest.mark.skip(reason="torch is not installed")])]
+         pytest.param("torch", id="torch", marks=_NO_TORCH)]
 
 
 @pytest.fixture(scope="module", autouse=True)

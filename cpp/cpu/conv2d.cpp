@@ -3,18 +3,20 @@
 // Four paths, chosen by shape (conv2d_algorithm):
 //  * pointwise: 1x1, stride 1, no padding — x already is the im2col matrix; the GEMM runs
 //    on it directly.
-//  * im2col: the output pixels are cut into tiles whose im2col matrix fits a bounded
-//    per-thread buffer; each tile is one GEMM per group (forward, backward-data and
-//    backward-weights), so the buffer never holds the whole batch.
+//  * im2col: the output pixels are cut into tiles (runs of whole images, or bands of one
+//    image) whose im2col matrix fits a bounded per-thread buffer; each tile is one GEMM per
+//    group for forward, backward-data (then a gathering col2im) and backward-weights, so
+//    no buffer ever holds the whole batch. Threads own tiles: one parallel region per call.
 //  * direct: few input channels (the first layer of an image model): vectorised over OC
-//    with a register tile of pixels, reading zero-padded copies of the input rows.
+//    with a register tile of pixels, reading zero-padded copies of the input rows; its
+//    backward computes dz, db and dw row by row in one pass.
 //  * depthwise: groups == C: vectorised over channels, no reduction over C at all.
 //
 // Determinism: every output element is computed by one thread in a fixed order; sums over
-// the batch (dw, db) are taken per fixed chunk of rows (chunks depend only on the shape)
-// and the chunk partials are added in chunk order, or accumulated tile after tile by the
-// GEMM, whose K order does not depend on the thread count. Results are therefore bitwise
-// identical for any number of threads.
+// the batch (dw, db) are taken per fixed chunk of the batch (chunks depend only on the
+// shape) and the chunk partials are added in chunk order; each GEMM call is the same for
+// any thread count and sums K in an order that does not depend on it. Results are
+// therefore bitwise identical for any number of threads.
 #include "fastnn/conv2d.h"
 
 #include <algorithm>
@@ -146,7 +148,8 @@ FASTNN_CLONES void sum_rows(float* part, const float* g, int64_t rows, int64_t O
 
 // out (n) += Σ_{i<count} parts[i·stride ...], parts added in order.
 void reduce_parts(float* out, const float* parts, int64_t count, int64_t stride, int64_t n) {
-  parallel_for(n, grain_for(n, std::max<int64_t>(256, 65536 / count)), [&](int64_t b, int64_t e) {
+  const int64_t grain = grain_for(n, std::max<int64_t>(256, 65536 / count));
+  parallel_for(n, grain, [&](int64_t b, int64_t e) {
     constexpr int64_t kBlock = 256;
     float s[kBlock];
     for (int64_t j0 = b; j0 < e; j0 += kBlock) {
@@ -163,8 +166,9 @@ void reduce_parts(float* out, const float* parts, int64_t count, int64_t stride,
   });
 }
 
-// Backward pass A, shared by all paths: dz = dy ⊙ act'(.) (when act is not linear) and
-// db += Σ dz, over fixed chunks of pixels. Returns the gradient the rest reads.
+// First backward pass of the pointwise and depthwise paths: dz = dy ⊙ act'(.) (when act
+// is not linear) and db += Σ dz, over fixed chunks of pixels. Returns the gradient the
+// rest reads.
 const float* grad_and_bias(float* db, float* dz, const float* dy, const float* y,
                            const float* z, int64_t P, int64_t OC, Act act) {
   const bool need_dz = act != Act::linear;

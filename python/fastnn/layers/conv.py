@@ -75,8 +75,8 @@ class Conv2D(Activated):
 
     def forward(self, x, training=False):
         if x.ndim != 4 or x.shape[1:] != self.input_shape:
-            raise ValueError(f"{self.name}: expected input (N, {', '.join(map(str, self.input_shape))}), "
-                             f"got shape {x.shape}")
+            want = ", ".join(map(str, self.input_shape))
+            raise ValueError(f"{self.name}: expected input (N, {want}), got shape {x.shape}")
         shape = (x.shape[0],) + self.output_shape
         act = self._fused_act()
         y = self.buffer("y", shape) if training else np.empty(shape, np.float32)

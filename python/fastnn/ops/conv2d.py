@@ -141,18 +141,22 @@ def check_conv_inputs(x, w, groups, op: str):
         if x.ndim == 3:
             hint = (" (for single-channel images add the channel axis, e.g. "
                     "x[..., None] or layers.Reshape((H, W, 1)))")
-        raise ValueError(f"{op}: argument 'x' must be 4-D (N, H, W, C), got shape {x.shape}{hint}")
+        raise ValueError(f"{op}: argument 'x' must be 4-D (N, H, W, C), got shape "
+                         f"{x.shape}{hint}")
     if w.ndim != 4:
-        raise ValueError(f"{op}: argument 'w' must be 4-D (KH, KW, C/groups, OC), got shape {w.shape}")
+        raise ValueError(f"{op}: argument 'w' must be 4-D (KH, KW, C/groups, OC), got shape "
+                         f"{w.shape}")
     C, OC = x.shape[3], w.shape[3]
     if C % groups:
-        raise ValueError(f"{op}: argument 'x' has C = {C} channels, not divisible by groups = {groups}")
+        raise ValueError(f"{op}: argument 'x' has C = {C} channels, not divisible by "
+                         f"groups = {groups}")
     if OC % groups:
         raise ValueError(f"{op}: argument 'w' has OC = {OC} output channels, not divisible by "
                          f"groups = {groups}")
     if w.shape[2] != C // groups:
-        raise ValueError(f"{op}: argument 'w' of shape {w.shape} expects {w.shape[2] * groups} input "
-                         f"channels (w.shape[2] * groups) but 'x' has C = {C}; w must be "
+        raise ValueError(f"{op}: argument 'w' of shape {w.shape} expects "
+                         f"{w.shape[2] * groups} input channels (w.shape[2] * groups) but "
+                         f"'x' has C = {C}; w must be "
                          f"(KH, KW, C/groups, OC) = (KH, KW, {C // groups}, OC)")
     return groups
 
