@@ -788,30 +788,94 @@ void backward_direct(float* dx, float* dw, float* db, float* dz, const float* dy
 // ---------------------------------------------------------------------------------------
 // depthwise path: groups == C, output channel o reads input channel o / (OC/C)
 
-// One output row: xrows (nkh, Wq, OC) channel-expanded padded rows; w (KH,KW,1,OC).
+// PB pixels × NV·8 channels [o0, ...) of one output row: acc = b + Σ_{kh,kw} x · w from the
+// channel-expanded padded rows xrows (nkh, Wq, OC), starting at padded column q0; then
+// the epilogue (from registers for linear/relu). xrows, w, b, yo, zo point at channel o0.
+template <int PB, int NV>
+__attribute__((always_inline)) inline void depthwise_fwd_tile(
+    float* yo, float* zo, const float* xrows, const int64_t* khs, int64_t nkh, int64_t Wq,
+    const float* w, const float* b, int64_t q0, const Geom& g, Act act) {
+  const int64_t OC = g.OC, sx = g.sw * OC;
+  v8 acc[PB][NV];
+  for (int v = 0; v < NV; ++v) {
+    const v8 bv = b ? load8(b + 8 * v) : v8{};
+    for (int j = 0; j < PB; ++j) acc[j][v] = bv;
+  }
+  for (int64_t i = 0; i < nkh; ++i) {
+    const float* xr = xrows + (i * Wq + q0) * OC;
+    const float* wk = w + khs[i] * g.KW * OC;
+    for (int64_t kw = 0; kw < g.KW; ++kw) {
+      const float* xq = xr + kw * g.dw * OC;
+      v8 wv[NV];
+      for (int v = 0; v < NV; ++v) wv[v] = load8(wk + kw * OC + 8 * v);
+      for (int j = 0; j < PB; ++j)
+        for (int v = 0; v < NV; ++v) acc[j][v] += load8(xq + j * sx + 8 * v) * wv[v];
+    }
+  }
+  if (act == Act::linear || act == Act::relu) {
+    const v8 zero{};
+    for (int j = 0; j < PB; ++j)
+      for (int v = 0; v < NV; ++v) {
+        v8 r = acc[j][v];
+        if (zo) store8(zo + j * OC + 8 * v, r);
+        if (act == Act::relu) r = r > zero ? r : zero;
+        store8(yo + j * OC + 8 * v, r);
+      }
+    return;
+  }
+  alignas(32) float tile[PB * NV * 8];
+  for (int j = 0; j < PB; ++j)
+    for (int v = 0; v < NV; ++v) store8(tile + (j * NV + v) * 8, acc[j][v]);
+  for (int j = 0; j < PB; ++j)
+    epilogue_px(yo + j * OC, zo ? zo + j * OC : nullptr, tile + j * NV * 8, nullptr, NV * 8,
+                act);
+}
+
+// Channels [o0, OC) (fewer than 8) of output pixel ow, one at a time.
+FASTNN_INLINE void depthwise_fwd_tail(float* yr, float* zr, const float* xrows,
+                                      const int64_t* khs, int64_t nkh, int64_t Wq,
+                                      const float* w, const float* b, int64_t ow, int64_t o0,
+                                      const Geom& g, Act act) {
+  const int64_t OC = g.OC;
+  float acc[8];
+  for (int64_t o = o0; o < OC; ++o) {
+    float s = b ? b[o] : 0.0f;
+    for (int64_t i = 0; i < nkh; ++i)
+      for (int64_t kw = 0; kw < g.KW; ++kw)
+        s += xrows[(i * Wq + ow * g.sw + kw * g.dw) * OC + o] * w[(khs[i] * g.KW + kw) * OC + o];
+    acc[o - o0] = s;
+  }
+  epilogue_px(yr + ow * OC + o0, zr ? zr + ow * OC + o0 : nullptr, acc, nullptr, OC - o0, act);
+}
+
+constexpr int kDwPB = 4;  // pixels per register tile (depthwise forward)
+
+// One output row: register tiles of kDwPB pixels × 16 or 8 channels, then the tails.
 FASTNN_CLONES void depthwise_fwd_row(float* yr, float* zr, const float* xrows,
                                      const int64_t* khs, int64_t nkh, int64_t Wq,
                                      const float* w, const float* b, const Geom& g, Act act) {
-  constexpr int64_t OB = 64;
-  alignas(32) float acc[OB];
   const int64_t OC = g.OC;
-  for (int64_t ow = 0; ow < g.OW; ++ow) {
-    for (int64_t o0 = 0; o0 < OC; o0 += OB) {
-      const int64_t no = std::min(OB, OC - o0);
-      for (int64_t o = 0; o < no; ++o) acc[o] = 0.0f;
-      for (int64_t i = 0; i < nkh; ++i) {
-        const float* xr = xrows + i * Wq * OC + ow * g.sw * OC + o0;
-        const float* wk = w + khs[i] * g.KW * OC + o0;
-        for (int64_t kw = 0; kw < g.KW; ++kw) {
-          const float* xq = xr + kw * g.dw * OC;
-          const float* wq = wk + kw * OC;
-#pragma omp simd
-          for (int64_t o = 0; o < no; ++o) acc[o] += xq[o] * wq[o];
-        }
-      }
-      const int64_t off = ow * OC + o0;
-      epilogue_px(yr + off, zr ? zr + off : nullptr, acc, b ? b + o0 : nullptr, no, act);
-    }
+  int64_t ow = 0;
+  for (; ow + kDwPB <= g.OW; ow += kDwPB) {
+    int64_t o = 0;
+    float* zo = zr ? zr + ow * OC : nullptr;
+    for (; o + 16 <= OC; o += 16)
+      depthwise_fwd_tile<kDwPB, 2>(yr + ow * OC + o, zo ? zo + o : nullptr, xrows + o, khs,
+                                   nkh, Wq, w + o, b ? b + o : nullptr, ow * g.sw, g, act);
+    for (; o + 8 <= OC; o += 8)
+      depthwise_fwd_tile<kDwPB, 1>(yr + ow * OC + o, zo ? zo + o : nullptr, xrows + o, khs,
+                                   nkh, Wq, w + o, b ? b + o : nullptr, ow * g.sw, g, act);
+    if (o < OC)
+      for (int64_t j = 0; j < kDwPB; ++j)
+        depthwise_fwd_tail(yr, zr, xrows, khs, nkh, Wq, w, b, ow + j, o, g, act);
+  }
+  for (; ow < g.OW; ++ow) {
+    int64_t o = 0;
+    float* zo = zr ? zr + ow * OC : nullptr;
+    for (; o + 8 <= OC; o += 8)
+      depthwise_fwd_tile<1, 1>(yr + ow * OC + o, zo ? zo + o : nullptr, xrows + o, khs, nkh,
+                               Wq, w + o, b ? b + o : nullptr, ow * g.sw, g, act);
+    if (o < OC) depthwise_fwd_tail(yr, zr, xrows, khs, nkh, Wq, w, b, ow, o, g, act);
   }
 }
 
@@ -831,21 +895,56 @@ void forward_depthwise(float* y, float* z, const float* x, const float* w, const
   });
 }
 
+// part (KW taps from kw0, NV·8 channels) += Σ_ow xr(ow; kw) · gr(ow) for one padded input
+// row xr (Wq, OC) and dz row gr (OW, OC); xr, gr and part point at the first channel.
+template <int TB, int NV>
+__attribute__((always_inline)) inline void depthwise_dw_tile(float* part, const float* xr,
+                                                            const float* gr, int64_t kw0,
+                                                            const Geom& g) {
+  const int64_t OC = g.OC, sx = g.sw * OC;
+  v8 acc[TB][NV];
+  for (int t = 0; t < TB; ++t)
+    for (int v = 0; v < NV; ++v) acc[t][v] = v8{};
+  const float* x0 = xr + kw0 * g.dw * OC;
+  for (int64_t ow = 0; ow < g.OW; ++ow) {
+    v8 gv[NV];
+    for (int v = 0; v < NV; ++v) gv[v] = load8(gr + ow * OC + 8 * v);
+    const float* xq = x0 + ow * sx;
+    for (int t = 0; t < TB; ++t)
+      for (int v = 0; v < NV; ++v) acc[t][v] += load8(xq + t * g.dw * OC + 8 * v) * gv[v];
+  }
+  for (int t = 0; t < TB; ++t)
+    for (int v = 0; v < NV; ++v) {
+      float* p = part + (kw0 + t) * OC + 8 * v;
+      store8(p, load8(p) + acc[t][v]);
+    }
+}
+
+template <int NV>
+__attribute__((always_inline)) inline void depthwise_dw_taps(float* part, const float* xr,
+                                                            const float* gr, const Geom& g) {
+  int64_t kw = 0;
+  for (; kw + 3 <= g.KW; kw += 3) depthwise_dw_tile<3, NV>(part, xr, gr, kw, g);
+  for (; kw < g.KW; ++kw) depthwise_dw_tile<1, NV>(part, xr, gr, kw, g);
+}
+
 // part (KH,KW,OC) += Σ_ow xrows(ow; kh,kw,o) · gr(ow, o) for one output row.
 FASTNN_CLONES void depthwise_dw_row(float* part, const float* xrows, const int64_t* khs,
                                     int64_t nkh, int64_t Wq, const float* gr, const Geom& g) {
   const int64_t OC = g.OC;
   for (int64_t i = 0; i < nkh; ++i) {
     const float* xr = xrows + i * Wq * OC;
-    for (int64_t kw = 0; kw < g.KW; ++kw) {
-      float* pk = part + (khs[i] * g.KW + kw) * OC;
+    float* pk = part + khs[i] * g.KW * OC;
+    int64_t o = 0;
+    for (; o + 16 <= OC; o += 16) depthwise_dw_taps<2>(pk + o, xr + o, gr + o, g);
+    for (; o + 8 <= OC; o += 8) depthwise_dw_taps<1>(pk + o, xr + o, gr + o, g);
+    if (o == OC) continue;
+    for (int64_t kw = 0; kw < g.KW; ++kw)  // channel tail, one at a time
       for (int64_t ow = 0; ow < g.OW; ++ow) {
         const float* xq = xr + (ow * g.sw + kw * g.dw) * OC;
         const float* gq = gr + ow * OC;
-#pragma omp simd
-        for (int64_t o = 0; o < OC; ++o) pk[o] += xq[o] * gq[o];
+        for (int64_t c = o; c < OC; ++c) pk[kw * OC + c] += xq[c] * gq[c];
       }
-    }
   }
 }
 
