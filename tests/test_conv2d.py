@@ -42,6 +42,7 @@ CASES = {
     "groups3-stride2": case(2, 9, 9, 9, 6, 3, strides=2, padding=1, groups=3, algo="im2col"),
     "depthwise-same": case(2, 9, 8, 12, 12, 3, padding="same", groups=12, algo="depthwise"),
     "depthwise-x2-stride2": case(2, 9, 8, 6, 12, 3, strides=2, groups=6, algo="depthwise"),
+    "depthwise-C20-same": case(2, 7, 9, 20, 20, 3, padding="same", groups=20, algo="depthwise"),
     "depthwise-5x5-dil2": case(1, 12, 11, 5, 5, 5, padding="same", dilation=2, groups=5,
                                algo="depthwise"),
     "batch1": case(1, 6, 5, 17, 9, 3, padding=1, algo="im2col"),
@@ -235,7 +236,7 @@ def test_kernels_match_twin(name):
 
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("name", ["3x3-stride2-same", "direct-C3-5x5-same",
-                                  "depthwise-x2-stride2", "1x1"])
+                                  "depthwise-x2-stride2", "depthwise-C20-same", "1x1"])
 def test_kernels_match_twin_every_activation(name, act):
     check_against_twin(CASES[name], act, use_bias=True, seed=100 + ACTS.index(act))
 
