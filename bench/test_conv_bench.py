@@ -1,68 +1,36 @@
 """Conv2D: forward, and forward + backward, for each conv layer of the MNIST CNN at batch 64.
 
+    pytest bench/test_conv_bench.py --benchmark-only     # pytest-benchmark groups
+    python bench/test_conv_bench.py [--threads 1,2]      # compact table, impls interleaved
+
 Layers (channels-last, 3x3 kernels, 'valid', relu): 28x28x1 -> 32 (the first layer: no dx),
 13x13x32 -> 64 and 5x5x64 -> 64 (the inputs after 2x2 max pooling).
 
-Groups: one per pass and layer, e.g. ``conv_fwd_bwd N=64 13x13x32->64 +dx``; in each,
+Groups: one per pass and layer, e.g. ``conv_fwd_bwd N=64 13x13x32->64 relu +dx``; in each,
 impl = numpy (fastnn.reference twin: im2col + matmul), fastnn (fastnn.ops), torch
-(F.conv2d and aten.convolution_backward on preallocated tensors, channels-last input, no
-autograd: the fastest way torch offers). extra_info holds flops per call and GFLOP/s at
-the median time. Threads are pinned to FASTNN_BENCH_THREADS (default 2).
+(F.conv2d and aten.convolution_backward on NHWC memory as channels_last tensors, weights
+in channels_last OIHW, no autograd: the fastest torch formulation we found). extra_info
+holds flops per call and GFLOP/s at the median time. The conftest pins the threads
+(FASTNN_BENCH_THREADS, default 2). The table mode reports the best time of interleaved
+rounds and the process CPU time per call, which a loaded machine disturbs less than the
+wall time.
 """
 from __future__ import annotations
 
-import importlib.util
-import os
+import sys
+import time
 
 import numpy as np
 import pytest
 
-try:  # the shared bench helpers, when this folder has them
-    import _common
-except ImportError:  # pragma: no cover - standalone use
-    _common = None
+import _common
 
 N = 64
+KH = KW = 3
 # (H, W, C, OC, need_dx)
 LAYERS = [(28, 28, 1, 32, False), (13, 13, 32, 64, True), (5, 5, 64, 64, True)]
 CASES = [pytest.param(*layer, id=f"{layer[0]}x{layer[1]}x{layer[2]}-{layer[3]}")
          for layer in LAYERS]
-KH = KW = 3
-
-
-def _have(name):
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-_NO_TORCH = [] if _have("torch") else [pytest.mark.skip(reason="torch is not installed")]
-IMPLS = [pytest.param("numpy", id="numpy"), pytest.param("fastnn", id="fastnn"),
-         pytest.param("torch", id="torch", marks=_NO_TORCH)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def pinned_threads():
-    n = int(os.environ.get("FASTNN_BENCH_THREADS", "2"))
-    if _common is not None:
-        _common.pin_threads(n, fastnn=True, torch=_have("torch"))
-    else:
-        import fastnn
-        fastnn.set_num_threads(n)
-        if _have("torch"):
-            import torch
-            torch.set_num_threads(n)
-    yield n
-
-
-def record_rate(benchmark, flops, **extra):
-    if _common is not None:
-        return _common.record_rate(benchmark, flops=flops, **extra)
-    benchmark.extra_info.update(extra, flops=int(flops))
-    med = getattr(getattr(getattr(benchmark, "stats", None), "stats", None), "median", None)
-    if med:
-        benchmark.extra_info["gflops"] = round(flops / med / 1e9, 3)
 
 
 def make_data(h, w, c, oc, seed=0):
@@ -89,7 +57,7 @@ class TorchConv:
         self.b = torch.from_numpy(b)
         self.y = None
         self.dz = torch.empty_like(self.dy)
-        self.mask = (True, True, True) if need_dx else (False, True, True)
+        self.mask = (need_dx, True, True)
         self.grads = None
 
     def forward(self):
@@ -134,23 +102,20 @@ def setup_impl(impl, h, w, c, oc, need_dx):
             close(tc.grads[0].permute(0, 2, 3, 1).numpy(), dx64, KH * KW * oc)
         return tc.forward, tc.step
 
-    if impl == "fastnn":
-        from fastnn import ops as mod
-    else:
-        from fastnn import reference as mod
+    conv2d = _common.kernel(impl, "conv2d")
+    conv2d_backward = _common.kernel(impl, "conv2d_backward")
     y = np.empty(dy.shape, np.float32)
     dx = np.zeros(x.shape, np.float32) if need_dx else None
     dw = np.zeros(k.shape, np.float32)
     db = np.zeros(oc, np.float32)
 
     def forward():
-        return mod.conv2d(x, k, b, activation="relu", out=y)
+        return conv2d(x, k, b, activation="relu", out=y)
 
     def step():
-        mod.conv2d(x, k, b, activation="relu", out=y)
+        conv2d(x, k, b, activation="relu", out=y)
         # Backward adds into dw/db/dx; their growing contents do not change the time.
-        mod.conv2d_backward(dy, x, k, y, activation="relu", need_dx=need_dx, dx=dx, dw=dw,
-                            db=db)
+        conv2d_backward(dy, x, k, y, activation="relu", need_dx=need_dx, dx=dx, dw=dw, db=db)
 
     step()
     assert np.all(np.isfinite(y)) and np.all(np.isfinite(dw))
@@ -161,20 +126,61 @@ def flops_fwd(h, w, c, oc):
     return 2 * N * (h - KH + 1) * (w - KW + 1) * KH * KW * c * oc
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("h, w, c, oc, need_dx", CASES)
 def test_conv_forward(benchmark, impl, h, w, c, oc, need_dx):
     forward, _ = setup_impl(impl, h, w, c, oc, need_dx)
     benchmark.group = f"conv_fwd N={N} {h}x{w}x{c}->{oc} relu"
     benchmark(forward)
-    record_rate(benchmark, flops_fwd(h, w, c, oc), impl=impl)
+    _common.record_rate(benchmark, flops=flops_fwd(h, w, c, oc), impl=impl)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("h, w, c, oc, need_dx", CASES)
 def test_conv_forward_backward(benchmark, impl, h, w, c, oc, need_dx):
     _, step = setup_impl(impl, h, w, c, oc, need_dx)
     benchmark.group = f"conv_fwd_bwd N={N} {h}x{w}x{c}->{oc} relu" + (" +dx" if need_dx else "")
     benchmark(step)
     # forward + dW (+ dx), each as many multiply-adds as the forward
-    record_rate(benchmark, flops_fwd(h, w, c, oc) * (3 if need_dx else 2), impl=impl)
+    _common.record_rate(benchmark, flops=flops_fwd(h, w, c, oc) * (3 if need_dx else 2),
+                        impl=impl)
+
+
+# ---- python bench/test_conv_bench.py: one table, impls timed side by side ----------------
+
+def table(threads=(1, 2), rounds=15, reps=5):
+    import os
+
+    import fastnn
+
+    impls = ["fastnn"] + (["torch"] if _common.have_module("torch") else [])
+    print(fastnn.build_info(), f"load average {os.getloadavg()}")
+    for n in threads:
+        _common.pin_threads(n, fastnn=True, torch="torch" in impls)
+        print(f"\nthreads={n}: best wall time of {rounds} interleaved rounds of {reps} calls, "
+              "and the least CPU time per call (ms); ratio = fastnn / torch")
+        print(f"{'pass':8s} {'layer':14s} " + " ".join(f"{i + ' wall':>12s} {i + ' cpu':>11s}"
+                                                     for i in impls) + "  wall/cpu ratio")
+        for (h, w, c, oc, need_dx) in LAYERS:
+            calls = {i: setup_impl(i, h, w, c, oc, need_dx) for i in impls}
+            for pas, which in (("fwd", 0), ("fwd+bwd", 1)):
+                wall = {i: float("inf") for i in impls}
+                cpu = {i: float("inf") for i in impls}
+                for _ in range(rounds):  # interleaved, so load changes hit every impl alike
+                    for i in impls:
+                        f = calls[i][which]
+                        t0, c0 = time.perf_counter(), time.process_time()
+                        for _ in range(reps):
+                            f()
+                        wall[i] = min(wall[i], (time.perf_counter() - t0) / reps)
+                        cpu[i] = min(cpu[i], (time.process_time() - c0) / reps)
+                ratio = (f"  {wall['fastnn'] / wall['torch']:.2f} / "
+                         f"{cpu['fastnn'] / cpu['torch']:.2f}") if "torch" in impls else ""
+                print(f"{pas:8s} {f'{h}x{w}x{c}->{oc}':14s} " +
+                      " ".join(f"{wall[i] * 1e3:12.3f} {cpu[i] * 1e3:11.3f}" for i in impls) +
+                      ratio, flush=True)
+
+
+if __name__ == "__main__":
+    ths = (1, 2)
+    if "--threads" in sys.argv:
+        ths = tuple(int(v) for v in sys.argv[sys.argv.index("--threads") + 1].split(","))
+    table(ths)
