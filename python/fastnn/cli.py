@@ -20,7 +20,27 @@ def _mnist_mlp(args):
     return model, (x_train, y_train), (x_test, y_test)
 
 
-MODELS = {"mnist-mlp": _mnist_mlp}
+def _mnist_cnn(args):
+    import fastnn as fn
+
+    (x_train, y_train), (x_test, y_test) = fn.datasets.mnist.load_data(args.data)
+    x_train = (x_train / 255.0).reshape(-1, 28, 28, 1)
+    x_test = (x_test / 255.0).reshape(-1, 28, 28, 1)
+    L = fn.layers
+    if args.small:
+        body = [L.Conv2D(32, 3, activation="relu", input_shape=(28, 28, 1)), L.MaxPooling2D(2),
+                L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(2), L.Flatten()]
+    else:
+        body = [L.Conv2D(32, 3, activation="relu", input_shape=(28, 28, 1)), L.MaxPooling2D(2),
+                L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(2),
+                L.Conv2D(64, 3, activation="relu"), L.Flatten(), L.Dense(64, activation="relu")]
+    model = fn.Sequential(body + [L.Dense(10, activation="softmax")], seed=args.seed)
+    model.compile(optimizer=fn.optim.Adam(learning_rate=args.lr),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model, (x_train, y_train), (x_test, y_test)
+
+
+MODELS = {"mnist-mlp": _mnist_mlp, "mnist-cnn": _mnist_cnn}
 
 
 def train(args) -> int:
@@ -58,10 +78,12 @@ def main(argv=None) -> int:
     t = sub.add_parser("train", help="train a built-in model on its dataset")
     t.add_argument("model", choices=sorted(MODELS))
     t.add_argument("--epochs", type=int, default=5)
-    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--batch-size", type=int, default=None,
+                   help="default: 32 for mnist-mlp, 64 for mnist-cnn")
     t.add_argument("--threads", type=int, default=0, help="0 = OpenMP default")
     t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--hidden", default="128", help="hidden layer sizes, e.g. 128,64")
+    t.add_argument("--hidden", default="128", help="mnist-mlp hidden layer sizes, e.g. 128,64")
+    t.add_argument("--small", action="store_true", help="mnist-cnn: the smaller CNN (two conv layers)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--data", default=None, help="dataset directory (default: $FASTNN_DATA/<name> or the cache)")
     t.add_argument("--validate", action="store_true", help="evaluate on the test set after every epoch")
@@ -69,6 +91,8 @@ def main(argv=None) -> int:
     t.add_argument("--verbose", type=int, default=1)
     args = p.parse_args(argv)
     if args.command == "train":
+        if args.batch_size is None:
+            args.batch_size = 64 if args.model == "mnist-cnn" else 32
         return train(args)
     return 2
 

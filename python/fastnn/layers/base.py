@@ -179,9 +179,10 @@ class Layer(ABC):
 
 
 def _snake(name: str) -> str:
+    """Keras-style default names: Dense -> dense, Conv2D -> conv2d, MaxPooling2D -> max_pooling2d."""
     out = []
     for i, ch in enumerate(name):
-        if ch.isupper() and i and (not name[i - 1].isupper()):
+        if ch.isupper() and i and name[i - 1].islower():
             out.append("_")
         out.append(ch.lower())
     return "".join(out)
