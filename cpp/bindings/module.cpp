@@ -19,4 +19,6 @@ PYBIND11_MODULE(_core, m) {
   bind_pool(m);
   bind_norm(m);
   bind_attention(m);
+  bind_embedding(m);
+  bind_layernorm(m);
 }
