@@ -192,9 +192,14 @@ def test_load_data_keras_semantics(tiny):
 
 # ---------------------------------------------------------------- the real files
 
+@pytest.fixture(scope="module")
+def real_texts():
+    return imdb.load_texts(REAL_ROOT / "imdb")
+
+
 @needs_real
-def test_real_imdb_counts_and_first_rows():
-    (tr, ytr), (te, yte) = imdb.load_texts()
+def test_real_imdb_counts_and_first_rows(real_texts):
+    (tr, ytr), (te, yte) = real_texts
     assert len(tr) == len(ytr) == 25000 and len(te) == len(yte) == 25000
     assert int(ytr.sum()) == 12500 and int(yte.sum()) == 12500
     assert list(ytr[:12500]) == [0] * 12500  # neg rows first
@@ -203,11 +208,18 @@ def test_real_imdb_counts_and_first_rows():
 
 
 @needs_real
-def test_short_training_on_a_subset_lowers_the_loss():
+def test_real_imdb_through_fastnn_data(monkeypatch):
+    monkeypatch.setenv("FASTNN_DATA", str(REAL_ROOT))
+    assert imdb._folder(None) == REAL_ROOT / "imdb"
+
+
+@needs_real
+def test_short_training_on_a_subset_lowers_the_loss(real_texts, num_threads):
     from fastnn.data import pad_sequences
     from fastnn.text import Tokenizer
 
-    (tr, ytr), _ = imdb.load_texts()
+    num_threads(1)  # fast on a busy machine (the result does not depend on it)
+    (tr, ytr), _ = real_texts
     rng = np.random.default_rng(0)
     idx = rng.permutation(len(tr))[:2000]
     texts, y = [tr[i] for i in idx], ytr[idx]
