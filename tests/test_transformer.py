@@ -296,3 +296,20 @@ def test_bad_arguments():
     mha = L.MultiHeadAttention(2, 4)
     with pytest.raises(ValueError, match=r"mask must have shape \(N, Tk\) = \(1, 3\)"):
         mha(np.zeros((1, 3, 4)), mask=np.ones((1, 4)))
+
+
+def test_mask_flows_only_through_layers_that_support_it(rng):
+    x = np.array([[0, 0, 3, 4], [5, 6, 7, 8]], np.float32)
+    emb = L.Embedding(10, 4, mask_zero=True, input_shape=(4,))
+    masked = fn.Sequential([emb, L.LayerNormalization(), L.GlobalAveragePooling1D()], seed=0)
+    masked.build()
+    h = masked.layers[1].forward(emb.forward(x))
+    np.testing.assert_allclose(masked.predict(x)[0], h[0, 2:].mean(0), rtol=1e-5)
+    # Dense does not declare mask support: the mask stops there (as in Keras, where a
+    # layer without supports_masking drops it).
+    dense = fn.Sequential([L.Embedding(10, 4, mask_zero=True, input_shape=(4,)), L.Dense(3),
+                           L.GlobalAveragePooling1D(keepdims=True)], seed=0)
+    out = dense.predict(x)
+    assert out.shape == (2, 1, 3)
+    d = dense.layers[1].forward(dense.layers[0].forward(x))
+    np.testing.assert_allclose(out[:, 0], d.mean(1), rtol=1e-5)
