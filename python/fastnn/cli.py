@@ -75,6 +75,7 @@ def _save_imdb(model, args):
 
 MODELS = {"mnist-mlp": _mnist_mlp, "imdb-transformer": _imdb_transformer}
 SAVERS = {"imdb-transformer": _save_imdb}  # models saved as more than one file
+EPOCHS = {"mnist-mlp": 5, "imdb-transformer": 1}  # default --epochs (imdb: later epochs overfit)
 
 
 def predict(args) -> int:
@@ -105,6 +106,8 @@ def train(args) -> int:
 
     if args.threads:
         fn.set_num_threads(args.threads)
+    if args.epochs is None:
+        args.epochs = EPOCHS[args.model]
     model, (x, y), (xt, yt) = MODELS[args.model](args)
     model.summary()
     hist = model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
@@ -134,7 +137,8 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a built-in model on its dataset")
     t.add_argument("model", choices=sorted(MODELS))
-    t.add_argument("--epochs", type=int, default=5)
+    t.add_argument("--epochs", type=int, default=None,
+                   help=f"default: {', '.join(f'{m} {e}' for m, e in EPOCHS.items())}")
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--threads", type=int, default=0, help="0 = OpenMP default")
     t.add_argument("--lr", type=float, default=1e-3)
@@ -152,7 +156,7 @@ def main(argv=None) -> int:
     g.add_argument("--key-dim", type=int, default=0, help="head size; 0 = embed-dim / heads")
     g.add_argument("--ff-dim", type=int, default=32)
     g.add_argument("--blocks", type=int, default=1, help="transformer encoder blocks")
-    g.add_argument("--dropout", type=float, default=0.1)
+    g.add_argument("--dropout", type=float, default=0.2)
     g.add_argument("--positional", choices=["learned", "sinusoidal"], default="learned")
     g.add_argument("--norm-first", action="store_true", help="pre-norm encoder blocks")
     g.add_argument("--no-mask", action="store_true", help="do not mask padding")
