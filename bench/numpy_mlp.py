@@ -17,7 +17,7 @@ What makes it a fair (strong) baseline rather than a strawman:
 - One flat float32 buffer each for parameters, gradients, Adam's m and v; the per-layer
   W and b are views into them, so the Adam step is one vectorised in-place pass over all
   parameters (10 whole-buffer ufunc calls). The state is stored pre-scaled
-  (m' = m/(1−β1), v' = v/(1−β2)), which is algebraically the same Adam update with three
+  (m' = m/(1−β1), v' = v/(1−β2)), which is algebraically the same Adam update with two
   fewer passes over memory.
 - The Adam update is Keras's: alpha_t = lr·√(1−β2^t)/(1−β1^t),
   p −= alpha_t·m/(√v + eps) with eps = 1e-7 (Keras's default).

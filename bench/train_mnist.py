@@ -114,8 +114,9 @@ def import_time_s(module, repeats=7):
 
     importtime: min over runs of the cumulative time `python -X importtime` reports for
     the top-level `import module` (what the import itself costs, insensitive to
-    interpreter start-up noise). wall: min wall time of `python -c "import module"` minus
-    min wall time of `python -c "pass"`. None where the import fails.
+    interpreter start-up noise; None if start-up already imported it). wall: min wall
+    time of `python -c "import module"` minus min wall time of `python -c "pass"`.
+    (None, None) where the import fails.
     """
     def run(args):
         t0 = time.perf_counter()
@@ -292,7 +293,8 @@ def main(argv=None):
             size, root = package_size_mb(mod)
             extras[mod] = {"import_s": it, "import_wall_s": wall, "package_mb": size,
                            "package_dir": root}
-            it_s = f"{it * 1000:.1f} ms" if it is not None else "failed"
+            it_s = (f"{it * 1000:.1f} ms" if it is not None else
+                    "import failed" if wall is None else "n/a (already imported at start-up)")
             wall_s = f"{wall * 1000:.0f} ms" if wall is not None else "failed"
             size_s = f"{size:.1f} MB" if size is not None else "?"
             print(f"import {mod}: {it_s} (-X importtime), {wall_s} (wall minus bare "

@@ -91,5 +91,6 @@ void bind_norm(py::module_& m);
 void bind_attention(py::module_& m);
 void bind_embedding(py::module_& m);
 void bind_layernorm(py::module_& m);
+void bind_conv2d(py::module_& m);
 
 }  // namespace fastnn::bind

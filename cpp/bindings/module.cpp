@@ -21,4 +21,5 @@ PYBIND11_MODULE(_core, m) {
   bind_attention(m);
   bind_embedding(m);
   bind_layernorm(m);
+  bind_conv2d(m);
 }

@@ -233,6 +233,7 @@ FASTNN_INLINE void dot_tile(float* st, int64_t lds, const float* const* a, const
     ar[r] = a[r];
     for (int c = 0; c < W; ++c) acc[r][c] = vf{};
   }
+#pragma GCC unroll 2
   for (int64_t d = 0; d < D; ++d) {
     vf b[W];
     for (int c = 0; c < W; ++c) b[c] = vload(bt + d * ldb + c * VL);
@@ -281,6 +282,7 @@ FASTNN_INLINE void axpy_tile(float* const* y, int64_t c0, const float* alpha, co
       acc[r][c] = vload(y[r] + c0 + c * VL);
       if (alpha) acc[r][c] *= alpha[r];
     }
+#pragma GCC unroll 2
   for (int64_t j = 0; j < J; ++j) {
     vf xv[W];
     for (int c = 0; c < W; ++c) xv[c] = vload(x[j] + c0 + c * VL);

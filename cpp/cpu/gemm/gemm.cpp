@@ -5,8 +5,9 @@
 //       for ic in M step mc:             A block mc×kc    (packed, or read in place)
 //         macro-kernel: for jr step nr, for ir step mr: micro-tile of C
 //
-// Threads own disjoint rectangles of C (a tm×tn grid of whole mr×nr tiles) and run this
-// loop nest on their rectangle. K is cut into blocks that depend on K alone, and every
+// Threads own disjoint rectangles of C (a tm×tn grid, cut between tiles and cache lines;
+// see gemm_ld) and run this loop nest on their rectangle, with no synchronisation but
+// the join at the end. K is cut into blocks that depend on K alone, and every
 // element of C gets the same sequence of operations wherever its tile falls, so the
 // result is bitwise the same for any thread count. Whether a block is packed changes
 // only where the kernel reads from, never the arithmetic.
@@ -20,7 +21,7 @@
 #include "fastnn/gemm.h"
 #include "gemm_internal.h"
 
-// Tuning (measured on a 2-core Zen 3; see bench/test_gemm_bench.py). Overridable with -D.
+// Tuning (measured on a 2-core Zen 3 with bench/test_gemm_bench.py). Overridable with -D.
 #ifndef FASTNN_GEMM_MIN_WORK_PER_THREAD
 #define FASTNN_GEMM_MIN_WORK_PER_THREAD 262144  // multiply-adds (~5 µs of one core)
 #endif

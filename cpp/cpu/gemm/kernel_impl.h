@@ -116,6 +116,8 @@ struct Impl {
     return std::min<int64_t>(MR, left);
   }
 
+  // C (mc,nc) = [C +] A-block (mc,kc) · B-block (kc,nc): B panels outer (one stays in L1
+  // while the A tiles stream past it), row tiles inner. See Kernel::macro.
   static void macro(float* C, int64_t ldc, const ABlock& A, const BBlock& B, int64_t mc,
                     int64_t nc, int64_t kc, bool add) {
     const auto& tk = tiles[A.k_major ? 1 : 0];
@@ -149,6 +151,7 @@ struct Impl {
         for (int64_t cc = c; cc < Cn; ++cc) dst[r * ds + cc] = src[cc * ss + r];
   }
 
+  // A tiles (mc,kc) -> k-major panels; see Kernel::pack_a.
   static void pack_a(float* dst, const float* A, int64_t lda, bool trans_a, int64_t i0,
                      int64_t k0, int64_t mc, int64_t kc) {
     for (int64_t ir = 0, m; ir < mc; ir += m, dst += MR * kc) {
@@ -168,6 +171,7 @@ struct Impl {
     }
   }
 
+  // B block (kc,nc) -> row-major nr-wide panels, zero-padded; see Kernel::pack_b.
   static void pack_b(float* dst, const float* B, int64_t ldb, bool trans_b, int64_t k0,
                      int64_t j0, int64_t kc, int64_t nc) {
     for (int64_t jr = 0; jr < nc; jr += NR, dst += NR * kc) {

@@ -20,7 +20,8 @@ namespace fastnn {
 // memory grows with T, never T² (forward and backward). Parallel over (n, head, query
 // block) forward and (n, head) backward; every output element is owned by one thread and
 // summed in a fixed order, so results are identical for any thread count. Per-task scratch
-// lives on the stack (no allocation); head sizes D > 256 use the naive twins below.
+// lives on the stack (at most ~100 KB, no allocation); head sizes D > 128 use the naive
+// twins below.
 
 // o (N,Tq,NH,D), lse (N,NH,Tq) = attention(q (N,Tq,NH,D), k (N,Tk,NH,D), v (N,Tk,NH,D)).
 // lse may be nullptr when no backward follows. o must not overlap any input.
@@ -38,7 +39,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         int64_t D, float scale, bool causal);
 
 // Plain twins with the same contracts: one query row at a time, scores recomputed instead
-// of stored. The reference for the tiled kernels and the fallback for D > 256.
+// of stored. The reference for the tiled kernels and the fallback for D > 128.
 void attention_forward_naive(float* o, float* lse, const float* q, const float* k,
                              const float* v, const uint8_t* mask, int64_t N, int64_t Tq,
                              int64_t Tk, int64_t NH, int64_t D, float scale, bool causal);

@@ -1,5 +1,6 @@
 """Layers (Keras names). Each maps a batch (N, ...) to a batch; see base.Layer."""
 from .base import Layer, register
+from .conv import Conv2D
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Reshape
 from .attention import MultiHeadAttention, TransformerEncoder
 from .embedding import Embedding, PositionalEmbedding
@@ -10,7 +11,7 @@ from .pooling import (AveragePooling2D, AvgPool2D, GlobalAveragePooling2D, Globa
                       MaxPool2D, MaxPooling2D)
 
 __all__ = ["Layer", "register", "Activation", "Dense", "Dropout", "Flatten", "Input",
-           "InputLayer", "Reshape", "MaxPooling2D", "AveragePooling2D",
+           "InputLayer", "Reshape", "Conv2D", "MaxPooling2D", "AveragePooling2D",
            "GlobalAveragePooling2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D",
            "BatchNormalization", "Embedding", "PositionalEmbedding", "LayerNormalization",
            "MultiHeadAttention", "TransformerEncoder", "GlobalAveragePooling1D",

@@ -11,6 +11,7 @@ Rules shared by every function here:
 from .attention import attention, attention_backward
 from .activation import (ACTIVATIONS, activation, activation_backward, gelu, relu, sigmoid,
                          softmax, softmax_backward, tanh)
+from .conv2d import conv2d, conv2d_backward, conv2d_geometry
 from .dense import dense, dense_backward
 from .dropout import dropout, dropout_backward
 from .embedding import embedding, embedding_backward

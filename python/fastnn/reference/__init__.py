@@ -6,6 +6,7 @@ checked by central finite differences in float64.
 from .attention import attention, attention_backward
 from .activation import (activation, activation_backward, gelu, relu, sigmoid, softmax,
                          softmax_backward, tanh)
+from .conv2d import conv2d, conv2d_backward
 from .dense import dense, dense_backward
 from .dropout import dropout, dropout_backward
 from .embedding import embedding, embedding_backward

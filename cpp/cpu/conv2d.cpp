@@ -1,0 +1,1175 @@
+// 2-D convolution, channels-last (NHWC) images, HWIO kernels. See fastnn/conv2d.h.
+//
+// Four paths, chosen by shape (conv2d_algorithm):
+//  * pointwise: 1x1, stride 1, no padding — x already is the im2col matrix; the GEMM runs
+//    on it directly.
+//  * im2col: the output pixels are cut into tiles (runs of whole images, or bands of one
+//    image) whose im2col matrix fits a bounded per-thread buffer; each tile is one GEMM per
+//    group for forward, backward-data (then a gathering col2im) and backward-weights, so
+//    no buffer ever holds the whole batch. Threads own tiles: one parallel region per call.
+//  * direct: few input channels (the first layer of an image model): vectorised over OC
+//    with a register tile of pixels, reading zero-padded copies of the input rows; its
+//    backward computes dz, db and dw row by row in one pass.
+//  * depthwise: groups == C: vectorised over channels, no reduction over C at all.
+//
+// Determinism: every output element is computed by one thread in a fixed order; sums over
+// the batch (dw, db) are taken per fixed chunk of the batch (chunks depend only on the
+// shape) and the chunk partials are added in chunk order; each GEMM call is the same for
+// any thread count and sums K in an order that does not depend on it. Results are
+// therefore bitwise identical for any number of threads.
+#include "fastnn/conv2d.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "fastnn/common.h"
+#include "fastnn/gemm.h"
+#include "vmath.h"
+
+// The v8 helpers below are always inlined into FASTNN_CLONES kernels: no 32-byte vector
+// crosses a call compiled for the baseline ISA, so GCC's ABI note does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace fastnn {
+
+namespace {
+
+// ---------------------------------------------------------------------------------------
+// Geometry
+
+struct Geom {
+  int64_t N, H, W, C, OC, KH, KW, sh, sw, pt, pl, OH, OW, dh, dw, G;
+  int64_t Cg, OCg, Kg;  // channels per group in and out, im2col row length per group
+  int64_t P() const { return N * OH * OW; }
+  int64_t R() const { return N * OH; }  // output rows (n, oh)
+};
+
+Geom make_geom(int64_t N, int64_t H, int64_t W, int64_t C, int64_t OC, int64_t KH,
+               int64_t KW, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t OH,
+               int64_t OW, int64_t dh, int64_t dw, int64_t G) {
+  Geom g{N, H, W, C, OC, KH, KW, sh, sw, pt, pl, OH, OW, dh, dw, G, C / G, OC / G, 0};
+  g.Kg = KH * KW * g.Cg;
+  return g;
+}
+
+enum class Algo { pointwise, im2col, direct, depthwise };
+
+constexpr int64_t kDirectMaxC = 4;
+
+Algo choose(const Geom& g) {
+  if (g.G > 1 && g.Cg == 1) return Algo::depthwise;
+  if (g.G == 1 && g.C <= kDirectMaxC) return Algo::direct;
+  if (g.KH == 1 && g.KW == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
+      g.OH == g.H && g.OW == g.W)
+    return Algo::pointwise;
+  return Algo::im2col;
+}
+
+// Chunks of [0, n) for parallel_for: one per thread, at least min_grain each.
+int64_t grain_for(int64_t n, int64_t min_grain) {
+  const int64_t t = num_threads();
+  const int64_t g = (n + t - 1) / t;
+  return g > min_grain ? g : min_grain;
+}
+
+// Fixed chunking of [0, n) for sums over the batch: at most `max_chunks` chunks, chosen
+// from the shape only, so the summation order never depends on the thread count.
+struct Chunks {
+  int64_t n, count;
+  int64_t begin(int64_t i) const { return i * n / count; }
+  int64_t end(int64_t i) const { return (i + 1) * n / count; }
+};
+Chunks fixed_chunks(int64_t n, int64_t max_chunks) {
+  return {n, n < max_chunks ? n : max_chunks};
+}
+constexpr int64_t kMaxChunks = 32;
+
+// Work space: per-thread buffers grown on first use and reused (see conv2d.h). Slot 0
+// and 2 are used by the calling thread, slot 1 inside parallel regions.
+template <class T = float>
+T* thread_buffer(int slot, int64_t n) {
+  thread_local std::vector<T> bufs[3];
+  std::vector<T>& v = bufs[slot];
+  if (int64_t(v.size()) < n) v.resize(size_t(n));
+  return v.data();
+}
+
+// ---------------------------------------------------------------------------------------
+// Epilogue (bias + activation, vectorised by vmath) and the activation's derivative
+
+// n values of one pixel: v = acc + b (b may be nullptr); z = v when z; y = act(v).
+// acc may alias y or z.
+FASTNN_INLINE void epilogue_px(float* y, float* z, const float* acc, const float* b,
+                               int64_t n, Act act) {
+  float* v = z ? z : y;
+  if (b) {
+#pragma omp simd
+    for (int64_t o = 0; o < n; ++o) v[o] = acc[o] + b[o];
+  } else if (v != acc) {
+    std::memcpy(v, acc, size_t(n) * sizeof(float));
+  }
+  vmath::act_span(y, v, n, act);
+}
+
+// acc (rows,OC) += b;  y (rows,OC) = act(acc). y may be acc. Like dense's epilogue: the
+// activation runs over L1-sized blocks of rows as one flat span.
+FASTNN_CLONES void bias_act_rows(float* y, float* acc, const float* b, int64_t rows,
+                                 int64_t OC, Act act) {
+  const int64_t block = OC >= 1024 ? 1 : 1024 / OC;
+  for (int64_t r0 = 0; r0 < rows; r0 += block) {
+    const int64_t r1 = std::min(rows, r0 + block);
+    if (b)
+      for (int64_t r = r0; r < r1; ++r) {
+        float* ar = acc + r * OC;
+#pragma omp simd
+        for (int64_t o = 0; o < OC; ++o) ar[o] += b[o];
+      }
+    vmath::act_span(y + r0 * OC, acc + r0 * OC, (r1 - r0) * OC, act);
+  }
+}
+
+// dz (n) = dy ⊙ act'(.): relu/sigmoid/tanh read y, gelu reads z. dz may alias dy.
+FASTNN_CLONES void act_grad_set_span(float* dz, const float* dy, const float* z,
+                                     const float* y, int64_t n, Act act) {
+  vmath::act_grad_span<false>(dz, dy, z, y, n, act);
+}
+
+// part (OC) += Σ_rows g (rows,OC), rows in order.
+FASTNN_CLONES void sum_rows(float* part, const float* g, int64_t rows, int64_t OC) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* gr = g + r * OC;
+#pragma omp simd
+    for (int64_t o = 0; o < OC; ++o) part[o] += gr[o];
+  }
+}
+
+// out (n) += Σ_{i<count} parts[i·stride ...], parts added in order.
+void reduce_parts(float* out, const float* parts, int64_t count, int64_t stride, int64_t n) {
+  const int64_t grain = grain_for(n, std::max<int64_t>(256, 65536 / count));
+  parallel_for(n, grain, [&](int64_t b, int64_t e) {
+    constexpr int64_t kBlock = 256;
+    float s[kBlock];
+    for (int64_t j0 = b; j0 < e; j0 += kBlock) {
+      const int64_t nb = std::min(kBlock, e - j0);
+      std::fill(s, s + nb, 0.0f);
+      for (int64_t i = 0; i < count; ++i) {
+        const float* p = parts + i * stride + j0;
+#pragma omp simd
+        for (int64_t j = 0; j < nb; ++j) s[j] += p[j];
+      }
+#pragma omp simd
+      for (int64_t j = 0; j < nb; ++j) out[j0 + j] += s[j];
+    }
+  });
+}
+
+// First backward pass of the pointwise and depthwise paths: dz = dy ⊙ act'(.) (when act
+// is not linear) and db += Σ dz, over fixed chunks of pixels. Returns the gradient the
+// rest reads.
+const float* grad_and_bias(float* db, float* dz, const float* dy, const float* y,
+                           const float* z, int64_t P, int64_t OC, Act act) {
+  const bool need_dz = act != Act::linear;
+  const float* g = need_dz ? dz : dy;
+  if (!need_dz && !db) return g;
+  const Chunks ch = fixed_chunks(P, kMaxChunks);
+  float* parts = db ? thread_buffer(2, ch.count * OC) : nullptr;
+  parallel_for(ch.count, 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t c = cb; c < ce; ++c) {
+      const int64_t p0 = ch.begin(c), p1 = ch.end(c);
+      // Blocks of pixels so dz is still in cache when summed.
+      float* part = parts ? parts + c * OC : nullptr;
+      if (part) std::fill(part, part + OC, 0.0f);
+      for (int64_t pa = p0; pa < p1; pa += 64) {
+        const int64_t pb = std::min(p1, pa + 64);
+        if (need_dz)
+          act_grad_set_span(dz + pa * OC, dy + pa * OC, z ? z + pa * OC : nullptr,
+                            y ? y + pa * OC : nullptr, (pb - pa) * OC, act);
+        if (part) sum_rows(part, g + pa * OC, pb - pa, OC);
+      }
+    }
+  });
+  if (db) reduce_parts(db, parts, ch.count, OC, OC);
+  return g;
+}
+
+// ---------------------------------------------------------------------------------------
+// im2col path
+
+// Rows [p0,p1) of buf (·, Kg), the im2col matrix of the pixels from pbase on, for group
+// gi; columns (kh, kw, c).
+FASTNN_CLONES void im2col_pixels(float* buf, const float* x, const Geom& g, int64_t gi,
+                                 int64_t pbase, int64_t p0, int64_t p1) {
+  const int64_t C = g.C, Cg = g.Cg, KW = g.KW;
+  const bool contiguous_kw = g.dw == 1 && Cg == C;  // a kh row is one run of KW·C floats
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t ow = p % g.OW, r = p / g.OW, oh = r % g.OH, n = r / g.OH;
+    float* col = buf + (p - pbase) * g.Kg;
+    const int64_t iw0 = ow * g.sw - g.pl;
+    for (int64_t kh = 0; kh < g.KH; ++kh) {
+      float* ck = col + kh * KW * Cg;
+      const int64_t ih = oh * g.sh - g.pt + kh * g.dh;
+      if (ih < 0 || ih >= g.H) {
+        std::fill(ck, ck + KW * Cg, 0.0f);
+        continue;
+      }
+      const float* xr = x + ((n * g.H + ih) * g.W) * C + gi * Cg;
+      if (contiguous_kw && iw0 >= 0 && iw0 + KW <= g.W) {
+        std::memcpy(ck, xr + iw0 * C, size_t(KW * C) * sizeof(float));
+        continue;
+      }
+      for (int64_t kw = 0; kw < KW; ++kw) {
+        const int64_t iw = iw0 + kw * g.dw;
+        float* d = ck + kw * Cg;
+        if (iw < 0 || iw >= g.W) std::fill(d, d + Cg, 0.0f);
+        else std::memcpy(d, xr + iw * C, size_t(Cg) * sizeof(float));
+      }
+    }
+  }
+}
+
+// dx row (n, ih), channels of group gi, += the entries of dcol (tile of pixels [p0,p1),
+// (p1-p0, Kg)) that im2col took from it. Gathers, in the order kh, iw, kw.
+FASTNN_CLONES void col2im_row(float* dx, const float* dcol, const Geom& g, int64_t gi,
+                              int64_t n, int64_t ih, int64_t p0, int64_t p1) {
+  const int64_t C = g.C, Cg = g.Cg;
+  float* dxr = dx + ((n * g.H + ih) * g.W) * C + gi * Cg;
+  for (int64_t kh = 0; kh < g.KH; ++kh) {
+    const int64_t t = ih + g.pt - kh * g.dh;
+    if (t < 0 || t % g.sh) continue;
+    const int64_t oh = t / g.sh;
+    if (oh >= g.OH) continue;
+    const int64_t rp = (n * g.OH + oh) * g.OW;  // first pixel of this output row
+    const int64_t owa = std::max<int64_t>(0, p0 - rp), owb = std::min(g.OW, p1 - rp);
+    if (owa >= owb) continue;
+    for (int64_t iw = 0; iw < g.W; ++iw) {
+      float* d = dxr + iw * C;
+      for (int64_t kw = 0; kw < g.KW; ++kw) {
+        const int64_t u = iw + g.pl - kw * g.dw;
+        if (u < 0 || u % g.sw) continue;
+        const int64_t ow = u / g.sw;
+        if (ow < owa || ow >= owb) continue;
+        const float* s = dcol + (rp + ow - p0) * g.Kg + (kh * g.KW + kw) * Cg;
+#pragma omp simd
+        for (int64_t c = 0; c < Cg; ++c) d[c] += s[c];
+      }
+    }
+  }
+}
+
+void im2col_parallel(float* buf, const float* x, const Geom& g, int64_t gi, int64_t p0,
+                     int64_t p1) {
+  parallel_for(p1 - p0, grain_for(p1 - p0, 16), [&](int64_t a, int64_t b) {
+    im2col_pixels(buf, x, g, gi, p0, p0 + a, p0 + b);
+  });
+}
+
+// Tiles of output pixels for the im2col path, chosen from the shape only. When one image's
+// im2col matrix fits conv2d_tile_bytes, a tile is a run of whole images (at most N/8 of
+// them, so there are tiles to share out); otherwise a band of output pixels of one image.
+// Tiles never share an image with another unit, so units own the rows of dx they touch.
+// Units (images in band mode, tiles otherwise) are grouped into chunks: the unit of
+// parallel work in backward, each with its own partial sums of dw and db.
+struct ColTiles {
+  int64_t per_img;       // output pixels per image
+  bool whole;            // tiles of whole images, else bands of one image
+  int64_t imgs;          // images per tile (whole)
+  int64_t band, bands;   // pixels per band, bands per image (band mode)
+  int64_t count, units;  // tiles; units of parallel work (tiles, or images)
+  int64_t chunks;        // groups of consecutive units
+
+  std::pair<int64_t, int64_t> tile(const Geom& g, int64_t i) const {
+    if (whole)
+      return {i * imgs * per_img, std::min(g.N, (i + 1) * imgs) * per_img};
+    const int64_t n = i / bands, b = i % bands;
+    return {n * per_img + b * band, n * per_img + std::min(per_img, (b + 1) * band)};
+  }
+  // Tiles [first, last) of chunk c.
+  int64_t chunk_tile(int64_t c) const {
+    const int64_t u = c * units / chunks;
+    return whole ? u : u * bands;
+  }
+};
+
+constexpr int64_t kTileChunks = 16;               // at most this many chunks
+constexpr int64_t kPartialBytes = int64_t(32) << 20;  // cap on the chunks' dw partials
+
+// partial_bytes: size of one chunk's partial sums (0 when there are none).
+ColTiles col_tiles(const Geom& g, int64_t partial_bytes) {
+  ColTiles t{};
+  t.per_img = g.OH * g.OW;
+  const int64_t budget = std::max<int64_t>(1, conv2d_tile_bytes / int64_t(sizeof(float)));
+  if (t.per_img * g.Kg <= budget) {
+    t.whole = true;
+    t.imgs = std::max<int64_t>(1, std::min(budget / (t.per_img * g.Kg), (g.N + 7) / 8));
+    t.count = t.units = (g.N + t.imgs - 1) / t.imgs;
+    t.band = t.bands = 0;
+  } else {
+    t.whole = false;
+    t.band = std::min(t.per_img, std::max<int64_t>(16, budget / g.Kg));
+    t.bands = (t.per_img + t.band - 1) / t.band;
+    t.count = g.N * t.bands;
+    t.units = g.N;
+    t.imgs = 0;
+  }
+  t.chunks = std::min(t.units, kTileChunks);
+  if (partial_bytes > 0)
+    t.chunks = std::max<int64_t>(1, std::min(t.chunks, kPartialBytes / partial_bytes));
+  return t;
+}
+
+// Runs body(i) for i in [0, n): in one parallel region when there are threads and at least
+// two items (the work inside then runs serially on its thread), else in order, with the
+// work inside free to use every thread itself.
+template <class Body>
+void for_units(int64_t n, Body&& body) {
+  parallel_for(n, grain_for(n, 1), [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i) body(i);
+  });
+}
+
+// Forward, one tile: im2col per group, GEMM into y (or z), bias and activation.
+void forward_tile(float* y, float* z, const float* x, const float* w, const float* b,
+                  const Geom& g, Act act, int64_t p0, int64_t p1) {
+  const int64_t OC = g.OC, m = p1 - p0;
+  float* acc = z ? z : y;
+  float* buf = thread_buffer(1, m * g.Kg);
+  for (int64_t gi = 0; gi < g.G; ++gi) {
+    im2col_parallel(buf, x, g, gi, p0, p1);
+    // acc_g (m, OCg) = col (m, Kg) · w_g (Kg, OCg), w_g with row stride OC
+    gemm_ld(acc + p0 * OC + gi * g.OCg, buf, w + gi * g.OCg, m, g.OCg, g.Kg, OC, g.Kg, OC,
+            false, false, false);
+  }
+  if (b || act != Act::linear || acc != y)
+    parallel_for(m, grain_for(m, 16), [&](int64_t a, int64_t e) {
+      bias_act_rows(y + (p0 + a) * OC, acc + (p0 + a) * OC, b, e - a, OC, act);
+    });
+}
+
+void forward_im2col(float* y, float* z, const float* x, const float* w, const float* b,
+                    const Geom& g, Act act) {
+  const ColTiles t = col_tiles(g, 0);
+  for_units(t.count, [&](int64_t i) {
+    const std::pair<int64_t, int64_t> r = t.tile(g, i);
+    forward_tile(y, z, x, w, b, g, act, r.first, r.second);
+  });
+}
+
+// Pointwise (1x1, stride 1, no padding): x is the im2col matrix; tiles of rows of it.
+void forward_pointwise(float* y, float* z, const float* x, const float* w, const float* b,
+                       const Geom& g, Act act) {
+  const int64_t P = g.P(), OC = g.OC;
+  const int64_t Pt = std::min<int64_t>(P, std::max<int64_t>(64, conv2d_tile_bytes / 4 / OC));
+  float* acc = z ? z : y;
+  for_units((P + Pt - 1) / Pt, [&](int64_t i) {
+    const int64_t p0 = i * Pt, m = std::min(P, p0 + Pt) - p0;
+    for (int64_t gi = 0; gi < g.G; ++gi)
+      gemm_ld(acc + p0 * OC + gi * g.OCg, x + p0 * g.C + gi * g.Cg, w + gi * g.OCg, m, g.OCg,
+              g.Cg, OC, g.C, OC, false, false, false);
+    if (b || act != Act::linear || acc != y)
+      parallel_for(m, grain_for(m, 16), [&](int64_t a, int64_t e) {
+        bias_act_rows(y + (p0 + a) * OC, acc + (p0 + a) * OC, b, e - a, OC, act);
+      });
+  });
+}
+
+void backward_pointwise(float* dx, float* dw, const float* gz, const float* x, const float* w,
+                        const Geom& g) {
+  const int64_t P = g.P(), OC = g.OC;
+  for (int64_t gi = 0; gi < g.G; ++gi) {
+    // dw_g (Cg, OCg) += x_gᵀ (Cg, P) · dz_g (P, OCg)
+    if (dw)
+      gemm_ld(dw + gi * g.OCg, x + gi * g.Cg, gz + gi * g.OCg, g.Cg, g.OCg, P, OC, g.C, OC,
+              true, false, true);
+    // dx_g (P, Cg) += dz_g (P, OCg) · w_gᵀ (OCg, Cg)
+    if (dx)
+      gemm_ld(dx + gi * g.Cg, gz + gi * g.OCg, w + gi * g.OCg, P, g.Cg, g.OCg, g.C, OC, OC,
+              false, true, true);
+  }
+}
+
+// Backward of the im2col path in one pass over the tiles, chunk by chunk (in parallel
+// over chunks when there are threads): dz for the tile (when act is not linear), its
+// column sums into the chunk's db partial, dw into the chunk's partial (or straight into
+// dw when there is one chunk) by an accumulating GEMM on the tile's im2col matrix, and
+// dx by a GEMM into the same buffer and a gathering col2im. Partials are added in chunk
+// order at the end.
+void backward_im2col(float* dx, float* dw, float* db, float* dz, const float* dy,
+                     const float* x, const float* w, const float* y, const float* z,
+                     const Geom& g, Act act) {
+  const int64_t OC = g.OC, KO = g.Kg * OC;  // dw is (Kg, OC) = (KH·KW·Cg, OC)
+  const ColTiles t = col_tiles(g, dw ? KO * int64_t(sizeof(float)) : 0);
+  const bool dw_parts = dw && t.chunks > 1;
+  float* pw = dw_parts ? thread_buffer(0, t.chunks * KO) : nullptr;
+  float* pb = db ? thread_buffer(2, t.chunks * OC) : nullptr;
+  const bool need_dz = act != Act::linear;
+  const float* gz = need_dz ? dz : dy;
+  for_units(t.chunks, [&](int64_t c) {
+    float* cw = dw_parts ? pw + c * KO : dw;
+    float* cb = db ? pb + c * OC : nullptr;
+    if (cb) std::fill(cb, cb + OC, 0.0f);
+    const int64_t t0 = t.chunk_tile(c), t1 = t.chunk_tile(c + 1);
+    for (int64_t i = t0; i < t1; ++i) {
+      const std::pair<int64_t, int64_t> r = t.tile(g, i);
+      const int64_t p0 = r.first, p1 = r.second, m = p1 - p0;
+      if (need_dz) {
+        const int64_t e0 = p0 * OC, n = m * OC;
+        parallel_for(n, grain_for(n, 16384), [&](int64_t a, int64_t e) {
+          act_grad_set_span(dz + e0 + a, dy + e0 + a, z ? z + e0 + a : nullptr,
+                            y ? y + e0 + a : nullptr, e - a, act);
+        });
+      }
+      if (cb) sum_rows(cb, gz + p0 * OC, m, OC);
+      if (!dw && !dx) continue;
+      float* buf = thread_buffer(1, m * g.Kg);
+      for (int64_t gi = 0; gi < g.G; ++gi) {
+        const float* gzt = gz + p0 * OC + gi * g.OCg;  // (m, OCg), row stride OC
+        if (dw) {
+          // dw_g (Kg, OCg) [+]= colᵀ (Kg, m) · dz (m, OCg); a chunk's partial starts at its
+          // first tile, dw itself is only ever added to.
+          im2col_parallel(buf, x, g, gi, p0, p1);
+          gemm_ld(cw + gi * g.OCg, buf, gzt, g.Kg, g.OCg, m, OC, g.Kg, OC, true, false,
+                  !dw_parts || i > t0);
+        }
+        if (dx) {
+          // dcol (m, Kg) = dz (m, OCg) · w_gᵀ (OCg, Kg), then gathered back into dx.
+          gemm_ld(buf, gzt, w + gi * g.OCg, m, g.Kg, g.OCg, g.Kg, OC, OC, false, true, false);
+          const int64_t n0 = p0 / t.per_img, n1 = (p1 - 1) / t.per_img + 1;
+          const int64_t rows = (n1 - n0) * g.H;
+          parallel_for(rows, grain_for(rows, 1), [&](int64_t a, int64_t e) {
+            for (int64_t r = a; r < e; ++r)
+              col2im_row(dx, buf, g, gi, n0 + r / g.H, r % g.H, p0, p1);
+          });
+        }
+      }
+    }
+  });
+  if (db) reduce_parts(db, pb, t.chunks, OC, OC);
+  if (dw_parts) reduce_parts(dw, pw, t.chunks, KO, KO);
+}
+
+// ---------------------------------------------------------------------------------------
+// Zero-padded input rows (direct and depthwise paths)
+
+// Fills dst (Wq, CE) with input row (n, ih) shifted by pad_left, zeros outside the image.
+// CE = C, or OC for the depthwise path, where input channel c is repeated OC/C times.
+void padded_row(float* dst, const float* x, const Geom& g, int64_t n, int64_t ih, int64_t Wq,
+                int64_t CE) {
+  const float* xr = x + (n * g.H + ih) * g.W * g.C;
+  const int64_t mult = CE / g.C;
+  // Columns q in [qa, qb) hold the image (iw = q - pad_left), the others zeros.
+  const int64_t qa = std::min(Wq, g.pl), qb = std::max(qa, std::min(Wq, g.pl + g.W));
+  std::fill(dst, dst + qa * CE, 0.0f);
+  std::fill(dst + qb * CE, dst + Wq * CE, 0.0f);
+  if (mult == 1) {
+    std::memcpy(dst + qa * CE, xr + (qa - g.pl) * g.C, size_t((qb - qa) * CE) * sizeof(float));
+  } else {
+    for (int64_t q = qa; q < qb; ++q) {
+      const float* s = xr + (q - g.pl) * g.C;
+      float* d = dst + q * CE;
+      for (int64_t c = 0; c < g.C; ++c)
+        for (int64_t j = 0; j < mult; ++j) d[c * mult + j] = s[c];
+    }
+  }
+}
+
+// Builds the padded rows of output row (n, oh) into buf (KH, Wq, CE); returns the kh
+// whose input row exists (the others only read padding) in khs, their count as result.
+int64_t padded_rows(float* buf, int64_t* khs, const float* x, const Geom& g, int64_t n,
+                    int64_t oh, int64_t Wq, int64_t CE) {
+  int64_t k = 0;
+  for (int64_t kh = 0; kh < g.KH; ++kh) {
+    const int64_t ih = oh * g.sh - g.pt + kh * g.dh;
+    if (ih < 0 || ih >= g.H) continue;
+    padded_row(buf + k * Wq * CE, x, g, n, ih, Wq, CE);
+    khs[k++] = kh;
+  }
+  return k;
+}
+
+// ---------------------------------------------------------------------------------------
+// direct path: few input channels, vectorised over OC
+
+typedef float v8 __attribute__((vector_size(32), aligned(4), may_alias));
+
+__attribute__((always_inline)) inline v8 load8(const float* p) {
+  return *reinterpret_cast<const v8*>(p);
+}
+__attribute__((always_inline)) inline void store8(float* p, v8 v) {
+  *reinterpret_cast<v8*>(p) = v;
+}
+
+constexpr int kPB = 6;  // pixels per register tile (forward)
+
+// One term of an output row's sum: offset into the padded rows (nkh, Wq, C) of input
+// column 0 for tap (kh, kw, c), and of that tap's weight row in the padded weights.
+struct Tap {
+  int64_t x, w;
+};
+
+int64_t direct_taps(Tap* taps, const int64_t* khs, int64_t nkh, int64_t Wq, const Geom& g,
+                    int64_t OCp) {
+  int64_t t = 0;
+  for (int64_t i = 0; i < nkh; ++i)
+    for (int64_t kw = 0; kw < g.KW; ++kw)
+      for (int64_t c = 0; c < g.C; ++c)
+        taps[t++] = {(i * Wq + kw * g.dw) * g.C + c, ((khs[i] * g.KW + kw) * g.C + c) * OCp};
+  return t;
+}
+
+// kPB pixels × NV·8 channels: acc = bias + Σ_taps x · w, then the epilogue into y (and z),
+// straight from registers for full tiles with linear/relu. xq0 points at the padded input
+// column of the tile's first pixel; pixel j reads sC floats further per pixel.
+template <int NV>
+__attribute__((always_inline)) inline void direct_fwd_tile(
+    float* yo, float* zo, int64_t ldy, int64_t np, int64_t no, const float* xq0,
+    const Tap* taps, int64_t T, const float* wp, const float* bp, int64_t sC, Act act) {
+  v8 acc[kPB][NV];
+  for (int v = 0; v < NV; ++v) {
+    const v8 bv = load8(bp + 8 * v);
+    for (int j = 0; j < kPB; ++j) acc[j][v] = bv;
+  }
+  for (int64_t t = 0; t < T; ++t) {
+    const float* wq = wp + taps[t].w;
+    const float* xq = xq0 + taps[t].x;
+    v8 wv[NV];
+    for (int v = 0; v < NV; ++v) wv[v] = load8(wq + 8 * v);
+    for (int j = 0; j < kPB; ++j) {
+      const float xv = xq[j * sC];
+      for (int v = 0; v < NV; ++v) acc[j][v] += xv * wv[v];
+    }
+  }
+  if (np == kPB && no == 8 * NV && (act == Act::linear || act == Act::relu)) {
+    const v8 zero{};
+    for (int j = 0; j < kPB; ++j)
+      for (int v = 0; v < NV; ++v) {
+        v8 r = acc[j][v];
+        if (zo) store8(zo + j * ldy + 8 * v, r);
+        if (act == Act::relu) r = r > zero ? r : zero;
+        store8(yo + j * ldy + 8 * v, r);
+      }
+    return;
+  }
+  alignas(32) float tile[kPB * 8 * NV];
+  for (int j = 0; j < kPB; ++j)
+    for (int v = 0; v < NV; ++v) store8(tile + j * 8 * NV + 8 * v, acc[j][v]);
+  for (int64_t j = 0; j < np; ++j)
+    epilogue_px(yo + j * ldy, zo ? zo + j * ldy : nullptr, tile + j * 8 * NV, nullptr, no,
+                act);
+}
+
+// One output row (n, oh): y, z rows (OW, OC) from its padded input rows and taps.
+FASTNN_CLONES void direct_fwd_row(float* yr, float* zr, const float* xrows, const Tap* taps,
+                                  int64_t T, const float* wp, const float* bp, const Geom& g,
+                                  int64_t OCp, Act act) {
+  const int64_t OC = g.OC, sC = g.sw * g.C;
+  for (int64_t ow0 = 0; ow0 < g.OW; ow0 += kPB) {
+    const int64_t np = std::min<int64_t>(kPB, g.OW - ow0);
+    const float* xq0 = xrows + ow0 * sC;
+    for (int64_t o0 = 0; o0 < OCp;) {
+      float* yo = yr + ow0 * OC + o0;
+      float* zo = zr ? zr + ow0 * OC + o0 : nullptr;
+      if (OCp - o0 >= 16) {
+        direct_fwd_tile<2>(yo, zo, OC, np, std::min<int64_t>(16, OC - o0), xq0, taps, T,
+                           wp + o0, bp + o0, sC, act);
+        o0 += 16;
+      } else {
+        direct_fwd_tile<1>(yo, zo, OC, np, std::min<int64_t>(8, OC - o0), xq0, taps, T,
+                           wp + o0, bp + o0, sC, act);
+        o0 += 8;
+      }
+    }
+  }
+}
+
+int64_t round8(int64_t n) { return (n + 7) / 8 * 8; }
+
+// Weights (KH,KW,C,OC) copied with OC padded to OCp (zeros), bias likewise.
+void pad_weights(float* wp, float* bp, const float* w, const float* b, const Geom& g,
+                 int64_t OCp) {
+  const int64_t rows = g.KH * g.KW * g.C;
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(wp + r * OCp, w + r * g.OC, size_t(g.OC) * sizeof(float));
+    std::fill(wp + r * OCp + g.OC, wp + (r + 1) * OCp, 0.0f);
+  }
+  for (int64_t o = 0; o < OCp; ++o) bp[o] = (b && o < g.OC) ? b[o] : 0.0f;
+}
+
+void forward_direct(float* y, float* z, const float* x, const float* w, const float* b,
+                    const Geom& g, Act act) {
+  const int64_t OCp = round8(g.OC);
+  const int64_t OWr = (g.OW + kPB - 1) / kPB * kPB;
+  const int64_t Wq = (OWr - 1) * g.sw + (g.KW - 1) * g.dw + 1;
+  float* wp = thread_buffer(0, g.KH * g.KW * g.C * OCp + OCp);
+  float* bp = wp + g.KH * g.KW * g.C * OCp;
+  pad_weights(wp, bp, w, b, g, OCp);
+  const int64_t R = g.R();
+  parallel_for(R, grain_for(R, 1), [&](int64_t ra, int64_t rb) {
+    float* rows = thread_buffer(1, g.KH * Wq * g.C);
+    int64_t* khs = thread_buffer<int64_t>(1, g.KH);
+    Tap* taps = thread_buffer<Tap>(1, g.KH * g.KW * g.C);
+    for (int64_t r = ra; r < rb; ++r) {
+      const int64_t n = r / g.OH, oh = r % g.OH;
+      const int64_t nkh = padded_rows(rows, khs, x, g, n, oh, Wq, g.C);
+      const int64_t T = direct_taps(taps, khs, nkh, Wq, g, OCp);
+      direct_fwd_row(y + r * g.OW * g.OC, z ? z + r * g.OW * g.OC : nullptr, rows, taps, T,
+                     wp, bp, g, OCp, act);
+    }
+  });
+}
+
+// part (KH,KW,C,OCp) += Σ_ow xrows(ow; tap) · gr (OW, OCp) for TB taps of one output row.
+// Register tile: TB taps × NV vectors of channels, summed over the row's pixels.
+template <int TB, int NV>
+__attribute__((always_inline)) inline void direct_dw_tile(float* part, const float* xrows,
+                                                         const Tap* taps, const float* gr,
+                                                         int64_t OW, int64_t sC, int64_t OCp) {
+  v8 acc[TB][NV];
+  const float* xt[TB];
+  for (int t = 0; t < TB; ++t) {
+    xt[t] = xrows + taps[t].x;
+    for (int v = 0; v < NV; ++v) acc[t][v] = v8{};
+  }
+  for (int64_t ow = 0; ow < OW; ++ow) {
+    v8 gv[NV];
+    for (int v = 0; v < NV; ++v) gv[v] = load8(gr + ow * OCp + 8 * v);
+    for (int t = 0; t < TB; ++t) {
+      const float xv = xt[t][ow * sC];
+      for (int v = 0; v < NV; ++v) acc[t][v] += xv * gv[v];
+    }
+  }
+  for (int t = 0; t < TB; ++t)
+    for (int v = 0; v < NV; ++v) {
+      float* p = part + taps[t].w + 8 * v;
+      store8(p, load8(p) + acc[t][v]);
+    }
+}
+
+constexpr int kDwTaps = 3;  // taps per register tile (backward weights)
+
+template <int NV>
+__attribute__((always_inline)) inline void direct_dw_taps(float* part, const float* xrows,
+                                                         const Tap* taps, int64_t T,
+                                                         const float* gr, int64_t OW,
+                                                         int64_t sC, int64_t OCp) {
+  int64_t t = 0;
+  for (; t + kDwTaps <= T; t += kDwTaps)
+    direct_dw_tile<kDwTaps, NV>(part, xrows, taps + t, gr, OW, sC, OCp);
+  switch (T - t) {
+    case 2: direct_dw_tile<2, NV>(part, xrows, taps + t, gr, OW, sC, OCp); break;
+    case 1: direct_dw_tile<1, NV>(part, xrows, taps + t, gr, OW, sC, OCp); break;
+    default: break;
+  }
+}
+
+// One output row's contribution to the partial weight gradient part (KH,KW,C,OCp), from
+// its padded input rows and taps; gr is the row of dz with channels padded to OCp.
+FASTNN_CLONES void direct_dw_row(float* part, const float* xrows, const Tap* taps, int64_t T,
+                                 const float* gr, const Geom& g, int64_t OCp) {
+  const int64_t sC = g.sw * g.C;
+  for (int64_t o0 = 0; o0 < OCp;) {
+    if (OCp - o0 >= 16) {
+      direct_dw_taps<2>(part + o0, xrows, taps, T, gr + o0, g.OW, sC, OCp);
+      o0 += 16;
+    } else {
+      direct_dw_taps<1>(part + o0, xrows, taps, T, gr + o0, g.OW, sC, OCp);
+      o0 += 8;
+    }
+  }
+}
+
+// dx row (n, ih) += Σ_{kh,kw,o} dz(n,oh,ow,o) · w(kh,kw,c,o) (groups == 1), gathering.
+FASTNN_CLONES void gather_dx_row(float* dx, const float* gz, const float* w, const Geom& g,
+                                 int64_t n, int64_t ih) {
+  const int64_t C = g.C, OC = g.OC;
+  float* dxr = dx + (n * g.H + ih) * g.W * C;
+  for (int64_t kh = 0; kh < g.KH; ++kh) {
+    const int64_t t = ih + g.pt - kh * g.dh;
+    if (t < 0 || t % g.sh) continue;
+    const int64_t oh = t / g.sh;
+    if (oh >= g.OH) continue;
+    const float* grow = gz + (n * g.OH + oh) * g.OW * OC;
+    for (int64_t iw = 0; iw < g.W; ++iw) {
+      for (int64_t kw = 0; kw < g.KW; ++kw) {
+        const int64_t u = iw + g.pl - kw * g.dw;
+        if (u < 0 || u % g.sw) continue;
+        const int64_t ow = u / g.sw;
+        if (ow >= g.OW) continue;
+        const float* gp = grow + ow * OC;
+        for (int64_t c = 0; c < C; ++c) {
+          const float* wq = w + ((kh * g.KW + kw) * C + c) * OC;
+          float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+          for (int64_t o = 0; o < OC; ++o) s += gp[o] * wq[o];
+          dxr[iw * C + c] += s;
+        }
+      }
+    }
+  }
+}
+
+// Backward of the direct path in one pass over the output rows, in parallel over fixed
+// chunks of rows: dz for the row (into a per-thread row buffer, or into dz when dx needs
+// all of it afterwards), its column sums into the chunk's db partial, and its
+// contribution to the chunk's dw partial; partials are added in chunk order. dx then
+// gathers from dz.
+void backward_direct(float* dx, float* dw, float* db, float* dz, const float* dy,
+                     const float* x, const float* w, const float* y, const float* z,
+                     const Geom& g, Act act) {
+  const int64_t OC = g.OC, OCp = round8(OC), K = g.KH * g.KW * g.C, row = g.OW * OC;
+  const int64_t Wq = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1;
+  const bool need_dz = act != Act::linear, keep_dz = need_dz && dx;
+  const float* gz = need_dz ? dz : dy;
+  if (dw || db || keep_dz) {
+    const Chunks ch = fixed_chunks(g.R(), kMaxChunks);
+    float* parts = dw ? thread_buffer(0, ch.count * K * OCp) : nullptr;
+    float* pdb = db ? thread_buffer(2, ch.count * OC) : nullptr;
+    const bool padc = OCp != OC;
+    parallel_for(ch.count, 1, [&](int64_t ca, int64_t cb) {
+      const int64_t nrows = dw ? g.KH * Wq * g.C : 0;
+      float* rows = thread_buffer(1, nrows + g.OW * OCp + row);
+      float* gp = rows + nrows;       // dz row with channels padded to OCp
+      float* gbuf = gp + g.OW * OCp;  // dz row, when dz is not kept
+      int64_t* khs = thread_buffer<int64_t>(1, g.KH);
+      Tap* taps = thread_buffer<Tap>(1, g.KH * g.KW * g.C);
+      for (int64_t c = ca; c < cb; ++c) {
+        float* part = parts ? parts + c * K * OCp : nullptr;
+        float* cdb = pdb ? pdb + c * OC : nullptr;
+        if (part) std::fill(part, part + K * OCp, 0.0f);
+        if (cdb) std::fill(cdb, cdb + OC, 0.0f);
+        for (int64_t r = ch.begin(c); r < ch.end(c); ++r) {
+          const float* gr = dy + r * row;
+          if (need_dz) {
+            float* d = keep_dz ? dz + r * row : gbuf;
+            act_grad_set_span(d, gr, z ? z + r * row : nullptr, y ? y + r * row : nullptr,
+                              row, act);
+            gr = d;
+          }
+          if (cdb) sum_rows(cdb, gr, g.OW, OC);
+          if (!part) continue;
+          if (padc) {  // channels padded to OCp for whole-vector loads
+            for (int64_t ow = 0; ow < g.OW; ++ow) {
+              std::memcpy(gp + ow * OCp, gr + ow * OC, size_t(OC) * sizeof(float));
+              std::fill(gp + ow * OCp + OC, gp + (ow + 1) * OCp, 0.0f);
+            }
+            gr = gp;
+          }
+          const int64_t nkh = padded_rows(rows, khs, x, g, r / g.OH, r % g.OH, Wq, g.C);
+          const int64_t T = direct_taps(taps, khs, nkh, Wq, g, OCp);
+          direct_dw_row(part, rows, taps, T, gr, g, OCp);
+        }
+      }
+    });
+    if (db) reduce_parts(db, pdb, ch.count, OC, OC);
+    if (dw) {
+      // dw (K, OC) += Σ_chunks parts (K, OCp), in chunk order.
+      parallel_for(K, grain_for(K, std::max<int64_t>(1, 16384 / (OC * ch.count))),
+                   [&](int64_t ka, int64_t kb) {
+                     for (int64_t k = ka; k < kb; ++k)
+                       for (int64_t o = 0; o < OC; ++o) {
+                         float s = 0.0f;
+                         for (int64_t c = 0; c < ch.count; ++c)
+                           s += parts[(c * K + k) * OCp + o];
+                         dw[k * OC + o] += s;
+                       }
+                   });
+    }
+  }
+  if (dx) {
+    const int64_t rows = g.N * g.H;
+    parallel_for(rows, grain_for(rows, 1), [&](int64_t a, int64_t e) {
+      for (int64_t r = a; r < e; ++r) gather_dx_row(dx, gz, w, g, r / g.H, r % g.H);
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// depthwise path: groups == C, output channel o reads input channel o / (OC/C)
+
+// PB pixels × NV·8 channels [o0, ...) of one output row: acc = b + Σ_{kh,kw} x · w from the
+// channel-expanded padded rows xrows (nkh, Wq, OC), starting at padded column q0; then
+// the epilogue (from registers for linear/relu). xrows, w, b, yo, zo point at channel o0.
+template <int PB, int NV>
+__attribute__((always_inline)) inline void depthwise_fwd_tile(
+    float* yo, float* zo, const float* xrows, const int64_t* khs, int64_t nkh, int64_t Wq,
+    const float* w, const float* b, int64_t q0, const Geom& g, Act act) {
+  const int64_t OC = g.OC, sx = g.sw * OC;
+  v8 acc[PB][NV];
+  for (int v = 0; v < NV; ++v) {
+    const v8 bv = b ? load8(b + 8 * v) : v8{};
+    for (int j = 0; j < PB; ++j) acc[j][v] = bv;
+  }
+  for (int64_t i = 0; i < nkh; ++i) {
+    const float* xr = xrows + (i * Wq + q0) * OC;
+    const float* wk = w + khs[i] * g.KW * OC;
+    for (int64_t kw = 0; kw < g.KW; ++kw) {
+      const float* xq = xr + kw * g.dw * OC;
+      v8 wv[NV];
+      for (int v = 0; v < NV; ++v) wv[v] = load8(wk + kw * OC + 8 * v);
+      for (int j = 0; j < PB; ++j)
+        for (int v = 0; v < NV; ++v) acc[j][v] += load8(xq + j * sx + 8 * v) * wv[v];
+    }
+  }
+  if (act == Act::linear || act == Act::relu) {
+    const v8 zero{};
+    for (int j = 0; j < PB; ++j)
+      for (int v = 0; v < NV; ++v) {
+        v8 r = acc[j][v];
+        if (zo) store8(zo + j * OC + 8 * v, r);
+        if (act == Act::relu) r = r > zero ? r : zero;
+        store8(yo + j * OC + 8 * v, r);
+      }
+    return;
+  }
+  alignas(32) float tile[PB * NV * 8];
+  for (int j = 0; j < PB; ++j)
+    for (int v = 0; v < NV; ++v) store8(tile + (j * NV + v) * 8, acc[j][v]);
+  for (int j = 0; j < PB; ++j)
+    epilogue_px(yo + j * OC, zo ? zo + j * OC : nullptr, tile + j * NV * 8, nullptr, NV * 8,
+                act);
+}
+
+// Channels [o0, OC) (fewer than 8) of output pixel ow, one at a time.
+FASTNN_INLINE void depthwise_fwd_tail(float* yr, float* zr, const float* xrows,
+                                      const int64_t* khs, int64_t nkh, int64_t Wq,
+                                      const float* w, const float* b, int64_t ow, int64_t o0,
+                                      const Geom& g, Act act) {
+  const int64_t OC = g.OC;
+  float acc[8];
+  for (int64_t o = o0; o < OC; ++o) {
+    float s = b ? b[o] : 0.0f;
+    for (int64_t i = 0; i < nkh; ++i)
+      for (int64_t kw = 0; kw < g.KW; ++kw)
+        s += xrows[(i * Wq + ow * g.sw + kw * g.dw) * OC + o] * w[(khs[i] * g.KW + kw) * OC + o];
+    acc[o - o0] = s;
+  }
+  epilogue_px(yr + ow * OC + o0, zr ? zr + ow * OC + o0 : nullptr, acc, nullptr, OC - o0, act);
+}
+
+constexpr int kDwPB = 4;  // pixels per register tile (depthwise forward)
+
+// One output row: register tiles of kDwPB pixels × 16 or 8 channels, then the tails.
+FASTNN_CLONES void depthwise_fwd_row(float* yr, float* zr, const float* xrows,
+                                     const int64_t* khs, int64_t nkh, int64_t Wq,
+                                     const float* w, const float* b, const Geom& g, Act act) {
+  const int64_t OC = g.OC;
+  int64_t ow = 0;
+  for (; ow + kDwPB <= g.OW; ow += kDwPB) {
+    int64_t o = 0;
+    float* zo = zr ? zr + ow * OC : nullptr;
+    for (; o + 16 <= OC; o += 16)
+      depthwise_fwd_tile<kDwPB, 2>(yr + ow * OC + o, zo ? zo + o : nullptr, xrows + o, khs,
+                                   nkh, Wq, w + o, b ? b + o : nullptr, ow * g.sw, g, act);
+    for (; o + 8 <= OC; o += 8)
+      depthwise_fwd_tile<kDwPB, 1>(yr + ow * OC + o, zo ? zo + o : nullptr, xrows + o, khs,
+                                   nkh, Wq, w + o, b ? b + o : nullptr, ow * g.sw, g, act);
+    if (o < OC)
+      for (int64_t j = 0; j < kDwPB; ++j)
+        depthwise_fwd_tail(yr, zr, xrows, khs, nkh, Wq, w, b, ow + j, o, g, act);
+  }
+  for (; ow < g.OW; ++ow) {
+    int64_t o = 0;
+    float* zo = zr ? zr + ow * OC : nullptr;
+    for (; o + 8 <= OC; o += 8)
+      depthwise_fwd_tile<1, 1>(yr + ow * OC + o, zo ? zo + o : nullptr, xrows + o, khs, nkh,
+                               Wq, w + o, b ? b + o : nullptr, ow * g.sw, g, act);
+    if (o < OC) depthwise_fwd_tail(yr, zr, xrows, khs, nkh, Wq, w, b, ow, o, g, act);
+  }
+}
+
+void forward_depthwise(float* y, float* z, const float* x, const float* w, const float* b,
+                       const Geom& g, Act act) {
+  const int64_t Wq = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1;
+  const int64_t R = g.R();
+  parallel_for(R, grain_for(R, 1), [&](int64_t ra, int64_t rb) {
+    float* rows = thread_buffer(1, g.KH * Wq * g.OC);
+    int64_t* khs = thread_buffer<int64_t>(1, g.KH);
+    for (int64_t r = ra; r < rb; ++r) {
+      const int64_t n = r / g.OH, oh = r % g.OH;
+      const int64_t nkh = padded_rows(rows, khs, x, g, n, oh, Wq, g.OC);
+      depthwise_fwd_row(y + r * g.OW * g.OC, z ? z + r * g.OW * g.OC : nullptr, rows,
+                        khs, nkh, Wq, w, b, g, act);
+    }
+  });
+}
+
+// part (KW taps from kw0, NV·8 channels) += Σ_ow xr(ow; kw) · gr(ow) for one padded input
+// row xr (Wq, OC) and dz row gr (OW, OC); xr, gr and part point at the first channel.
+template <int TB, int NV>
+__attribute__((always_inline)) inline void depthwise_dw_tile(float* part, const float* xr,
+                                                            const float* gr, int64_t kw0,
+                                                            const Geom& g) {
+  const int64_t OC = g.OC, sx = g.sw * OC;
+  v8 acc[TB][NV];
+  for (int t = 0; t < TB; ++t)
+    for (int v = 0; v < NV; ++v) acc[t][v] = v8{};
+  const float* x0 = xr + kw0 * g.dw * OC;
+  for (int64_t ow = 0; ow < g.OW; ++ow) {
+    v8 gv[NV];
+    for (int v = 0; v < NV; ++v) gv[v] = load8(gr + ow * OC + 8 * v);
+    const float* xq = x0 + ow * sx;
+    for (int t = 0; t < TB; ++t)
+      for (int v = 0; v < NV; ++v) acc[t][v] += load8(xq + t * g.dw * OC + 8 * v) * gv[v];
+  }
+  for (int t = 0; t < TB; ++t)
+    for (int v = 0; v < NV; ++v) {
+      float* p = part + (kw0 + t) * OC + 8 * v;
+      store8(p, load8(p) + acc[t][v]);
+    }
+}
+
+template <int NV>
+__attribute__((always_inline)) inline void depthwise_dw_taps(float* part, const float* xr,
+                                                            const float* gr, const Geom& g) {
+  int64_t kw = 0;
+  for (; kw + 3 <= g.KW; kw += 3) depthwise_dw_tile<3, NV>(part, xr, gr, kw, g);
+  for (; kw < g.KW; ++kw) depthwise_dw_tile<1, NV>(part, xr, gr, kw, g);
+}
+
+// part (KH,KW,OC) += Σ_ow xrows(ow; kh,kw,o) · gr(ow, o) for one output row.
+FASTNN_CLONES void depthwise_dw_row(float* part, const float* xrows, const int64_t* khs,
+                                    int64_t nkh, int64_t Wq, const float* gr, const Geom& g) {
+  const int64_t OC = g.OC;
+  for (int64_t i = 0; i < nkh; ++i) {
+    const float* xr = xrows + i * Wq * OC;
+    float* pk = part + khs[i] * g.KW * OC;
+    int64_t o = 0;
+    for (; o + 16 <= OC; o += 16) depthwise_dw_taps<2>(pk + o, xr + o, gr + o, g);
+    for (; o + 8 <= OC; o += 8) depthwise_dw_taps<1>(pk + o, xr + o, gr + o, g);
+    if (o == OC) continue;
+    for (int64_t kw = 0; kw < g.KW; ++kw)  // channel tail, one at a time
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        const float* xq = xr + (ow * g.sw + kw * g.dw) * OC;
+        const float* gq = gr + ow * OC;
+        for (int64_t c = o; c < OC; ++c) pk[kw * OC + c] += xq[c] * gq[c];
+      }
+  }
+}
+
+// dx row (n, ih) += Σ_{kh,kw,j} dz(n,oh,ow,c·M+j) · w(kh,kw,0,c·M+j), M = OC/C.
+FASTNN_CLONES void depthwise_dx_row(float* dx, const float* gz, const float* w, const Geom& g,
+                                    int64_t n, int64_t ih) {
+  const int64_t C = g.C, OC = g.OC, M = OC / C;
+  float* dxr = dx + (n * g.H + ih) * g.W * C;
+  for (int64_t kh = 0; kh < g.KH; ++kh) {
+    const int64_t t = ih + g.pt - kh * g.dh;
+    if (t < 0 || t % g.sh) continue;
+    const int64_t oh = t / g.sh;
+    if (oh >= g.OH) continue;
+    const float* grow = gz + (n * g.OH + oh) * g.OW * OC;
+    for (int64_t iw = 0; iw < g.W; ++iw) {
+      float* d = dxr + iw * C;
+      for (int64_t kw = 0; kw < g.KW; ++kw) {
+        const int64_t u = iw + g.pl - kw * g.dw;
+        if (u < 0 || u % g.sw) continue;
+        const int64_t ow = u / g.sw;
+        if (ow >= g.OW) continue;
+        const float* gq = grow + ow * OC;
+        const float* wq = w + (kh * g.KW + kw) * OC;
+        if (M == 1) {
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) d[c] += gq[c] * wq[c];
+        } else {
+          for (int64_t c = 0; c < C; ++c) {
+            float s = 0.0f;
+            for (int64_t j = 0; j < M; ++j) s += gq[c * M + j] * wq[c * M + j];
+            d[c] += s;
+          }
+        }
+      }
+    }
+  }
+}
+
+void backward_depthwise(float* dx, float* dw, const float* gz, const float* x, const float* w,
+                        const Geom& g) {
+  if (dw) {
+    const int64_t K = g.KH * g.KW * g.OC;
+    const int64_t Wq = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1;
+    const Chunks ch = fixed_chunks(g.R(), kMaxChunks);
+    float* parts = thread_buffer(0, ch.count * K);
+    parallel_for(ch.count, 1, [&](int64_t ca, int64_t cb) {
+      float* rows = thread_buffer(1, g.KH * Wq * g.OC);
+      int64_t* khs = thread_buffer<int64_t>(1, g.KH);
+      for (int64_t c = ca; c < cb; ++c) {
+        float* part = parts + c * K;
+        std::fill(part, part + K, 0.0f);
+        for (int64_t r = ch.begin(c); r < ch.end(c); ++r) {
+          const int64_t nkh = padded_rows(rows, khs, x, g, r / g.OH, r % g.OH, Wq, g.OC);
+          depthwise_dw_row(part, rows, khs, nkh, Wq, gz + r * g.OW * g.OC, g);
+        }
+      }
+    });
+    reduce_parts(dw, parts, ch.count, K, K);
+  }
+  if (dx) {
+    const int64_t rows = g.N * g.H;
+    parallel_for(rows, grain_for(rows, 1), [&](int64_t a, int64_t e) {
+      for (int64_t r = a; r < e; ++r) depthwise_dx_row(dx, gz, w, g, r / g.H, r % g.H);
+    });
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Public entry points
+
+const char* conv2d_algorithm(int64_t N, int64_t H, int64_t W, int64_t C, int64_t OC,
+                             int64_t KH, int64_t KW, int64_t stride_h, int64_t stride_w,
+                             int64_t pad_top, int64_t pad_left, int64_t OH, int64_t OW,
+                             int64_t dil_h, int64_t dil_w, int64_t groups) {
+  const Geom g = make_geom(N, H, W, C, OC, KH, KW, stride_h, stride_w, pad_top, pad_left, OH,
+                           OW, dil_h, dil_w, groups);
+  switch (choose(g)) {
+    case Algo::pointwise: return "pointwise";
+    case Algo::direct: return "direct";
+    case Algo::depthwise: return "depthwise";
+    default: return "im2col";
+  }
+}
+
+void conv2d_forward(float* y, float* z, const float* x, const float* w, const float* b,
+                    int64_t N, int64_t H, int64_t W, int64_t C, int64_t OC, int64_t KH,
+                    int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                    int64_t pad_left, int64_t OH, int64_t OW, int64_t dil_h, int64_t dil_w,
+                    int64_t groups, Act act) {
+  const Geom g = make_geom(N, H, W, C, OC, KH, KW, stride_h, stride_w, pad_top, pad_left, OH,
+                           OW, dil_h, dil_w, groups);
+  if (g.P() == 0 || OC == 0) return;
+  switch (choose(g)) {
+    case Algo::pointwise: forward_pointwise(y, z, x, w, b, g, act); break;
+    case Algo::im2col: forward_im2col(y, z, x, w, b, g, act); break;
+    case Algo::direct: forward_direct(y, z, x, w, b, g, act); break;
+    case Algo::depthwise: forward_depthwise(y, z, x, w, b, g, act); break;
+  }
+}
+
+void conv2d_backward(float* dx, float* dw, float* db, float* dz, const float* dy,
+                     const float* x, const float* w, const float* y, const float* z,
+                     int64_t N, int64_t H, int64_t W, int64_t C, int64_t OC, int64_t KH,
+                     int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                     int64_t pad_left, int64_t OH, int64_t OW, int64_t dil_h, int64_t dil_w,
+                     int64_t groups, Act act) {
+  const Geom g = make_geom(N, H, W, C, OC, KH, KW, stride_h, stride_w, pad_top, pad_left, OH,
+                           OW, dil_h, dil_w, groups);
+  if (g.P() == 0 || OC == 0) return;
+  const Algo algo = choose(g);
+  if (algo == Algo::im2col) {
+    backward_im2col(dx, dw, db, dz, dy, x, w, y, z, g, act);
+    return;
+  }
+  if (algo == Algo::direct) {
+    backward_direct(dx, dw, db, dz, dy, x, w, y, z, g, act);
+    return;
+  }
+  const float* gz = grad_and_bias(db, dz, dy, y, z, g.P(), OC, act);
+  if (!dx && !dw) return;
+  switch (algo) {
+    case Algo::pointwise: backward_pointwise(dx, dw, gz, x, w, g); break;
+    case Algo::im2col: break;
+    case Algo::direct: break;
+    case Algo::depthwise: backward_depthwise(dx, dw, gz, x, w, g); break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Naive twins: one output element at a time, <cmath> activations.
+
+namespace {
+float act_naive(float v, Act act) {
+  switch (act) {
+    case Act::relu: return v > 0.0f ? v : 0.0f;
+    case Act::sigmoid: return vmath::exact_sigmoid(v);
+    case Act::tanh: return std::tanh(v);
+    case Act::gelu: return vmath::exact_gelu(v);
+    default: return v;
+  }
+}
+
+// act'(.) from the forward output y (relu, sigmoid, tanh) or pre-activation z (gelu).
+float act_grad_naive(float y, float z, Act act) {
+  switch (act) {
+    case Act::relu: return y > 0.0f ? 1.0f : 0.0f;
+    case Act::sigmoid: return y * (1.0f - y);
+    case Act::tanh: return 1.0f - y * y;
+    case Act::gelu: return vmath::exact_gelu_grad(z);
+    default: return 1.0f;
+  }
+}
+}  // namespace
+
+void conv2d_forward_naive(float* y, float* z, const float* x, const float* w, const float* b,
+                          int64_t N, int64_t H, int64_t W, int64_t C, int64_t OC, int64_t KH,
+                          int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                          int64_t pad_left, int64_t OH, int64_t OW, int64_t dil_h,
+                          int64_t dil_w, int64_t groups, Act act) {
+  const int64_t Cg = C / groups, OCg = OC / groups;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t oh = 0; oh < OH; ++oh)
+      for (int64_t ow = 0; ow < OW; ++ow)
+        for (int64_t o = 0; o < OC; ++o) {
+          const int64_t c0 = (o / OCg) * Cg;
+          float s = b ? b[o] : 0.0f;
+          for (int64_t kh = 0; kh < KH; ++kh) {
+            const int64_t ih = oh * stride_h - pad_top + kh * dil_h;
+            if (ih < 0 || ih >= H) continue;
+            for (int64_t kw = 0; kw < KW; ++kw) {
+              const int64_t iw = ow * stride_w - pad_left + kw * dil_w;
+              if (iw < 0 || iw >= W) continue;
+              for (int64_t c = 0; c < Cg; ++c)
+                s += x[((n * H + ih) * W + iw) * C + c0 + c] *
+                     w[((kh * KW + kw) * Cg + c) * OC + o];
+            }
+          }
+          const int64_t i = ((n * OH + oh) * OW + ow) * OC + o;
+          if (z) z[i] = s;
+          y[i] = act_naive(s, act);
+        }
+}
+
+void conv2d_backward_naive(float* dx, float* dw, float* db, float* dz, const float* dy,
+                           const float* x, const float* w, const float* y, const float* z,
+                           int64_t N, int64_t H, int64_t W, int64_t C, int64_t OC, int64_t KH,
+                           int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                           int64_t pad_left, int64_t OH, int64_t OW, int64_t dil_h,
+                           int64_t dil_w, int64_t groups, Act act) {
+  const int64_t Cg = C / groups, OCg = OC / groups, P = N * OH * OW;
+  const float* g = dy;
+  if (act != Act::linear) {
+    for (int64_t i = 0; i < P * OC; ++i)
+      dz[i] = dy[i] * act_grad_naive(y ? y[i] : 0.0f, z ? z[i] : 0.0f, act);
+    g = dz;
+  }
+  if (db)
+    for (int64_t o = 0; o < OC; ++o) {
+      float s = 0.0f;
+      for (int64_t p = 0; p < P; ++p) s += g[p * OC + o];
+      db[o] += s;
+    }
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t oh = 0; oh < OH; ++oh)
+      for (int64_t ow = 0; ow < OW; ++ow)
+        for (int64_t o = 0; o < OC; ++o) {
+          const float go = g[((n * OH + oh) * OW + ow) * OC + o];
+          const int64_t c0 = (o / OCg) * Cg;
+          for (int64_t kh = 0; kh < KH; ++kh) {
+            const int64_t ih = oh * stride_h - pad_top + kh * dil_h;
+            if (ih < 0 || ih >= H) continue;
+            for (int64_t kw = 0; kw < KW; ++kw) {
+              const int64_t iw = ow * stride_w - pad_left + kw * dil_w;
+              if (iw < 0 || iw >= W) continue;
+              for (int64_t c = 0; c < Cg; ++c) {
+                const int64_t xi = ((n * H + ih) * W + iw) * C + c0 + c;
+                const int64_t wi = ((kh * KW + kw) * Cg + c) * OC + o;
+                if (dw) dw[wi] += x[xi] * go;
+                if (dx) dx[xi] += w[wi] * go;
+              }
+            }
+          }
+        }
+}
+
+}  // namespace fastnn
