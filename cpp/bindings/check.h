@@ -89,6 +89,8 @@ void bind_dropout(py::module_& m);
 void bind_pool(py::module_& m);
 void bind_norm(py::module_& m);
 void bind_attention(py::module_& m);
+void bind_embedding(py::module_& m);
+void bind_layernorm(py::module_& m);
 void bind_conv2d(py::module_& m);
 
 }  // namespace fastnn::bind

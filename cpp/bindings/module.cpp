@@ -19,5 +19,7 @@ PYBIND11_MODULE(_core, m) {
   bind_pool(m);
   bind_norm(m);
   bind_attention(m);
+  bind_embedding(m);
+  bind_layernorm(m);
   bind_conv2d(m);
 }

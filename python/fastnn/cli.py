@@ -1,4 +1,10 @@
-"""Command line: ``python -m fastnn train mnist-mlp [--epochs N] [--batch-size B] [--threads T]``."""
+"""Command line.
+
+``python -m fastnn train mnist-mlp [--epochs N] [--batch-size B] [--threads T]``
+``python -m fastnn train mnist-cnn [--small] [--epochs N] [--batch-size B] [--threads T]``
+``python -m fastnn train imdb-transformer [--epochs N] [--maxlen 80] [--blocks 1] [--save DIR]``
+``python -m fastnn predict imdb MODEL_DIR "some review text" [...]``
+"""
 from __future__ import annotations
 
 import argparse
@@ -40,7 +46,80 @@ def _mnist_cnn(args):
     return model, (x_train, y_train), (x_test, y_test)
 
 
-MODELS = {"mnist-mlp": _mnist_mlp, "mnist-cnn": _mnist_cnn}
+def _imdb_transformer(args):
+    """Token + position embedding, transformer encoder block(s), masked average pooling,
+    dropout, Dense(20, relu), Dense(2, softmax) (the Keras text-classification example,
+    with a padding mask). The tokenizer is fitted on the training texts only."""
+    import numpy as np
+
+    import fastnn as fn
+    from fastnn.data import pad_sequences
+    from fastnn.text import Tokenizer
+
+    L = fn.layers
+    t0 = time.perf_counter()
+    (train, y_train), (test, y_test) = fn.datasets.imdb.load_texts(args.data)
+    tok = Tokenizer(num_words=args.vocab)
+    train_words = [tok.tokenize(t) for t in train]
+    tok.fit_on_texts(train_words)
+    x_train = pad_sequences(tok.texts_to_sequences(train_words), maxlen=args.maxlen)
+    x_test = pad_sequences(tok.texts_to_sequences(test), maxlen=args.maxlen)
+    print(f"imdb: {len(x_train)} train / {len(x_test)} test reviews, vocabulary "
+          f"{tok.vocabulary_size}, maxlen {args.maxlen} (prepared in "
+          f"{time.perf_counter() - t0:.1f} s)")
+    c = args.embed_dim
+    layers = [L.PositionalEmbedding(args.maxlen, c, input_dim=tok.vocabulary_size,
+                                    positional=args.positional, mask_zero=not args.no_mask,
+                                    input_shape=(args.maxlen,))]
+    layers += [L.TransformerEncoder(args.heads, args.key_dim or c // args.heads, args.ff_dim,
+                                    dropout=args.dropout, norm_first=args.norm_first)
+               for _ in range(args.blocks)]
+    layers += [L.GlobalAveragePooling1D(), L.Dropout(args.dropout),
+               L.Dense(20, activation="relu"), L.Dropout(args.dropout),
+               L.Dense(2, activation="softmax")]
+    model = fn.Sequential(layers, seed=args.seed)
+    model.compile(optimizer=fn.optim.Adam(learning_rate=args.lr),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    args.tokenizer = tok
+    return model, (x_train, np.asarray(y_train)), (x_test, np.asarray(y_test))
+
+
+def _save_imdb(model, args):
+    """DIR/model.fastnn and DIR/tokenizer.json, read back by ``predict imdb DIR``."""
+    import os
+
+    os.makedirs(args.save, exist_ok=True)
+    model.save(os.path.join(args.save, "model.fastnn"))
+    args.tokenizer.save(os.path.join(args.save, "tokenizer.json"))
+    print(f"saved model and tokenizer to {args.save}")
+
+
+MODELS = {"mnist-mlp": _mnist_mlp, "mnist-cnn": _mnist_cnn, "imdb-transformer": _imdb_transformer}
+SAVERS = {"imdb-transformer": _save_imdb}  # models saved as more than one file
+# defaults per model (imdb: later epochs overfit)
+EPOCHS = {"mnist-mlp": 5, "mnist-cnn": 5, "imdb-transformer": 1}
+BATCH = {"mnist-mlp": 32, "mnist-cnn": 64, "imdb-transformer": 32}
+
+
+def predict(args) -> int:
+    """Print the positive-review probability of each text with a model saved by
+    ``train imdb-transformer --save DIR``."""
+    import os
+
+    import fastnn as fn
+    from fastnn.data import pad_sequences
+    from fastnn.text import Tokenizer
+
+    model = fn.load_model(os.path.join(args.model_dir, "model.fastnn"))
+    tok = Tokenizer.load(os.path.join(args.model_dir, "tokenizer.json"))
+    maxlen = model.input_shape[0]
+    x = pad_sequences(tok.texts_to_sequences(args.texts), maxlen=maxlen)
+    out = model.predict(x)
+    pos = out[:, 1] if out.shape[1] == 2 else out[:, 0]
+    for p, text in zip(pos, args.texts):
+        short = text if len(text) <= 60 else text[:57] + "..."
+        print(f"{p:.4f}\t{short}")
+    return 0
 
 
 def train(args) -> int:
@@ -50,6 +129,8 @@ def train(args) -> int:
 
     if args.threads:
         fn.set_num_threads(args.threads)
+    if args.epochs is None:
+        args.epochs = EPOCHS[args.model]
     model, (x, y), (xt, yt) = MODELS[args.model](args)
     model.summary()
     hist = model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
@@ -66,7 +147,9 @@ def train(args) -> int:
     print(f"test accuracy: {acc:.4f}  test loss: {loss:.4f}")
     print(f"seconds per epoch: {per_epoch:.3f} (median; first {times[0]:.3f})  "
           f"samples/s: {len(x) / per_epoch:,.0f}  evaluate: {eval_s:.3f} s")
-    if args.save:
+    if args.save and args.model in SAVERS:
+        SAVERS[args.model](model, args)
+    elif args.save:
         model.save(args.save)
         print(f"saved to {args.save}")
     return 0
@@ -77,9 +160,10 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a built-in model on its dataset")
     t.add_argument("model", choices=sorted(MODELS))
-    t.add_argument("--epochs", type=int, default=5)
+    t.add_argument("--epochs", type=int, default=None,
+                   help=f"default: {', '.join(f'{m} {e}' for m, e in EPOCHS.items())}")
     t.add_argument("--batch-size", type=int, default=None,
-                   help="default: 32 for mnist-mlp, 64 for mnist-cnn")
+                   help=f"default: {', '.join(f'{m} {b}' for m, b in BATCH.items())}")
     t.add_argument("--threads", type=int, default=0, help="0 = OpenMP default")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--hidden", default="128", help="mnist-mlp hidden layer sizes, e.g. 128,64")
@@ -89,11 +173,29 @@ def main(argv=None) -> int:
     t.add_argument("--validate", action="store_true", help="evaluate on the test set after every epoch")
     t.add_argument("--save", default=None, help="save the trained model to this file")
     t.add_argument("--verbose", type=int, default=1)
+    g = t.add_argument_group("imdb-transformer")
+    g.add_argument("--maxlen", type=int, default=80, help="tokens kept per review (the last ones)")
+    g.add_argument("--vocab", type=int, default=10000, help="vocabulary size (ids 0 and 1 reserved)")
+    g.add_argument("--embed-dim", type=int, default=32)
+    g.add_argument("--heads", type=int, default=2)
+    g.add_argument("--key-dim", type=int, default=0, help="head size; 0 = embed-dim / heads")
+    g.add_argument("--ff-dim", type=int, default=32)
+    g.add_argument("--blocks", type=int, default=1, help="transformer encoder blocks")
+    g.add_argument("--dropout", type=float, default=0.2)
+    g.add_argument("--positional", choices=["learned", "sinusoidal"], default="learned")
+    g.add_argument("--norm-first", action="store_true", help="pre-norm encoder blocks")
+    g.add_argument("--no-mask", action="store_true", help="do not mask padding")
+    pr = sub.add_parser("predict", help="classify texts with a saved model")
+    pr.add_argument("task", choices=["imdb"])
+    pr.add_argument("model_dir", help="the folder given to train imdb-transformer --save")
+    pr.add_argument("texts", nargs="+", help="review texts")
     args = p.parse_args(argv)
     if args.command == "train":
         if args.batch_size is None:
-            args.batch_size = 64 if args.model == "mnist-cnn" else 32
+            args.batch_size = BATCH[args.model]
         return train(args)
+    if args.command == "predict":
+        return predict(args)
     return 2
 
 

@@ -187,8 +187,9 @@ class Sequential:
 
     # --- one step -------------------------------------------------------------------
     def _forward(self, x, training: bool):
+        mask = None  # padding mask (N, T) made by an Embedding(mask_zero=True), if any
         for layer in self.layers:
-            x = layer.forward(x, training)
+            x, mask = layer.forward_masked(x, training, mask)
         return x
 
     def _train_step(self, xb, yb):

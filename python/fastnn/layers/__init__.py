@@ -2,11 +2,17 @@
 from .base import Layer, register
 from .conv import Conv2D
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Reshape
+from .attention import MultiHeadAttention, TransformerEncoder
+from .embedding import Embedding, PositionalEmbedding
 from .normalization import BatchNormalization
+from .normalization_layer import LayerNormalization
+from .pooling1d import GlobalAveragePooling1D, GlobalAvgPool1D
 from .pooling import (AveragePooling2D, AvgPool2D, GlobalAveragePooling2D, GlobalAvgPool2D,
                       MaxPool2D, MaxPooling2D)
 
 __all__ = ["Layer", "register", "Activation", "Dense", "Dropout", "Flatten", "Input",
            "InputLayer", "Reshape", "Conv2D", "MaxPooling2D", "AveragePooling2D",
            "GlobalAveragePooling2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D",
-           "BatchNormalization"]
+           "BatchNormalization", "Embedding", "PositionalEmbedding", "LayerNormalization",
+           "MultiHeadAttention", "TransformerEncoder", "GlobalAveragePooling1D",
+           "GlobalAvgPool1D"]

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import inspect
+
 import numpy as np
 
 from .. import initializers
@@ -50,6 +52,9 @@ class Layer(ABC):
     """Base class: see the module docstring."""
 
     _counts: dict[str, int] = {}
+    #: Padding masks (Keras ``mask_zero``): a layer that keeps the time axis sets this to
+    #: pass the (N, T) mask of its input on to the next layer (see compute_mask).
+    supports_masking = False
 
     def __init__(self, name: str | None = None, input_shape=None, trainable: bool = True):
         if name is None:
@@ -140,6 +145,22 @@ class Layer(ABC):
     def backward(self, dy: np.ndarray):
         """Add into the parameter gradients; return dx (None if not need_input_grad)."""
 
+    # --- padding masks (as Keras) -----------------------------------------------------
+    def compute_mask(self, x, mask):
+        """The (N, T) padding mask of this layer's output (nonzero = real step), given its
+        input x and the input's mask (None: no mask). By default a layer that supports
+        masking passes the mask on and other layers drop it; an Embedding with
+        mask_zero=True makes one from its token ids."""
+        return mask if self.supports_masking else None
+
+    def forward_masked(self, x, training: bool = False, mask=None):
+        """Run forward with the input's padding mask: the mask is given to forward when
+        forward takes a ``mask`` argument. Returns (y, the output's mask)."""
+        out_mask = self.compute_mask(x, mask)
+        if mask is not None and _takes_mask(type(self)):
+            return self.forward(x, training, mask=mask), out_mask
+        return self.forward(x, training), out_mask
+
     def buffer(self, key: str, shape: tuple, dtype=np.float32, zero: bool = False) -> np.ndarray:
         """A scratch array reused from call to call while the shape stays the same."""
         k = (key, shape, np.dtype(dtype).str)
@@ -176,6 +197,17 @@ class Layer(ABC):
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}>"
+
+
+_TAKES_MASK: dict[type, bool] = {}
+
+
+def _takes_mask(cls) -> bool:
+    """Whether cls.forward accepts a ``mask`` argument (looked up once per class)."""
+    r = _TAKES_MASK.get(cls)
+    if r is None:
+        r = _TAKES_MASK[cls] = "mask" in inspect.signature(cls.forward).parameters
+    return r
 
 
 def _snake(name: str) -> str:

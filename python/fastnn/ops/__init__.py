@@ -14,7 +14,9 @@ from .activation import (ACTIVATIONS, activation, activation_backward, gelu, rel
 from .conv2d import conv2d, conv2d_backward, conv2d_geometry
 from .dense import dense, dense_backward
 from .dropout import dropout, dropout_backward
+from .embedding import embedding, embedding_backward
 from .gemm import matmul
+from .layernorm import LayerNormSaved, layer_norm, layer_norm_backward
 from .loss import (binary_cross_entropy_with_logits, categorical_cross_entropy,
                    mean_squared_error, softmax_cross_entropy)
 from .norm import BatchNormSaved, batch_norm, batch_norm_backward
