@@ -11,12 +11,12 @@ C++/OpenMP kernels (``fastnn._core``, functional wrappers in ``fastnn.ops``, Num
 """
 from . import _core
 from ._runtime import build_info, get_num_threads, set_num_threads
-from . import callbacks, datasets, initializers, layers, losses, metrics, ops, optim, reference
+from . import callbacks, data, datasets, initializers, layers, losses, metrics, ops, optim, reference, text
 from . import models
 from .models import Sequential, load_model, set_random_seed
 
 __version__ = _core.__version__
 
 __all__ = ["Sequential", "load_model", "set_random_seed", "build_info", "get_num_threads",
-           "set_num_threads", "callbacks", "datasets", "initializers", "layers", "losses",
-           "metrics", "models", "ops", "optim", "reference", "__version__"]
+           "set_num_threads", "callbacks", "data", "datasets", "initializers", "layers", "losses",
+           "metrics", "models", "ops", "optim", "reference", "text", "__version__"]
