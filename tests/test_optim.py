@@ -358,3 +358,17 @@ def test_bad_scalar_types():
         ops.adam_step(p, g, m, v, 1.0)
     with pytest.raises(TypeError, match=r"sgd_step: argument 'lr' must be a real number, got str"):
         ops.sgd_step(p, g, lr="0.1")
+
+
+def test_subnormals_flushed_inside_kernels_only():
+    # Kernels run with subnormals flushed to zero (a decayed first moment of 1e-40 reads
+    # as 0); the caller's floating-point mode is restored afterwards, so NumPy in the same
+    # thread still produces subnormals.
+    n = 1000
+    p, g = np.ones(n, np.float32), np.zeros(n, np.float32)
+    m, v = np.full(n, 1e-40, np.float32), np.ones(n, np.float32)
+    ops.adam_step(p, g, m, v, step=1)
+    assert np.all(m == 0.0)
+    np.testing.assert_array_equal(p, np.ones(n, np.float32))
+    tiny = np.float32(1e-38) / np.float32(100.0)
+    assert 0.0 < tiny < np.finfo(np.float32).tiny

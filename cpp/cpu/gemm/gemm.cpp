@@ -228,6 +228,7 @@ void gemm_ld(float* C, const float* A, const float* B, int64_t M, int64_t N, int
   }
 #endif
   if (nt <= 1) {
+    const FlushDenormals ftz;
     if (!run_block(kr, p, 0, M, 0, N)) throw std::bad_alloc();
     return;
   }
@@ -250,6 +251,7 @@ void gemm_ld(float* C, const float* A, const float* B, int64_t M, int64_t N, int
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(blocks) reduction(&& : ok)
   {
+    const FlushDenormals ftz;
     const int nth = omp_get_num_threads();
     for (int b = omp_get_thread_num(); b < blocks; b += nth) {
       const int bi = b / g.tn, bj = b % g.tn;
