@@ -294,3 +294,108 @@ def test_core_dense_bad_input():
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="dense_backward: argument 'dw' is read-only"):
         _core.dense_backward(None, ro, None, None, y, x, w)
+
+
+# ---- sparse input (dense_forward_sparse / dense_backward_sparse) ----------------------
+
+def _sparse_case(rng, N, IC, OC, zero_cols):
+    """Small integers (exact sums) with the columns `zero_cols` zero in every row."""
+    x = rng.integers(-3, 4, size=(N, IC)).astype(np.float32)
+    x[:, zero_cols] = 0.0
+    w = rng.integers(-3, 4, size=(IC, OC)).astype(np.float32)
+    b = rng.integers(-3, 4, size=OC).astype(np.float32)
+    return x, w, b
+
+
+@pytest.mark.parametrize("N,IC,OC,zero", [
+    (32, 784, 128, 400),   # the MNIST first layer: gathered
+    (1, 7, 10, 6),         # one nonzero column left
+    (3, 17, 64, 13),       # gathered, odd sizes
+    (5, 16, 9, 3),         # 13/16 nonzero > 3/4: plain dense path
+    (4, 10, 3, 10),        # all columns zero: plain dense path
+])
+@pytest.mark.parametrize("kind", ["linear", "relu", "gelu"])
+def test_dense_sparse_matches_dense(N, IC, OC, zero, kind, rng, num_threads):
+    zero_cols = rng.choice(IC, size=zero, replace=False)
+    x, w, b = _sparse_case(rng, N, IC, OC, zero_cols)
+    act = getattr(_core.Act, kind)
+    nonzero = np.flatnonzero(np.any(x != 0, axis=0))
+    gathered = 0 < len(nonzero) <= 0.75 * IC
+    for threads in (1, 2):
+        num_threads(threads)
+        y, z = np.empty((N, OC), np.float32), np.empty((N, OC), np.float32)
+        cols = np.full(IC, -1, np.int32)
+        xc, wc = np.empty((N, IC), np.float32), np.empty((IC, OC), np.float32)
+        nk = _core.dense_forward_sparse(y, z, cols, xc, wc, x, w, b, act)
+        y_ref, z_ref = np.empty_like(y), np.empty_like(z)
+        _core.dense_forward(y_ref, z_ref, x, w, b, act)
+        np.testing.assert_array_equal(z, z_ref)  # integer sums: exact
+        np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-6)
+        if not gathered:
+            assert nk == 0
+            continue
+        assert nk == len(nonzero)
+        np.testing.assert_array_equal(cols[:nk], nonzero)
+        np.testing.assert_array_equal(xc.ravel()[:N * nk].reshape(N, nk), x[:, nonzero])
+        np.testing.assert_array_equal(wc.ravel()[:nk * OC].reshape(nk, OC), w[nonzero])
+
+        dy = rng.integers(-3, 4, size=(N, OC)).astype(np.float32)
+        dw0 = rng.integers(-3, 4, size=(IC, OC)).astype(np.float32)  # gradients add up
+        db0 = rng.integers(-3, 4, size=OC).astype(np.float32)
+        dw, db, dz = dw0.copy(), db0.copy(), np.empty((N, OC), np.float32)
+        dwc = np.empty((IC, OC), np.float32)
+        _core.dense_backward_sparse(dw, db, dz, dwc, dy, cols, nk, xc, y, z, act)
+        dw_ref, db_ref, dz_ref = dw0.copy(), db0.copy(), np.empty((N, OC), np.float32)
+        _core.dense_backward(None, dw_ref, db_ref, dz_ref, dy, x, w, y_ref, z_ref, act)
+        if kind != "gelu":  # integer sums: exact
+            np.testing.assert_array_equal(dw, dw_ref)
+            np.testing.assert_array_equal(db, db_ref)
+        else:  # the same products, summed in another order
+            scale = np.abs(x).T @ np.abs(dz_ref) + np.abs(dw0)
+            assert_within(dw, dw_ref.astype(np.float64), 4 * EPS * (N + 1) * scale, "dw")
+            np.testing.assert_array_equal(db, db_ref)
+
+
+def test_dense_sparse_bad_input(rng):
+    x, w, b = _sparse_case(rng, 4, 8, 3, [0, 1, 2, 3])
+    y, cols = np.empty((4, 3), np.float32), np.empty(8, np.int32)
+    xc, wc = np.empty((4, 8), np.float32), np.empty((8, 3), np.float32)
+    with pytest.raises(TypeError, match="dense_forward_sparse: argument 'cols'.*int32"):
+        _core.dense_forward_sparse(y, None, cols.astype(np.int64), xc, wc, x, w, b)
+    with pytest.raises(ValueError, match="argument 'xc'.*must not share memory with 'x'"):
+        _core.dense_forward_sparse(y, None, cols, x, wc, x, w, b)
+    nk = _core.dense_forward_sparse(y, None, cols, xc, wc, x, w, b)
+    assert nk == 4
+    dw, dwc, dy = np.zeros_like(w), np.empty_like(w), np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match="argument 'nk' must be in \\[1, IC\\]"):
+        _core.dense_backward_sparse(dw, None, None, dwc, dy, cols, 9, xc)
+    bad = cols.copy()
+    bad[1] = bad[0]
+    with pytest.raises(ValueError, match="argument 'cols' must start with nk ascending"):
+        _core.dense_backward_sparse(dw, None, None, dwc, dy, bad, nk, xc)
+    with pytest.raises(ValueError, match="argument 'dz'.*required for activation relu"):
+        _core.dense_backward_sparse(dw, None, None, dwc, dy, cols, nk, xc, y, None,
+                                    _core.Act.relu)
+
+
+def test_dense_layer_skips_zero_input_columns(rng):
+    # The first Dense layer of a model (no input gradient) trains through the sparse pair;
+    # its loss and gradients equal those of the same model run densely.
+    import fastnn as fn
+
+    x = rng.normal(size=(16, 40)).astype(np.float32)
+    x[:, rng.choice(40, 25, replace=False)] = 0.0
+    y = rng.integers(0, 3, size=16).astype(np.int32)
+    results = []
+    for dense_first in (False, True):
+        model = fn.Sequential([fn.layers.Dense(6, activation="relu", input_shape=(40,)),
+                               fn.layers.Dense(3, activation="softmax")], seed=5)
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        model.layers[0].need_input_grad = dense_first  # True: the plain dense kernels
+        model._configure_output()
+        model._emit_logits(True)
+        loss, _ = model._loss_and_grads(x, y)
+        assert (model.layers[0]._nk > 0) == (not dense_first)
+        results.append((loss, model._grads.copy()))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5, atol=1e-7)

@@ -112,11 +112,105 @@ void def_all(py::module_& m, DenseForwardFn fwd, DenseBackwardFn bwd) {
       "relu/sigmoid/tanh read y (forward output), gelu reads z (pre-activation).");
 }
 
+// The sparse-input pair (dense.h): tuned only; their twins are the dense ones.
+void def_sparse(py::module_& m) {
+  m.def(
+      "dense_forward_sparse",
+      [](py::handle y, py::handle z, py::handle cols, py::handle xc, py::handle wc,
+         py::handle x, py::handle w, py::handle b, Act act) {
+        const char* op = "dense_forward_sparse";
+        auto X = in<float>(op, "x", x, {ANY, ANY}, "(N, IC)");
+        const int64_t N = X[0], IC = X[1];
+        auto W = in<float>(op, "w", w, {IC, ANY}, "(IC, OC)");
+        const int64_t OC = W[1];
+        auto B = in_opt<float>(op, "b", b, {OC}, "(OC,)");
+        auto Y = out<float>(op, "y", y, {N, OC}, "(N, OC)");
+        auto Z = out_opt<float>(op, "z", z, {N, OC}, "(N, OC)");
+        auto COLS = out<int32_t>(op, "cols", cols, {IC}, "(IC,)");
+        auto XC = out<float>(op, "xc", xc, {N, IC}, "(N, IC)");
+        auto WC = out<float>(op, "wc", wc, {IC, OC}, "(IC, OC)");
+        const std::pair<const char*, const Buf<float>*> outs[] = {
+            {"y", &Y}, {"z", &Z}, {"xc", &XC}, {"wc", &WC}};
+        const std::pair<const char*, const Buf<float>*> all[] = {
+            {"y", &Y}, {"z", &Z}, {"xc", &XC}, {"wc", &WC}, {"x", &X}, {"w", &W}, {"b", &B}};
+        for (const auto& o : outs)
+          for (const auto& i : all)
+            if (o.second != i.second) no_overlap(op, o.first, *o.second, i.first, *i.second);
+        py::gil_scoped_release nogil;
+        return dense_forward_sparse(Y.data, Z.data, COLS.data, XC.data, WC.data, X.data,
+                                    W.data, B.data, N, IC, OC, act);
+      },
+      py::arg("y"), py::arg("z"), py::arg("cols"), py::arg("xc"), py::arg("wc"),
+      py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("act") = Act::linear,
+      "dense_forward over the nonzero columns of x only. cols (IC,) int32 receives their "
+      "indices; when there are nk of them with 0 < nk <= 3/4 IC, xc (N,IC) receives "
+      "x[:, cols] in its first N*nk floats (as (N,nk)), wc (IC,OC) receives w[cols] in its "
+      "first nk*OC, y = act(xc @ wc + b) and nk is returned; otherwise it is dense_forward "
+      "on x and w and returns 0.");
+
+  m.def(
+      "dense_backward_sparse",
+      [](py::handle dw, py::handle db, py::handle dz, py::handle dwc, py::handle dy,
+         py::handle cols, int64_t nk, py::handle xc, py::handle y, py::handle z, Act act) {
+        const char* op = "dense_backward_sparse";
+        auto DY = in<float>(op, "dy", dy, {ANY, ANY}, "(N, OC)");
+        const int64_t N = DY[0], OC = DY[1];
+        auto COLS = in<int32_t>(op, "cols", cols, {ANY}, "(IC,)");
+        const int64_t IC = COLS[0];
+        if (nk < 1 || nk > IC)
+          fail_value(op, "nk", "must be in [1, IC] = [1, " + std::to_string(IC) + "], got " +
+                                   std::to_string(nk));
+        bool ascending = true;
+        for (int64_t j = 0; j < nk; ++j)
+          ascending = ascending && COLS.data[j] >= (j ? COLS.data[j - 1] + 1 : 0) &&
+                      COLS.data[j] < IC;
+        if (!ascending)
+          fail_value(op, "cols", "must start with nk ascending column indices in [0, IC)");
+        auto XC = in<float>(op, "xc", xc, {N, IC}, "(N, IC)");
+        auto Y = in_opt<float>(op, "y", y, {N, OC}, "(N, OC)");
+        auto Z = in_opt<float>(op, "z", z, {N, OC}, "(N, OC)");
+        auto DW = out_opt<float>(op, "dw", dw, {IC, OC}, "(IC, OC)");
+        auto DB = out_opt<float>(op, "db", db, {OC}, "(OC,)");
+        auto DZ = out_opt<float>(op, "dz", dz, {N, OC}, "(N, OC)");
+        auto DWC = out<float>(op, "dwc", dwc, {IC, OC}, "(IC, OC)");
+        const std::string a = act_name(act);
+        if (act != Act::linear)
+          require(DZ.data != nullptr, op, "dz",
+                  "(N, OC) scratch is required for activation " + a + ", got None");
+        if (act == Act::relu || act == Act::sigmoid || act == Act::tanh)
+          require(Y.data != nullptr, op, "y", "is required for activation " + a + ", got None");
+        if (act == Act::gelu)
+          require(Z.data != nullptr, op, "z", "is required for activation gelu, got None");
+        const std::pair<const char*, const Buf<float>*> outs[] = {
+            {"dw", &DW}, {"db", &DB}, {"dwc", &DWC}};
+        const std::pair<const char*, const Buf<float>*> all[] = {
+            {"dw", &DW}, {"db", &DB}, {"dwc", &DWC}, {"dz", &DZ},
+            {"dy", &DY}, {"xc", &XC}, {"y", &Y},     {"z", &Z}};
+        for (const auto& o : outs)
+          for (const auto& i : all)
+            if (o.second != i.second) no_overlap(op, o.first, *o.second, i.first, *i.second);
+        if (DZ.data != DY.data) no_overlap(op, "dz", DZ, "dy", DY);
+        no_overlap(op, "dz", DZ, "xc", XC);
+        no_overlap(op, "dz", DZ, "y", Y);
+        no_overlap(op, "dz", DZ, "z", Z);
+        py::gil_scoped_release nogil;
+        dense_backward_sparse(DW.data, DB.data, DZ.data, DWC.data, DY.data, COLS.data, nk,
+                              XC.data, Y.data, Z.data, N, IC, OC, act);
+      },
+      py::arg("dw"), py::arg("db"), py::arg("dz"), py::arg("dwc"), py::arg("dy"),
+      py::arg("cols"), py::arg("nk"), py::arg("xc"), py::arg("y") = py::none(),
+      py::arg("z") = py::none(), py::arg("act") = Act::linear,
+      "Backward of a gathered dense_forward_sparse (it returned nk > 0): with dz = dy * "
+      "act'(.), db += dz.sum(0) and dw[cols[:nk]] += xc_nk.T @ dz, where xc_nk is the "
+      "first N*nk floats of xc as (N, nk). dwc (IC,OC) is scratch. dw, db may be None.");
+}
+
 }  // namespace
 
 void bind_dense(py::module_& m) {
   bind_act_enum(m);
   def_all(m, &fastnn::dense_forward, &fastnn::dense_backward);
+  def_sparse(m);
   py::module_ plain = plain_module(m);
   def_all(plain, &fastnn::dense_forward_naive, &fastnn::dense_backward_naive);
 }

@@ -113,6 +113,61 @@ void dense_backward(float* dx, float* dw, float* db, float* dz, const float* dy,
   if (dx) gemm(dx, g, w, N, IC, OC, /*trans_a=*/false, /*trans_b=*/true, /*accumulate=*/true);
 }
 
+namespace {
+// cols (IC) = ascending indices of the columns of x (N,IC) with a nonzero entry; returns
+// their count. The flags are built in cols itself, then compacted in place (nk <= k).
+FASTNN_CLONES int64_t nonzero_columns(int32_t* cols, const float* x, int64_t N, int64_t IC) {
+  for (int64_t k = 0; k < IC; ++k) cols[k] = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    const float* row = x + i * IC;
+#pragma omp simd
+    for (int64_t k = 0; k < IC; ++k) cols[k] |= row[k] != 0.0f;
+  }
+  int64_t nk = 0;
+  for (int64_t k = 0; k < IC; ++k)
+    if (cols[k]) cols[nk++] = int32_t(k);
+  return nk;
+}
+}  // namespace
+
+// x (N,IC), w (IC,OC) -> xc (N,nk) = x[:, cols], wc (nk,OC) = w[cols, :]
+int64_t dense_forward_sparse(float* y, float* z, int32_t* cols, float* xc, float* wc,
+                             const float* x, const float* w, const float* b, int64_t N,
+                             int64_t IC, int64_t OC, Act act) {
+  const int64_t nk = nonzero_columns(cols, x, N, IC);
+  if (nk == 0 || 4 * nk > 3 * IC) {
+    dense_forward(y, z, x, w, b, N, IC, OC, act);
+    return 0;
+  }
+  for (int64_t i = 0; i < N; ++i)
+    for (int64_t j = 0; j < nk; ++j) xc[i * nk + j] = x[i * IC + cols[j]];
+  parallel_for(nk, vmath::row_grain(nk, OC, num_threads()), [=](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j)
+      std::memcpy(wc + j * OC, w + int64_t(cols[j]) * OC, size_t(OC) * sizeof(float));
+  });
+  dense_forward(y, z, xc, wc, b, N, nk, OC, act);
+  return nk;
+}
+
+// dz = dy ⊙ act'(.);  db += Σ_N dz;  dwc (nk,OC) = xcᵀ·dz;  dw[cols, :] += dwc
+void dense_backward_sparse(float* dw, float* db, float* dz, float* dwc, const float* dy,
+                           const int32_t* cols, int64_t nk, const float* xc, const float* y,
+                           const float* z, int64_t N, int64_t IC, int64_t OC, Act act) {
+  (void)IC;
+  dense_backward(nullptr, nullptr, db, dz, dy, xc, nullptr, y, z, N, nk, OC, act);
+  if (!dw) return;
+  const float* g = act == Act::linear ? dy : dz;
+  gemm(dwc, xc, g, nk, OC, N, /*trans_a=*/true, /*trans_b=*/false, /*accumulate=*/false);
+  parallel_for(nk, vmath::row_grain(nk, OC, num_threads()), [=](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) {
+      float* d = dw + int64_t(cols[j]) * OC;
+      const float* s = dwc + j * OC;
+#pragma omp simd
+      for (int64_t c = 0; c < OC; ++c) d[c] += s[c];
+    }
+  });
+}
+
 // ---- plain twins ----------------------------------------------------------------
 
 namespace {

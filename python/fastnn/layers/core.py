@@ -80,10 +80,22 @@ class Dense(Activated):
         z = None
         if training and act == _core.Act.gelu:
             z = self.buffer("z", (n, self.units))
-        _core.dense_forward(y, z, x2, self.kernel, self.bias if self.use_bias else None, act)
+        b = self.bias if self.use_bias else None
+        nk = 0
+        if training and not self.need_input_grad and self.trainable:
+            # The input is data: skip its all-zero columns (dense.h, dense_forward_sparse).
+            k = x2.shape[1]
+            self._cols = self.buffer("cols", (k,), np.int32)
+            self._xc = self.buffer("xc", (n, k))
+            nk = _core.dense_forward_sparse(y, z, self._cols, self._xc,
+                                            self.buffer("wc", (k, self.units)), x2,
+                                            self.kernel, b, act)
+        else:
+            _core.dense_forward(y, z, x2, self.kernel, b, act)
         y = self._finish(y)
         if training:
             self._x, self._y, self._z, self._act, self._lead = x2, y, z, act, lead
+            self._nk = nk
         return y.reshape(lead + (self.units,))
 
     def backward(self, dy):
@@ -96,6 +108,10 @@ class Dense(Activated):
         else:
             dw = db = None
         # dz doubles as the kernel's scratch: dy belongs to this step only.
+        if self._nk:
+            _core.dense_backward_sparse(dw, db, dz, self.buffer("dwc", self.kernel.shape), dz,
+                                        self._cols, self._nk, self._xc, y, self._z, self._act)
+            return None
         _core.dense_backward(dx, dw, db, dz, dz, x, self.kernel, y, self._z, self._act)
         return None if dx is None else dx.reshape(self._lead + (x.shape[1],))
 
