@@ -25,6 +25,21 @@ py::module_ plain_module(py::module_& m);
 
 namespace {
 
+// What the backward of activation `act` reads: dz scratch (unless linear), y (relu,
+// sigmoid, tanh) or z (gelu). The messages are built only on failure.
+void check_act_buffers(const char* op, Act act, const Buf<float>& DZ, const Buf<float>& Y,
+                       const Buf<float>& Z) {
+  const bool needs_y = act == Act::relu || act == Act::sigmoid || act == Act::tanh;
+  if (act != Act::linear && !DZ.data)
+    fail_value(op, "dz", std::string("(N, OC) scratch is required for activation ") +
+                             act_name(act) + ", got None");
+  if (needs_y && !Y.data)
+    fail_value(op, "y", std::string("is required for activation ") + act_name(act) +
+                            " (the forward output), got None");
+  if (act == Act::gelu && !Z.data)
+    fail_value(op, "z", "is required for activation gelu (the forward pre-activation), got None");
+}
+
 using DenseForwardFn = void (*)(float*, float*, const float*, const float*, const float*,
                                 int64_t, int64_t, int64_t, Act);
 using DenseBackwardFn = void (*)(float*, float*, float*, float*, const float*, const float*,
@@ -74,16 +89,7 @@ void def_all(py::module_& m, DenseForwardFn fwd, DenseBackwardFn bwd) {
         auto DW = out_opt<float>(op, "dw", dw, {IC, OC}, "(IC, OC)");
         auto DB = out_opt<float>(op, "db", db, {OC}, "(OC,)");
         auto DZ = out_opt<float>(op, "dz", dz, {N, OC}, "(N, OC)");
-        const std::string a = act_name(act);
-        if (act != Act::linear)
-          require(DZ.data != nullptr, op, "dz",
-                  "(N, OC) scratch is required for activation " + a + ", got None");
-        if (act == Act::relu || act == Act::sigmoid || act == Act::tanh)
-          require(Y.data != nullptr, op, "y",
-                  "is required for activation " + a + " (the forward output), got None");
-        if (act == Act::gelu)
-          require(Z.data != nullptr, op, "z",
-                  "is required for activation gelu (the forward pre-activation), got None");
+        check_act_buffers(op, act, DZ, Y, Z);
         // Gradient outputs: disjoint from each other and from everything read.
         const std::pair<const char*, const Buf<float>*> outs[] = {
             {"dx", &DX}, {"dw", &DW}, {"db", &DB}};
@@ -173,14 +179,7 @@ void def_sparse(py::module_& m) {
         auto DB = out_opt<float>(op, "db", db, {OC}, "(OC,)");
         auto DZ = out_opt<float>(op, "dz", dz, {N, OC}, "(N, OC)");
         auto DWC = out<float>(op, "dwc", dwc, {IC, OC}, "(IC, OC)");
-        const std::string a = act_name(act);
-        if (act != Act::linear)
-          require(DZ.data != nullptr, op, "dz",
-                  "(N, OC) scratch is required for activation " + a + ", got None");
-        if (act == Act::relu || act == Act::sigmoid || act == Act::tanh)
-          require(Y.data != nullptr, op, "y", "is required for activation " + a + ", got None");
-        if (act == Act::gelu)
-          require(Z.data != nullptr, op, "z", "is required for activation gelu, got None");
+        check_act_buffers(op, act, DZ, Y, Z);
         const std::pair<const char*, const Buf<float>*> outs[] = {
             {"dw", &DW}, {"db", &DB}, {"dwc", &DWC}};
         const std::pair<const char*, const Buf<float>*> all[] = {
