@@ -490,10 +490,9 @@ def test_cnn_gradient_matches_finite_differences():
         return -logp[np.arange(len(y)), y].mean()
 
     model._configure_output()
-    model._emit_logits(True)
-    labels = model.loss.prepare_targets(y, model.output_shape)
-    loss_sum, _ = model._loss_and_grads(x, labels)
-    model._emit_logits(False)
+    with model._emitting_logits():
+        labels = model.loss.prepare_targets(y, model.output_shape)
+        loss_sum, _ = model._loss_and_grads(x, labels)
     grads = model._grads.copy()
     assert loss_sum / len(x) == pytest.approx(loss64(), rel=1e-5)
     params, base = model._params, model._params.copy()

@@ -393,8 +393,8 @@ def test_dense_layer_skips_zero_input_columns(rng):
         model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
         model.layers[0].need_input_grad = dense_first  # True: the plain dense kernels
         model._configure_output()
-        model._emit_logits(True)
-        loss, _ = model._loss_and_grads(x, y)
+        with model._emitting_logits():
+            loss, _ = model._loss_and_grads(x, y)
         assert (model.layers[0]._nk > 0) == (not dense_first)
         results.append((loss, model._grads.copy()))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)

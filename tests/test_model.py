@@ -37,10 +37,9 @@ def test_whole_model_gradient_matches_finite_differences(act):
     x = rng.standard_normal((6, 3, 4)).astype(np.float32)
     y = rng.integers(0, 3, 6)
     model._configure_output()
-    model._emit_logits(True)
-    labels = model.loss.prepare_targets(y, model.output_shape)
-    loss_sum, _ = model._loss_and_grads(x, labels)
-    model._emit_logits(False)
+    with model._emitting_logits():
+        labels = model.loss.prepare_targets(y, model.output_shape)
+        loss_sum, _ = model._loss_and_grads(x, labels)
     grads = model._grads.copy()
     assert loss_sum / len(x) == pytest.approx(loss64(model, x, y), rel=1e-5)
     # central differences in float64 through the parameter buffer
@@ -212,3 +211,28 @@ def test_validation_split_and_early_stopping():
     assert "val_accuracy" in hist.history
     model.fit(x, y, epochs=30, verbose=0, seed=0)
     assert model.evaluate(x, y, verbose=0)[1] > 0.9
+
+
+def test_validation_and_predict_inside_fit_do_not_change_training():
+    # Validation after each epoch, and a callback that predicts, must leave training as
+    # it is: the same weights as a plain fit, and predict() gives probabilities throughout.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 12)).astype(np.float32)
+    y = rng.integers(0, 4, size=96).astype(np.int32)
+
+    class PredictEachEpoch(fn.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            p = self.model.predict(x[:8])
+            np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+
+    weights = []
+    for extra in ({}, {"validation_data": (x[:32], y[:32]), "callbacks": [PredictEachEpoch()]}):
+        model = fn.Sequential([fn.layers.Dense(8, activation="relu", input_shape=(12,)),
+                               fn.layers.Dense(4, activation="softmax")], seed=1)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        hist = model.fit(x, y, epochs=3, batch_size=16, seed=2, verbose=0, **extra)
+        weights.append(model.get_weights())
+        assert hist.history["loss"][-1] < hist.history["loss"][0]
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)

@@ -208,9 +208,8 @@ def test_padding_gives_finite_outputs_and_zero_gradients(rng):
     model._configure_output()
     x, y = token_batch(rng)
     x[:, :3] = 0  # the first 3 positions are padding in every sequence
-    model._emit_logits(True)
-    loss, pred = model._loss_and_grads(x, y.astype(np.int32))
-    model._emit_logits(False)
+    with model._emitting_logits():
+        loss, pred = model._loss_and_grads(x, y.astype(np.int32))
     assert np.isfinite(loss) and np.all(np.isfinite(pred))
     assert np.all(np.isfinite(model._grads))
     emb = model.layers[0]

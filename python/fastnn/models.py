@@ -7,6 +7,7 @@ kernel over the whole buffer.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -149,10 +150,21 @@ class Sequential:
         self._fused = fused
         self._logits = fused or self.loss.from_logits
 
-    def _emit_logits(self, on: bool):
-        last = self.layers[-1]
-        if isinstance(last, Activated):
-            last.emit_logits = bool(on and self._fused)
+    @contextlib.contextmanager
+    def _emitting_logits(self, on: bool = True):
+        """While inside, a fused last layer hands logits to the loss (on=True) or applies its
+        activation (on=False, for predict); on exit the previous setting comes back, so an
+        evaluate() or predict() inside fit() (validation, a callback) leaves fit's alone."""
+        last = self.layers[-1] if self.layers else None
+        if not isinstance(last, Activated):
+            yield
+            return
+        before = last.emit_logits
+        last.emit_logits = bool(on and getattr(self, "_fused", False))
+        try:
+            yield
+        finally:
+            last.emit_logits = before
 
     # --- data -----------------------------------------------------------------------
     def _prepare_x(self, x, op: str) -> np.ndarray:
@@ -260,8 +272,7 @@ class Sequential:
             callbacks, add_history=True, add_progbar=True, verbose=_verbosity(verbose), model=self,
             params={"epochs": epochs, "steps": steps, "samples": n, "batch_size": batch_size})
         self.stop_training = False
-        self._emit_logits(True)
-        try:
+        with self._emitting_logits():
             cbs.on_train_begin({})
             for epoch in range(initial_epoch, epochs):
                 cbs.on_epoch_begin(epoch, {})
@@ -298,24 +309,19 @@ class Sequential:
                 if self.stop_training:
                     break
             cbs.on_train_end({})
-        finally:
-            self._emit_logits(False)
         return cbs.history
 
     def _evaluate_arrays(self, x, y, batch_size) -> dict:
         for m in self.metrics:
             m.reset()
         total = 0.0
-        self._emit_logits(True)
-        try:
+        with self._emitting_logits():
             for b in range(0, len(x), batch_size):
                 xb, yb = x[b:b + batch_size], y[b:b + batch_size]
                 loss_sum, pred = self._eval_batch(xb, yb)
                 total += loss_sum
                 for m in self.metrics:
                     m.update_batch(yb, pred)
-        finally:
-            self._emit_logits(False)
         out = {"loss": total / len(x)}
         for m in self.metrics:
             out[m.name] = float(m.result())
@@ -340,13 +346,15 @@ class Sequential:
         _check_int(batch_size, "batch_size", "predict")
         x = self._prepare_x(x, "predict")
         out = np.empty((len(x),) + tuple(self.output_shape), np.float32)
-        for b in range(0, len(x), batch_size):
-            out[b:b + batch_size] = self._forward(x[b:b + batch_size], False)
+        with self._emitting_logits(False):
+            for b in range(0, len(x), batch_size):
+                out[b:b + batch_size] = self._forward(x[b:b + batch_size], False)
         return out
 
     def __call__(self, x) -> np.ndarray:
         x = self._prepare_x(x, "__call__")
-        return self._forward(x, False)
+        with self._emitting_logits(False):
+            return self._forward(x, False)
 
     # --- weights and files ------------------------------------------------------------
     def get_weights(self) -> list:
