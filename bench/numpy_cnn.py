@@ -247,7 +247,8 @@ class NumpyCNN(NumpyMLP):
             raise ValueError(f"unknown CNN {model!r}; choose from {sorted(ARCHS)}")
         self.model = model
         self.batch_size = B = int(batch_size)
-        self.lr, self.beta1, self.beta2, self.eps = float(lr), float(beta1), float(beta2), float(eps)
+        self.lr, self.beta1, self.beta2 = float(lr), float(beta1), float(beta2)
+        self.eps = float(eps)
         self.t = 0
         f32 = np.float32
 

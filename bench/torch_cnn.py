@@ -9,11 +9,12 @@ Model and training match bench/numpy_cnn.py and the fastnn Keras-style model:
   convolutions with stride 1, float32.
 - Tensors are NCHW as torch wants them: the images are converted to (N, 1, 28, 28) once,
   up front, outside the timed epochs (with one channel it is the same memory as NHWC).
-  By default model and data use ``torch.channels_last`` memory format (NHWC in memory,
-  which torch runs through oneDNN); on the development machine that was 20-40% faster
-  per epoch than contiguous NCHW (``--nchw``, kept for comparison). Torch flattens in (C, H, W) order where Keras flattens (H, W, C): a fixed permutation of the
-  first Dense layer's inputs, which changes nothing in the model's capacity or the
-  distribution of its Glorot init.
+  By default model and data use ``torch.channels_last`` memory format (NHWC in
+  memory); in short runs on the development machine it took 18-42% less time per epoch
+  than contiguous NCHW (``--nchw``, kept for comparison). Torch flattens in (C, H, W)
+  order where Keras flattens (H, W, C): a fixed permutation of the first Dense layer's
+  inputs, which changes nothing in the model's capacity or the distribution of its
+  Glorot init.
 - Glorot-uniform weights (``xavier_uniform_``: fan_in = C·KH·KW, fan_out = OC·KH·KW for
   convolutions, as Keras) and zero biases, instead of torch's default init.
 - Loss, optimizer and the training loop are torch_mlp.py's (imported, not copied):

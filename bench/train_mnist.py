@@ -16,9 +16,10 @@ builds them as ``python -m fastnn train mnist-cnn [--small]`` does). All of them
 output, sparse categorical cross-entropy, Adam lr 1e-3 eps 1e-7, Glorot-uniform weights,
 zero biases, shuffled each epoch; batch 32 for the MLP and 64 for the CNNs unless
 --batch-size says otherwise. --train-subset N trains on the first N training images
-(epoch times are then per N images; test accuracy is always on the 10,000 test images). By default each one also runs with 1
-thread when --threads > 1 and the faster run is the one compared (--no-thread-sweep
-turns that off). The table gives the median seconds per epoch (and the first epoch,
+(epoch times are then per N images; test accuracy is always on the 10,000 test images).
+
+By default each implementation also runs with 1 thread when --threads > 1 and the
+faster run is the one compared (--no-thread-sweep turns that off). The table gives the median seconds per epoch (and the first epoch,
 which holds warm-up), samples/s, test accuracy and peak RSS, then the time ratios
 fastnn/numpy and fastnn/torch, the time of `import fastnn` in a fresh interpreter and
 the size of the installed package.
