@@ -1,15 +1,25 @@
 """End-to-end MNIST comparison: fastnn vs a fair NumPy trainer vs PyTorch.
 
     FASTNN_DATA=/path/with/mnist python bench/train_mnist.py \\
-        [--model 784-128-10] [--epochs 5] [--batch-size 32] [--threads 2] \\
-        [--impls fastnn,numpy,torch] [--markdown] [--json results.json]
+        [--model 784-128-10 | cnn | cnn-small] [--epochs 5] [--batch-size 32] \\
+        [--threads 2] [--train-subset N] [--impls fastnn,numpy,torch] [--markdown] \\
+        [--json results.json]
 
-Every implementation trains the same MLP (ReLU hidden layers, softmax output, sparse
-categorical cross-entropy, Adam lr 1e-3, Glorot-uniform init, shuffled each epoch) with
-the same batch size, epochs and thread cap, each in its own fresh subprocess so that its
-peak RSS (ru_maxrss, read in the child) is its own. By default each one also runs with 1
-thread when --threads > 1 and the faster run is the one compared (--no-thread-sweep
-turns that off). The table gives the median seconds per epoch (and the first epoch,
+Every implementation trains the same model with the same batch size, epochs and thread
+cap, each in its own fresh subprocess so that its peak RSS (ru_maxrss, read in the
+child) is its own. The models: an MLP given by its layer sizes (ReLU hidden layers;
+numpy_mlp.py, torch_mlp.py), or the Keras MNIST CNNs ``cnn`` (Conv2D(32, 3, relu) →
+MaxPooling2D(2) → Conv2D(64, 3, relu) → MaxPooling2D(2) → Conv2D(64, 3, relu) → Flatten →
+Dense(64, relu) → Dense(10)) and ``cnn-small`` (the first two conv blocks → Flatten →
+Dense(10)), fed channels-last (N, 28, 28, 1) images (numpy_cnn.py, torch_cnn.py; fastnn
+builds them as ``python -m fastnn train mnist-cnn [--small]`` does). All of them: softmax
+output, sparse categorical cross-entropy, Adam lr 1e-3 eps 1e-7, Glorot-uniform weights,
+zero biases, shuffled each epoch; batch 32 for the MLP and 64 for the CNNs unless
+--batch-size says otherwise. --train-subset N trains on the first N training images
+(epoch times are then per N images; test accuracy is always on the 10,000 test images).
+
+By default each implementation also runs with 1 thread when --threads > 1 and the
+faster run is the one compared (--no-thread-sweep turns that off). The table gives the median seconds per epoch (and the first epoch,
 which holds warm-up), samples/s, test accuracy and peak RSS, then the time ratios
 fastnn/numpy and fastnn/torch, the time of `import fastnn` in a fresh interpreter and
 the size of the installed package.
@@ -29,23 +39,63 @@ import _common
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ALL_IMPLS = ("fastnn", "numpy", "torch")
+CNN_MODELS = ("cnn", "cnn-small")
+
+
+def parse_model(spec):
+    """'cnn' / 'cnn-small' -> that name; '784-128-10' -> [784, 128, 10]."""
+    return spec if spec in CNN_MODELS else _common.parse_sizes(spec)
+
+
+def is_cnn(model):
+    return isinstance(model, str)
 
 
 # ---- child side: train one implementation, print one JSON line ---------------------
 
-def train_fastnn(sizes, epochs, batch_size, threads, seed):
+def fastnn_model(model, seed):
+    """The fastnn Sequential for `model` (layer sizes, or a CNN name built exactly as
+    fastnn.cli's mnist-cnn model), not yet compiled."""
+    import fastnn as fn
+
+    L = fn.layers
+    if not is_cnn(model):
+        if model[0] != 784:
+            raise SystemExit("fastnn MNIST model: the first size must be 784 (28x28 images)")
+        layers = [L.Flatten(input_shape=(28, 28))]
+        layers += [L.Dense(h, activation="relu") for h in model[1:-1]]
+        layers += [L.Dense(model[-1], activation="softmax")]
+        return fn.Sequential(layers)
+    if model == "cnn-small":
+        body = [L.Conv2D(32, 3, activation="relu", input_shape=(28, 28, 1)), L.MaxPooling2D(2),
+                L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(2), L.Flatten()]
+    else:
+        body = [L.Conv2D(32, 3, activation="relu", input_shape=(28, 28, 1)), L.MaxPooling2D(2),
+                L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(2),
+                L.Conv2D(64, 3, activation="relu"), L.Flatten(), L.Dense(64, activation="relu")]
+    return fn.Sequential(body + [L.Dense(10, activation="softmax")], seed=seed)
+
+
+def load_data(impl, model, train_subset=None):
+    """MNIST as the implementation wants it: (N, 28, 28) float32 for fastnn's MLP,
+    (N, 784) for the NumPy and torch MLPs, (N, 28, 28, 1) for every CNN (the NumPy and
+    torch trainers reshape further themselves); the first train_subset training images
+    when given."""
+    (xtr, ytr), (xte, yte) = _common.mnist_float32(
+        flatten=not is_cnn(model) and impl != "fastnn", use_fastnn=impl == "fastnn")
+    if is_cnn(model):
+        xtr, xte = xtr.reshape(-1, 28, 28, 1), xte.reshape(-1, 28, 28, 1)
+    if train_subset:
+        xtr, ytr = xtr[:train_subset], ytr[:train_subset]
+    return (xtr, ytr), (xte, yte)
+
+
+def train_fastnn(model_spec, epochs, batch_size, threads, seed, data):
     import fastnn as fn
 
     fn.set_num_threads(threads)
-    if sizes[0] != 784:
-        raise SystemExit("fastnn MNIST model: the first size must be 784 (28x28 images)")
-    t0 = time.perf_counter()
-    (xtr, ytr), (xte, yte) = _common.mnist_float32(flatten=False, use_fastnn=True)
-    load_s = time.perf_counter() - t0
-    layers = [fn.layers.Flatten(input_shape=(28, 28))]
-    layers += [fn.layers.Dense(h, activation="relu") for h in sizes[1:-1]]
-    layers += [fn.layers.Dense(sizes[-1], activation="softmax")]
-    model = fn.Sequential(layers)
+    (xtr, ytr), (xte, yte) = data
+    model = fastnn_model(model_spec, seed)
     model.compile(optimizer=fn.optim.Adam(learning_rate=1e-3),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     hist = model.fit(xtr, ytr, epochs=epochs, batch_size=batch_size, shuffle=True,
@@ -63,22 +113,34 @@ def train_fastnn(sizes, epochs, batch_size, threads, seed):
         "test_loss": float(test_loss),
         "test_acc": float(test_acc),
         "n_train": len(xtr),
-        "load_s": load_s,
         "peak_rss_mb": _common.peak_rss_mb(),
     }
 
 
-def run_child(impl, sizes, epochs, batch_size, threads, seed):
-    if impl == "fastnn":
-        r = train_fastnn(sizes, epochs, batch_size, threads, seed)
-    elif impl == "numpy":
-        import numpy_mlp
-        r = numpy_mlp.train(sizes, epochs, batch_size, threads, seed)
-    elif impl == "torch":
-        import torch_mlp
-        r = torch_mlp.train(sizes, epochs, batch_size, threads, seed)
-    else:
+def run_child(impl, model, epochs, batch_size, threads, seed, train_subset=None):
+    if impl not in ALL_IMPLS:
         raise SystemExit(f"unknown implementation {impl!r}")
+    t0 = time.perf_counter()
+    data = load_data(impl, model, train_subset)
+    load_s = time.perf_counter() - t0
+    if impl == "fastnn":
+        r = train_fastnn(model, epochs, batch_size, threads, seed, data)
+    elif impl == "numpy":
+        if is_cnn(model):
+            import numpy_cnn
+            r = numpy_cnn.train(model, epochs, batch_size, threads, seed, data=data)
+        else:
+            import numpy_mlp
+            r = numpy_mlp.train(model, epochs, batch_size, threads, seed, data=data)
+    else:
+        if is_cnn(model):
+            import torch_cnn
+            r = torch_cnn.train(model, epochs, batch_size, threads, seed, data=data)
+        else:
+            import torch_mlp
+            r = torch_mlp.train(model, epochs, batch_size, threads, seed, data=data)
+    r["model"] = model if is_cnn(model) else "-".join(map(str, model))
+    r["load_s"] = load_s
     r["peak_rss_mb"] = _common.peak_rss_mb()  # after evaluation too
     print("RESULT " + json.dumps(r), flush=True)
 
@@ -91,6 +153,8 @@ def spawn(impl, args, threads):
            "--model", args.model, "--epochs", str(args.epochs),
            "--batch-size", str(args.batch_size), "--threads", str(threads),
            "--seed", str(args.seed)]
+    if args.train_subset:
+        cmd += ["--train-subset", str(args.train_subset)]
     env = dict(os.environ, **_common.thread_env(threads))
     t0 = time.perf_counter()
     try:
@@ -209,9 +273,15 @@ def fmt_table(rows, markdown):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="784-128-10", help="layer sizes, e.g. 784-128-64-10")
+    ap.add_argument("--model", default="784-128-10",
+                    help="MLP layer sizes, e.g. 784-128-64-10, or a CNN: "
+                         + " or ".join(CNN_MODELS))
     ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="default 32 for an MLP, 64 for a CNN")
+    ap.add_argument("--train-subset", type=int, default=None, metavar="N",
+                    help="train on the first N training images only (quick runs; test "
+                         "accuracy still on the full test set)")
     ap.add_argument("--threads", type=int, default=2, help="thread cap for every library")
     ap.add_argument("--impls", default=",".join(ALL_IMPLS))
     ap.add_argument("--seed", type=int, default=0)
@@ -226,10 +296,17 @@ def main(argv=None):
                     help="skip the import-time and package-size measurements")
     ap.add_argument("--child", choices=ALL_IMPLS, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    sizes = _common.parse_sizes(args.model)
+    try:
+        model = parse_model(args.model)
+    except ValueError as e:
+        ap.error(f"--model: {e}; or one of {', '.join(CNN_MODELS)}")
+    if args.batch_size is None:
+        args.batch_size = 64 if is_cnn(model) else 32
+    if args.train_subset is not None and not 0 < args.train_subset <= 60000:
+        ap.error("--train-subset must be between 1 and 60000")
     if args.child:
-        return run_child(args.child, sizes, args.epochs, args.batch_size, args.threads,
-                         args.seed)
+        return run_child(args.child, model, args.epochs, args.batch_size, args.threads,
+                         args.seed, args.train_subset)
 
     impls = [s.strip() for s in args.impls.split(",") if s.strip()]
     bad = [i for i in impls if i not in ALL_IMPLS]
@@ -260,7 +337,8 @@ def main(argv=None):
     best = {r["impl"]: r for r in rows if "error" not in r and (r.get("best") or
                                                                   len(thread_list) == 1)}
     sys.stderr.flush()
-    print(f"MNIST {args.model}, {args.epochs} epochs, batch {args.batch_size}, "
+    subset = f", first {args.train_subset} training images" if args.train_subset else ""
+    print(f"MNIST {args.model}, {args.epochs} epochs, batch {args.batch_size}{subset}, "
           f"thread cap {args.threads}; {cpu_name()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}")
     print(f"load average {load0[0]:.2f} before, {load1[0]:.2f} after"
