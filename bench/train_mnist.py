@@ -65,7 +65,7 @@ def fastnn_model(model, seed):
         layers = [L.Flatten(input_shape=(28, 28))]
         layers += [L.Dense(h, activation="relu") for h in model[1:-1]]
         layers += [L.Dense(model[-1], activation="softmax")]
-        return fn.Sequential(layers)
+        return fn.Sequential(layers, seed=seed)
     if model == "cnn-small":
         body = [L.Conv2D(32, 3, activation="relu", input_shape=(28, 28, 1)), L.MaxPooling2D(2),
                 L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(2), L.Flatten()]
