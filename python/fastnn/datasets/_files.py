@@ -34,6 +34,7 @@ __all__ = [
     "search_dirs",
     "fetch",
     "verify_file",
+    "hash_file",
     "sha256_file",
 ]
 
@@ -86,13 +87,18 @@ def _stat_key(path: Path) -> tuple[str, int, int]:
     return (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """The sha256 (hex) of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
+def hash_file(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """The digest (hex) of a file's bytes with a hashlib algorithm, read in 1 MiB chunks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The sha256 (hex) of a file's bytes."""
+    return hash_file(path, "sha256")
 
 
 def verify_file(path: str | os.PathLike, sha256: str) -> None:
@@ -126,15 +132,16 @@ def _join_url(base: str, fname: str) -> str:
     return (base if base.endswith("/") else base + "/") + fname
 
 
-def _download(url: str, dest: Path, sha256: str) -> None:
-    """Download ``url`` to ``dest`` atomically, checking its sha256 before it lands.
+def _download(url: str, dest: Path, digest: str, algorithm: str = "sha256") -> None:
+    """Download ``url`` to ``dest`` atomically, checking its digest (hex, of the hashlib
+    ``algorithm``) before it lands.
 
     The bytes stream into a temporary file in ``dest``'s folder that is fsynced and then
     renamed over ``dest``; on any error (network, checksum, interrupt) the temporary file
     is removed and ``dest`` is untouched.
     """
     tmp = dest.parent / f".{dest.name}.{secrets.token_hex(6)}.part"
-    h = hashlib.sha256()
+    h = hashlib.new(algorithm)
     try:
         with _open_url(url, _TIMEOUT_S) as resp:
             dest.parent.mkdir(parents=True, exist_ok=True)  # only once a mirror answers
@@ -144,10 +151,10 @@ def _download(url: str, dest: Path, sha256: str) -> None:
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-        digest = h.hexdigest()
-        if digest != sha256.lower():
+        got = h.hexdigest()
+        if got != digest.lower():
             raise ChecksumMismatchError(
-                f"download from {url} has sha256 {digest}, expected {sha256.lower()}")
+                f"download from {url} has {algorithm} {got}, expected {digest.lower()}")
         os.replace(tmp, dest)
     except BaseException:
         try:
@@ -155,8 +162,9 @@ def _download(url: str, dest: Path, sha256: str) -> None:
         except FileNotFoundError:
             pass
         raise
-    with _verified_lock:
-        _verified[_stat_key(dest)] = digest
+    if algorithm == "sha256":
+        with _verified_lock:
+            _verified[_stat_key(dest)] = got
 
 
 def _missing_message(name: str, missing: list[str], dirs: list[Path], explicit: bool,

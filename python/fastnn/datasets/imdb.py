@@ -49,7 +49,6 @@ ARCHIVE_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
 ARCHIVE_SIZE = 84125825
 
 _MEMBER = re.compile(r"^(?:\./)?aclImdb/(train|test)/(neg|pos)/(\d+)_(\d+)\.txt$")
-_CHUNK = 1 << 20
 _verified: dict[tuple, str] = {}
 _lock = threading.Lock()
 
@@ -93,46 +92,18 @@ def _download_and_convert(target: Path) -> None:
     """Get the archive into `target` (unless already there), check it, convert it."""
     archive = target / ARCHIVE_URL.rsplit("/", 1)[1]
     if not archive.is_file():
-        _download_md5(ARCHIVE_URL, archive, ARCHIVE_MD5)
+        print(f"fastnn: downloading {ARCHIVE_URL} -> {archive}", file=sys.stderr)
+        _files._download(ARCHIVE_URL, archive, ARCHIVE_MD5, algorithm="md5")
     else:
         _check_md5(archive, ARCHIVE_MD5)
     convert_archive(archive, target)
 
 
 def _check_md5(path: Path, md5: str) -> None:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    if h.hexdigest() != md5:
-        raise ChecksumMismatchError(f"{path}: md5 is {h.hexdigest()}, expected {md5}; delete "
+    got = _files.hash_file(path, "md5")
+    if got != md5:
+        raise ChecksumMismatchError(f"{path}: md5 is {got}, expected {md5}; delete "
                                     "it so it can be downloaded again")
-
-
-def _download_md5(url: str, dest: Path, md5: str) -> None:
-    """Download url to dest atomically, checking its md5 before it lands."""
-    print(f"fastnn: downloading {url} -> {dest}", file=sys.stderr)
-    tmp = dest.parent / f".{dest.name}.{secrets.token_hex(6)}.part"
-    h = hashlib.md5()
-    try:
-        with _files._open_url(url, _files._TIMEOUT_S) as resp:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "xb") as out:
-                while chunk := resp.read(_CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-        if h.hexdigest() != md5:
-            raise ChecksumMismatchError(f"download from {url} has md5 {h.hexdigest()}, "
-                                        f"expected {md5}")
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _csv_bytes(rows) -> bytes:
