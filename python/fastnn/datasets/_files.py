@@ -22,8 +22,6 @@ import os
 import secrets
 import sys
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -125,6 +123,8 @@ def verify_file(path: str | os.PathLike, sha256: str) -> None:
 
 def _open_url(url: str, timeout: float):
     """Open ``url`` for reading (``urllib.request.urlopen``; tests replace this)."""
+    import urllib.request  # here, not at the top: it costs ~40 ms of `import fastnn`
+
     return urllib.request.urlopen(url, timeout=timeout)
 
 
@@ -239,6 +239,8 @@ def fetch(name: str, files: Mapping[str, str], mirrors: Iterable[str] = (),
                         print(f"fastnn: downloading {url} -> {target / f}", file=sys.stderr)
                     _download(url, target / f, files[f])
                 except (OSError, ValueError) as e:  # URLError/HTTPError/timeouts are OSError
+                    import urllib.error
+
                     if isinstance(e, OSError) and not isinstance(e, urllib.error.HTTPError):
                         unreachable.add(base)  # offline, DNS, refused, timeout, reset
                         errors.append(f"{url}: {e} (mirror not tried again)")
