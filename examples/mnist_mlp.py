@@ -1,4 +1,5 @@
-"""Train the MNIST MLP of the README's quickstart (about 2 s per epoch on 2 cores)."""
+"""Train the MNIST MLP of the README's quickstart (the README's Performance section has
+its measured speed)."""
 import fastnn as fn
 
 (x_train, y_train), (x_test, y_test) = fn.datasets.mnist.load_data()
