@@ -163,7 +163,7 @@ class Layer(ABC):
 
     def buffer(self, key: str, shape: tuple, dtype=np.float32, zero: bool = False) -> np.ndarray:
         """A scratch array reused from call to call while the shape stays the same."""
-        k = (key, shape, np.dtype(dtype).str)
+        k = (key, shape, dtype)
         b = self._bufs.get(k)
         if b is None:
             if len(self._bufs) > 32:
