@@ -519,6 +519,31 @@ int64_t direct_taps(Tap* taps, const int64_t* khs, int64_t nkh, int64_t Wq, cons
   return t;
 }
 
+// The epilogue of a PB × NV·8 accumulator tile of which the first np pixels and no
+// channels are real: y (and z) rows ld floats apart. Full tiles with linear/relu go
+// straight from registers; the rest through epilogue_px.
+template <int PB, int NV>
+__attribute__((always_inline)) inline void store_tile(float* yo, float* zo, int64_t ld,
+                                                      const v8 (&acc)[PB][NV], int64_t np,
+                                                      int64_t no, Act act) {
+  if (np == PB && no == 8 * NV && (act == Act::linear || act == Act::relu)) {
+    const v8 zero{};
+    for (int j = 0; j < PB; ++j)
+      for (int v = 0; v < NV; ++v) {
+        v8 r = acc[j][v];
+        if (zo) store8(zo + j * ld + 8 * v, r);
+        if (act == Act::relu) r = r > zero ? r : zero;
+        store8(yo + j * ld + 8 * v, r);
+      }
+    return;
+  }
+  alignas(32) float tile[PB * NV * 8];
+  for (int j = 0; j < PB; ++j)
+    for (int v = 0; v < NV; ++v) store8(tile + (j * NV + v) * 8, acc[j][v]);
+  for (int64_t j = 0; j < np; ++j)
+    epilogue_px(yo + j * ld, zo ? zo + j * ld : nullptr, tile + j * NV * 8, nullptr, no, act);
+}
+
 // kPB pixels × NV·8 channels: acc = bias + Σ_taps x · w, then the epilogue into y (and z),
 // straight from registers for full tiles with linear/relu. xq0 points at the padded input
 // column of the tile's first pixel; pixel j reads sC floats further per pixel.
@@ -541,23 +566,7 @@ __attribute__((always_inline)) inline void direct_fwd_tile(
       for (int v = 0; v < NV; ++v) acc[j][v] += xv * wv[v];
     }
   }
-  if (np == kPB && no == 8 * NV && (act == Act::linear || act == Act::relu)) {
-    const v8 zero{};
-    for (int j = 0; j < kPB; ++j)
-      for (int v = 0; v < NV; ++v) {
-        v8 r = acc[j][v];
-        if (zo) store8(zo + j * ldy + 8 * v, r);
-        if (act == Act::relu) r = r > zero ? r : zero;
-        store8(yo + j * ldy + 8 * v, r);
-      }
-    return;
-  }
-  alignas(32) float tile[kPB * 8 * NV];
-  for (int j = 0; j < kPB; ++j)
-    for (int v = 0; v < NV; ++v) store8(tile + j * 8 * NV + 8 * v, acc[j][v]);
-  for (int64_t j = 0; j < np; ++j)
-    epilogue_px(yo + j * ldy, zo ? zo + j * ldy : nullptr, tile + j * 8 * NV, nullptr, no,
-                act);
+  store_tile<kPB, NV>(yo, zo, ldy, acc, np, no, act);
 }
 
 // One output row (n, oh): y, z rows (OW, OC) from its padded input rows and taps.
@@ -812,23 +821,7 @@ __attribute__((always_inline)) inline void depthwise_fwd_tile(
         for (int v = 0; v < NV; ++v) acc[j][v] += load8(xq + j * sx + 8 * v) * wv[v];
     }
   }
-  if (act == Act::linear || act == Act::relu) {
-    const v8 zero{};
-    for (int j = 0; j < PB; ++j)
-      for (int v = 0; v < NV; ++v) {
-        v8 r = acc[j][v];
-        if (zo) store8(zo + j * OC + 8 * v, r);
-        if (act == Act::relu) r = r > zero ? r : zero;
-        store8(yo + j * OC + 8 * v, r);
-      }
-    return;
-  }
-  alignas(32) float tile[PB * NV * 8];
-  for (int j = 0; j < PB; ++j)
-    for (int v = 0; v < NV; ++v) store8(tile + (j * NV + v) * 8, acc[j][v]);
-  for (int j = 0; j < PB; ++j)
-    epilogue_px(yo + j * OC, zo ? zo + j * OC : nullptr, tile + j * NV * 8, nullptr, NV * 8,
-                act);
+  store_tile<PB, NV>(yo, zo, OC, acc, PB, NV * 8, act);
 }
 
 // Channels [o0, OC) (fewer than 8) of output pixel ow, one at a time.
