@@ -39,8 +39,8 @@ def assert_within(got, want, bound, what=""):
 def test_dense_forward_and_backward(impl, N, IC, OC, rng, tol):
     x, w, b = make(rng, N, IC, OC, bias=(N + IC) % 2 == 0)  # half the shapes without bias
     xd, wd, bd = f64(x, w, b)
-    # Keep the big shapes quick (the placeholder GEMM is a triple loop): two activations for
-    # the tuned kernels, one for the plain twins.
+    # Keep the big shapes quick (the plain twins are triple loops): two activations for the
+    # tuned kernels, one for the plain twins.
     big = N * IC * OC > 10**6 or N * OC > 50_000
     acts = ACTS if not big else ["relu", "gelu"] if impl is _core else ["tanh"]
     for kind in acts:

@@ -19,6 +19,7 @@ new metric objects.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Callable
 
 import numpy as np
@@ -359,7 +360,7 @@ def roc_auc(y_true, y_score, average: str | None = "macro"):
 
 # ---------------------------------------------------------------------------- streaming
 
-class Metric:
+class Metric(ABC):
     """Base of streaming metrics: ``update`` per batch, ``result`` over all batches, ``reset``.
 
     Subclasses implement ``update(y_true, y_pred)``, ``result()`` and ``reset()`` and
@@ -373,17 +374,17 @@ class Metric:
         self.name = name or self.default_name
         self.reset()
 
+    @abstractmethod
     def update(self, y_true, y_pred) -> None:
         """Accumulate one batch."""
-        raise NotImplementedError
 
+    @abstractmethod
     def result(self) -> float:
         """The metric over everything accumulated since the last reset."""
-        raise NotImplementedError
 
+    @abstractmethod
     def reset(self) -> None:
         """Forget everything accumulated."""
-        raise NotImplementedError
 
     # Keras spellings
     def update_batch(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
