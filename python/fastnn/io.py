@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 from typing import Mapping
 
 import numpy as np
+
+from ._atomic import atomic_write
 
 __all__ = ["save_safetensors", "load_safetensors", "DTYPES"]
 
@@ -60,19 +61,6 @@ def _write_array(f, arr: np.ndarray) -> None:
     """Write one C-contiguous little-endian array's bytes to ``f``."""
     if arr.size:
         f.write(memoryview(arr.reshape(-1)).cast("B"))
-
-
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
@@ -121,26 +109,11 @@ def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
     hbytes = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     hbytes += b" " * (-len(hbytes) % 8)
 
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    # O_EXCL: never clobber anything; mode 0o666 so the umask applies as for open().
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(len(hbytes).to_bytes(8, "little"))
-            f.write(hbytes)
-            for _, _, arr in arrays:
-                _write_array(f, arr)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(folder)
+    with atomic_write(path) as f:
+        f.write(len(hbytes).to_bytes(8, "little"))
+        f.write(hbytes)
+        for _, _, arr in arrays:
+            _write_array(f, arr)
 
 
 def _bad(path, msg: str) -> ValueError:

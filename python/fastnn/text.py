@@ -15,8 +15,9 @@ import json
 import os
 import re
 import string
-import tempfile
 from collections import Counter
+
+from ._atomic import atomic_write
 
 __all__ = ["Tokenizer", "tokenize", "WORD_PATTERN"]
 
@@ -151,23 +152,8 @@ class Tokenizer:
         limit = self.vocabulary_size - 2
         words = sorted(self.word_index, key=self.word_index.get)[:limit]
         data = {"format": _FORMAT, "version": 1, "config": self.get_config(), "words": words}
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".tokenizer.", suffix=".part", dir=folder)
-        try:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # as open() would create it, not mkstemp's 0600
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, ensure_ascii=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        with atomic_write(path, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False)
 
     @classmethod
     def load(cls, path) -> "Tokenizer":

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import sys
 import threading
 from pathlib import Path
 from typing import Iterable, Mapping
+
+from .._atomic import atomic_write
 
 __all__ = [
     "DatasetNotFoundError",
@@ -140,28 +141,17 @@ def _download(url: str, dest: Path, digest: str, algorithm: str = "sha256") -> N
     renamed over ``dest``; on any error (network, checksum, interrupt) the temporary file
     is removed and ``dest`` is untouched.
     """
-    tmp = dest.parent / f".{dest.name}.{secrets.token_hex(6)}.part"
     h = hashlib.new(algorithm)
-    try:
-        with _open_url(url, _TIMEOUT_S) as resp:
-            dest.parent.mkdir(parents=True, exist_ok=True)  # only once a mirror answers
-            with open(tmp, "xb") as out:
-                while chunk := resp.read(_CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-        got = h.hexdigest()
-        if got != digest.lower():
-            raise ChecksumMismatchError(
-                f"download from {url} has {algorithm} {got}, expected {digest.lower()}")
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with _open_url(url, _TIMEOUT_S) as resp:
+        dest.parent.mkdir(parents=True, exist_ok=True)  # only once a mirror answers
+        with atomic_write(dest) as out:
+            while chunk := resp.read(_CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+            got = h.hexdigest()
+            if got != digest.lower():  # raised inside: the partial file is removed
+                raise ChecksumMismatchError(
+                    f"download from {url} has {algorithm} {got}, expected {digest.lower()}")
     if algorithm == "sha256":
         with _verified_lock:
             _verified[_stat_key(dest)] = got

@@ -21,7 +21,6 @@ import hashlib
 import io
 import os
 import re
-import secrets
 import sys
 import tarfile
 import threading
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import atomic_write
 from . import _files
 from ._files import ChecksumMismatchError, DatasetNotFoundError, cache_dir, search_dirs
 
@@ -117,20 +117,9 @@ def _csv_bytes(rows) -> bytes:
 
 def _write_gz(path: Path, data: bytes) -> None:
     """gzip level 9, mtime 0, no stored name (reproducible bytes), written atomically."""
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.part"
-    try:
-        with open(tmp, "xb") as f:
-            with gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=f, mtime=0) as g:
-                g.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_write(path) as f:
+        with gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=f, mtime=0) as g:
+            g.write(data)
 
 
 def convert_archive(archive, folder) -> dict[str, Path]:
