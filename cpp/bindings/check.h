@@ -7,7 +7,9 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace fastnn::bind {
@@ -71,6 +73,17 @@ void no_overlap(const char* op, const char* out_name, const Buf<A>& o, const cha
   auto i0 = reinterpret_cast<const char*>(i.data), i1 = i0 + i.size * sizeof(B);
   if (o0 < i1 && i0 < o1)
     fail_value(op, out_name, std::string("must not share memory with '") + in_name + "'");
+}
+
+// A named float buffer, for checking many pairs at once.
+using Named = std::pair<const char*, const Buf<float>*>;
+
+// no_overlap for every output in `outs` against every other buffer in `all`.
+inline void no_overlap_all(const char* op, std::initializer_list<Named> outs,
+                           std::initializer_list<Named> all) {
+  for (const auto& o : outs)
+    for (const auto& i : all)
+      if (o.second != i.second) no_overlap(op, o.first, *o.second, i.first, *i.second);
 }
 
 // Raises ValueError unless cond; `what` completes "'name' ...".

@@ -91,14 +91,9 @@ void def_all(py::module_& m, DenseForwardFn fwd, DenseBackwardFn bwd) {
         auto DZ = out_opt<float>(op, "dz", dz, {N, OC}, "(N, OC)");
         check_act_buffers(op, act, DZ, Y, Z);
         // Gradient outputs: disjoint from each other and from everything read.
-        const std::pair<const char*, const Buf<float>*> outs[] = {
-            {"dx", &DX}, {"dw", &DW}, {"db", &DB}};
-        const std::pair<const char*, const Buf<float>*> others[] = {
-            {"dx", &DX}, {"dw", &DW}, {"db", &DB}, {"dz", &DZ}, {"dy", &DY},
-            {"x", &X},   {"w", &W},   {"y", &Y},   {"z", &Z}};
-        for (const auto& o : outs)
-          for (const auto& i : others)
-            if (o.second != i.second) no_overlap(op, o.first, *o.second, i.first, *i.second);
+        no_overlap_all(op, {{"dx", &DX}, {"dw", &DW}, {"db", &DB}},
+                       {{"dx", &DX}, {"dw", &DW}, {"db", &DB}, {"dz", &DZ}, {"dy", &DY}, {"x", &X},
+                        {"w", &W}, {"y", &Y}, {"z", &Z}});
         // dz may be dy itself (which is then overwritten), nothing else.
         if (DZ.data != DY.data) no_overlap(op, "dz", DZ, "dy", DY);
         no_overlap(op, "dz", DZ, "x", X);
@@ -135,13 +130,9 @@ void def_sparse(py::module_& m) {
         auto COLS = out<int32_t>(op, "cols", cols, {IC}, "(IC,)");
         auto XC = out<float>(op, "xc", xc, {N, IC}, "(N, IC)");
         auto WC = out<float>(op, "wc", wc, {IC, OC}, "(IC, OC)");
-        const std::pair<const char*, const Buf<float>*> outs[] = {
-            {"y", &Y}, {"z", &Z}, {"xc", &XC}, {"wc", &WC}};
-        const std::pair<const char*, const Buf<float>*> all[] = {
-            {"y", &Y}, {"z", &Z}, {"xc", &XC}, {"wc", &WC}, {"x", &X}, {"w", &W}, {"b", &B}};
-        for (const auto& o : outs)
-          for (const auto& i : all)
-            if (o.second != i.second) no_overlap(op, o.first, *o.second, i.first, *i.second);
+        no_overlap_all(op, {{"y", &Y}, {"z", &Z}, {"xc", &XC}, {"wc", &WC}},
+                       {{"y", &Y}, {"z", &Z}, {"xc", &XC}, {"wc", &WC}, {"x", &X}, {"w", &W},
+                        {"b", &B}});
         py::gil_scoped_release nogil;
         return dense_forward_sparse(Y.data, Z.data, COLS.data, XC.data, WC.data, X.data,
                                     W.data, B.data, N, IC, OC, act);
@@ -180,14 +171,9 @@ void def_sparse(py::module_& m) {
         auto DZ = out_opt<float>(op, "dz", dz, {N, OC}, "(N, OC)");
         auto DWC = out<float>(op, "dwc", dwc, {IC, OC}, "(IC, OC)");
         check_act_buffers(op, act, DZ, Y, Z);
-        const std::pair<const char*, const Buf<float>*> outs[] = {
-            {"dw", &DW}, {"db", &DB}, {"dwc", &DWC}};
-        const std::pair<const char*, const Buf<float>*> all[] = {
-            {"dw", &DW}, {"db", &DB}, {"dwc", &DWC}, {"dz", &DZ},
-            {"dy", &DY}, {"xc", &XC}, {"y", &Y},     {"z", &Z}};
-        for (const auto& o : outs)
-          for (const auto& i : all)
-            if (o.second != i.second) no_overlap(op, o.first, *o.second, i.first, *i.second);
+        no_overlap_all(op, {{"dw", &DW}, {"db", &DB}, {"dwc", &DWC}},
+                       {{"dw", &DW}, {"db", &DB}, {"dwc", &DWC}, {"dz", &DZ}, {"dy", &DY},
+                        {"xc", &XC}, {"y", &Y}, {"z", &Z}});
         if (DZ.data != DY.data) no_overlap(op, "dz", DZ, "dy", DY);
         no_overlap(op, "dz", DZ, "xc", XC);
         no_overlap(op, "dz", DZ, "y", Y);

@@ -60,14 +60,9 @@ void bind_layernorm(py::module_& m) {
         auto DX = out_opt<float>(op, "dx", dx, {M, C}, "(M, C)");
         auto DG = out_opt<float>(op, "dgamma", dgamma, {C}, "(C,)");
         auto DB = out_opt<float>(op, "dbeta", dbeta, {C}, "(C,)");
-        const std::pair<const char*, const Buf<float>*> outs[] = {
-            {"dx", &DX}, {"dgamma", &DG}, {"dbeta", &DB}};
-        const std::pair<const char*, const Buf<float>*> others[] = {
-            {"dx", &DX}, {"dgamma", &DG}, {"dbeta", &DB}, {"dy", &DY},
-            {"mean", &MU}, {"rstd", &R},  {"x", &X},      {"gamma", &G}};
-        for (const auto& o : outs)
-          for (const auto& i : others)
-            if (o.second != i.second) no_overlap(op, o.first, *o.second, i.first, *i.second);
+        no_overlap_all(op, {{"dx", &DX}, {"dgamma", &DG}, {"dbeta", &DB}},
+                       {{"dx", &DX}, {"dgamma", &DG}, {"dbeta", &DB}, {"dy", &DY}, {"mean", &MU},
+                        {"rstd", &R}, {"x", &X}, {"gamma", &G}});
         py::gil_scoped_release nogil;
         (naive ? layer_norm_backward_naive : layer_norm_backward)(
             DX.data, DG.data, DB.data, DY.data, MU.data, R.data, X.data, G.data, M, C);
