@@ -364,45 +364,22 @@ def train(model="cnn", epochs=1, batch_size=64, threads=2, seed=0, data=None,
     load_s = time.perf_counter() - t0
     net = NumpyCNN(model, batch_size=batch_size, seed=seed)
     hist = net.fit(xtr, ytr, epochs=epochs, seed=seed, verbose=verbose)
-    test_loss, test_acc = net.evaluate(xte, yte)
-    return {
-        "impl": "numpy",
-        "version": np.__version__,
-        "threads": threads,
-        "blas_threads": _common.blas_threads() if blas_set else None,
-        "epoch_times": [h["time"] for h in hist],
-        "train_loss": [h["loss"] for h in hist],
-        "train_acc": [h["accuracy"] for h in hist],
-        "test_loss": test_loss,
-        "test_acc": test_acc,
-        "n_train": len(xtr),
-        "num_params": net.num_params,
-        "load_s": load_s,
-        "peak_rss_mb": _common.peak_rss_mb(),
-    }
+    test = net.evaluate(xte, yte)
+    return _common.result_record(
+        "numpy", np.__version__, threads, hist, test, n_train=len(xtr),
+        num_params=net.num_params, load_s=load_s,
+        blas_threads=_common.blas_threads() if blas_set else None)
 
 
 def main(argv=None):
-    import argparse
-    import json
-    import statistics
+    import _common
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="cnn", choices=sorted(ARCHS))
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", action="store_true", help="print the result as one JSON line")
-    args = ap.parse_args(argv)
-    r = train(args.model, args.epochs, args.batch_size, args.threads, args.seed,
-              verbose=not args.json)
-    if args.json:
-        print(json.dumps(r))
-    else:
-        med = statistics.median(r["epoch_times"])
-        print(f"numpy {np.__version__}, {args.threads} BLAS threads: median {med:.3f} s/epoch, "
-              f"test accuracy {r['test_acc']:.4f}, peak RSS {r['peak_rss_mb']:.0f} MB")
+    def run(a, verbose):
+        return train(a.model, a.epochs, a.batch_size, a.threads, a.seed, verbose=verbose)
+
+    ap = _common.trainer_parser(__doc__, model="cnn", epochs=1, batch_size=64,
+                                models=sorted(ARCHS))
+    _common.run_trainer_main(ap, argv, run, label="numpy {version}, {threads} BLAS threads")
 
 
 if __name__ == "__main__":
