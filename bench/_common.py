@@ -212,6 +212,17 @@ def parse_sizes(spec: str) -> list:
 
 # ---- the stand-alone MNIST trainers (numpy_mlp, numpy_cnn, torch_mlp, torch_cnn) --------
 
+def end_epoch(history, epoch, epochs, dt, loss_sum, correct, n, verbose=False):
+    """Append one epoch's record {"epoch", "time", "loss", "accuracy"} (mean loss and
+    accuracy over the n training samples) to history; with verbose, print it."""
+    rec = {"epoch": epoch, "time": dt, "loss": loss_sum / n, "accuracy": correct / n}
+    history.append(rec)
+    if verbose:
+        print(f"epoch {epoch + 1}/{epochs}: {dt:.3f} s  loss {rec['loss']:.4f}  "
+              f"acc {rec['accuracy']:.4f}", flush=True)
+    return rec
+
+
 def result_record(impl, version, threads, history, test, *, n_train, num_params, load_s,
                   **extra) -> dict:
     """The result dict a trainer's train() returns (bench/train_mnist.py parses it).

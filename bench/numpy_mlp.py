@@ -170,6 +170,8 @@ class NumpyMLP:
     # -- loops -------------------------------------------------------------------------
     def fit(self, x, y, epochs=1, seed=0, verbose=False):
         """x: (N, sizes[0]) float32, y: (N,) integer labels. Returns per-epoch records."""
+        import _common
+
         x = np.ascontiguousarray(x, dtype=np.float32)
         y = np.ascontiguousarray(y, dtype=np.int64)
         N, B = len(x), self.batch_size
@@ -189,11 +191,7 @@ class NumpyMLP:
                 loss_sum += ls
                 correct += c
             dt = time.perf_counter() - t0
-            rec = {"epoch": epoch, "time": dt, "loss": loss_sum / N, "accuracy": correct / N}
-            history.append(rec)
-            if verbose:
-                print(f"epoch {epoch + 1}/{epochs}: {dt:.3f} s  loss {rec['loss']:.4f}  "
-                      f"acc {rec['accuracy']:.4f}", flush=True)
+            _common.end_epoch(history, epoch, epochs, dt, loss_sum, correct, N, verbose)
         return history
 
     def evaluate(self, x, y, batch_size=1000):

@@ -55,6 +55,8 @@ def fit(model, opt, x, y, epochs, batch_size, seed=0, verbose=False):
     """x: (N, in) float32 tensor, y: (N,) int64 tensor. Returns per-epoch records."""
     import torch
 
+    import _common
+
     loss_fn = torch.nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed)
     N = x.shape[0]
@@ -76,11 +78,7 @@ def fit(model, opt, x, y, epochs, batch_size, seed=0, verbose=False):
             loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
         dt = time.perf_counter() - t0
-        rec = {"epoch": epoch, "time": dt, "loss": loss_sum / N, "accuracy": correct / N}
-        history.append(rec)
-        if verbose:
-            print(f"epoch {epoch + 1}/{epochs}: {dt:.3f} s  loss {rec['loss']:.4f}  "
-                  f"acc {rec['accuracy']:.4f}", flush=True)
+        _common.end_epoch(history, epoch, epochs, dt, loss_sum, correct, N, verbose)
     return history
 
 
