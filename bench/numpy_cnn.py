@@ -50,12 +50,11 @@ Run alone:  FASTNN_DATA=... python bench/numpy_cnn.py --model cnn --epochs 1
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from numpy_mlp import NumpyMLP
+from numpy_mlp import NumpyMLP, train_net
 
 # Layer specs: ("conv", filters, pool_after) — 3x3 valid, ReLU; ("dense", units, act).
 ARCHS = {
@@ -355,20 +354,8 @@ def images_nhwc(x):
 def train(model="cnn", epochs=1, batch_size=64, threads=2, seed=0, data=None,
           verbose=False):
     """Train on MNIST and return a result dict (what bench/train_mnist.py prints)."""
-    import _common
-
-    blas_set = _common.set_blas_threads(threads)
-    t0 = time.perf_counter()
-    (xtr, ytr), (xte, yte) = data if data is not None else _common.mnist_float32(flatten=False)
-    xtr, xte = images_nhwc(xtr), images_nhwc(xte)
-    load_s = time.perf_counter() - t0
-    net = NumpyCNN(model, batch_size=batch_size, seed=seed)
-    hist = net.fit(xtr, ytr, epochs=epochs, seed=seed, verbose=verbose)
-    test = net.evaluate(xte, yte)
-    return _common.result_record(
-        "numpy", np.__version__, threads, hist, test, n_train=len(xtr),
-        num_params=net.num_params, load_s=load_s,
-        blas_threads=_common.blas_threads() if blas_set else None)
+    return train_net(lambda: NumpyCNN(model, batch_size=batch_size, seed=seed), epochs,
+                     threads, seed, data, verbose, images=images_nhwc)
 
 
 def main(argv=None):

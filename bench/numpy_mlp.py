@@ -218,18 +218,33 @@ class NumpyMLP:
 def train(sizes=(784, 128, 10), epochs=5, batch_size=32, threads=2, seed=0, data=None,
           verbose=False):
     """Train on MNIST and return a result dict (what bench/train_mnist.py prints)."""
+    return train_net(lambda: NumpyMLP(sizes, batch_size=batch_size, seed=seed), epochs,
+                     threads, seed, data, verbose)
+
+
+def train_net(make_net, epochs, threads, seed, data=None, verbose=False, images=None):
+    """Train the model make_net() returns (a NumpyMLP or subclass, built after the data
+    is loaded) on MNIST and return the result dict.
+
+    images: None trains on flattened (N, 784) rows; else a function that turns the
+    images into the model's input layout (counted in the load time).
+    """
     import _common
 
     blas_set = _common.set_blas_threads(threads)
     t0 = time.perf_counter()
-    (xtr, ytr), (xte, yte) = data if data is not None else _common.mnist_float32()
+    if data is None:
+        data = _common.mnist_float32(flatten=images is None)
+    (xtr, ytr), (xte, yte) = data
+    if images is not None:
+        xtr, xte = images(xtr), images(xte)
     load_s = time.perf_counter() - t0
-    model = NumpyMLP(sizes, batch_size=batch_size, seed=seed)
-    hist = model.fit(xtr, ytr, epochs=epochs, seed=seed, verbose=verbose)
-    test = model.evaluate(xte, yte)
+    net = make_net()
+    hist = net.fit(xtr, ytr, epochs=epochs, seed=seed, verbose=verbose)
+    test = net.evaluate(xte, yte)
     return _common.result_record(
         "numpy", np.__version__, threads, hist, test, n_train=len(xtr),
-        num_params=model.num_params, load_s=load_s,
+        num_params=net.num_params, load_s=load_s,
         blas_threads=_common.blas_threads() if blas_set else None)
 
 
