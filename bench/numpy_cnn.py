@@ -266,12 +266,7 @@ class NumpyCNN(NumpyMLP):
                 fans.append((F, units))
                 shape = (units,)
         n = sum(int(np.prod(w)) + int(np.prod(b)) for w, b in shapes)
-        self.num_params = n
-        self.params = np.zeros(n, f32)
-        self.grads = np.zeros(n, f32)
-        self.m = np.zeros(n, f32)  # stores m / (1 − β1)
-        self.v = np.zeros(n, f32)  # stores v / (1 − β2)
-        self.tmp = np.empty(n, f32)
+        self._flat_buffers(n)
 
         def views(buf):
             out, off = [], 0

@@ -62,12 +62,7 @@ class NumpyMLP:
         f32 = np.float32
         layer_shapes = list(zip(self.sizes[:-1], self.sizes[1:]))
         n = sum(i * o + o for i, o in layer_shapes)
-        self.num_params = n
-        self.params = np.zeros(n, f32)
-        self.grads = np.zeros(n, f32)
-        self.m = np.zeros(n, f32)  # stores m / (1 − β1)
-        self.v = np.zeros(n, f32)  # stores v / (1 − β2)
-        self.tmp = np.empty(n, f32)
+        self._flat_buffers(n)
 
         def views(buf):
             ws, bs, off = [], [], 0
@@ -95,6 +90,17 @@ class NumpyMLP:
         self.labels = np.empty(B, np.int64)
         self.argmax = np.empty(B, np.int64)
         self.arange = np.arange(B)
+
+    def _flat_buffers(self, n):
+        """Allocate the flat float32 buffers of the n parameters: params and grads (zero),
+        Adam's m and v (zero, stored pre-scaled) and the step's scratch tmp."""
+        f32 = np.float32
+        self.num_params = n
+        self.params = np.zeros(n, f32)
+        self.grads = np.zeros(n, f32)
+        self.m = np.zeros(n, f32)  # stores m / (1 − β1)
+        self.v = np.zeros(n, f32)  # stores v / (1 − β2)
+        self.tmp = np.empty(n, f32)
 
     # -- forward ---------------------------------------------------------------------
     def _forward(self, a, n):
