@@ -331,12 +331,9 @@ class NumpyCNN(NumpyMLP):
             xb = x[s:s + B]
             n = len(xb)
             logits = self._forward(xb, n, training=False)
-            yb = y[s:s + n]
-            mx = logits.max(axis=1, keepdims=True)
-            z = logits - mx
-            lse = np.log(np.exp(z).sum(axis=1))
-            loss += float((lse - z[np.arange(n), yb]).sum())
-            correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+            ls, c = self._eval_batch(logits, y[s:s + n])
+            loss += ls
+            correct += c
         return loss / len(x), correct / len(x)
 
 

@@ -200,6 +200,14 @@ class NumpyMLP:
             _common.end_epoch(history, epoch, epochs, dt, loss_sum, correct, N, verbose)
         return history
 
+    @staticmethod
+    def _eval_batch(logits, yb):
+        """(summed cross-entropy, number correct) of one batch of logits (no buffers)."""
+        z = logits - logits.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(z).sum(axis=1))
+        loss = float((lse - z[np.arange(len(yb)), yb]).sum())
+        return loss, int(np.count_nonzero(logits.argmax(axis=1) == yb))
+
     def evaluate(self, x, y, batch_size=1000):
         """(mean loss, accuracy) on x, y; forward only, in chunks of batch_size rows."""
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -212,12 +220,9 @@ class NumpyMLP:
             n = len(xb)
             a[0] = xb
             logits = self._forward(a, n)
-            yb = y[s:s + n]
-            mx = logits.max(axis=1, keepdims=True)
-            z = logits - mx
-            lse = np.log(np.exp(z).sum(axis=1))
-            loss += float((lse - z[np.arange(n), yb]).sum())
-            correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+            ls, c = self._eval_batch(logits, y[s:s + n])
+            loss += ls
+            correct += c
         return loss / len(x), correct / len(x)
 
 
