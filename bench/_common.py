@@ -210,6 +210,80 @@ def parse_sizes(spec: str) -> list:
     return sizes
 
 
+# ---- the stand-alone MNIST trainers (numpy_mlp, numpy_cnn, torch_mlp, torch_cnn) --------
+
+def end_epoch(history, epoch, epochs, dt, loss_sum, correct, n, verbose=False):
+    """Append one epoch's record {"epoch", "time", "loss", "accuracy"} (mean loss and
+    accuracy over the n training samples) to history; with verbose, print it."""
+    rec = {"epoch": epoch, "time": dt, "loss": loss_sum / n, "accuracy": correct / n}
+    history.append(rec)
+    if verbose:
+        print(f"epoch {epoch + 1}/{epochs}: {dt:.3f} s  loss {rec['loss']:.4f}  "
+              f"acc {rec['accuracy']:.4f}", flush=True)
+    return rec
+
+
+def result_record(impl, version, threads, history, test, *, n_train, num_params, load_s,
+                  **extra) -> dict:
+    """The result dict a trainer's train() returns (bench/train_mnist.py parses it).
+
+    history: fit()'s per-epoch records ({"time", "loss", "accuracy", ...});
+    test: (test_loss, test_acc). The extra, implementation-specific fields (blas_threads,
+    adam, memory_format, ...) come right after "threads", in the order given. Peak RSS is
+    read now, so call this after training and evaluation.
+    """
+    test_loss, test_acc = test
+    return {
+        "impl": impl,
+        "version": version,
+        "threads": threads,
+        **extra,
+        "epoch_times": [h["time"] for h in history],
+        "train_loss": [h["loss"] for h in history],
+        "train_acc": [h["accuracy"] for h in history],
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+        "n_train": n_train,
+        "num_params": num_params,
+        "load_s": load_s,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def trainer_parser(doc: str, model: str, epochs: int, batch_size: int, models=None):
+    """argparse parser with the options every trainer's main() takes (--model, --epochs,
+    --batch-size, --threads, --seed); the description is the first paragraph of doc.
+    Add trainer-specific options, then hand it to run_trainer_main()."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--model", default=model, choices=models)
+    ap.add_argument("--epochs", type=int, default=epochs)
+    ap.add_argument("--batch-size", type=int, default=batch_size)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def run_trainer_main(ap, argv, train, label: str) -> dict:
+    """A trainer's stand-alone main(): parse argv (adds --json), run train(args, verbose)
+    and print its result, as one JSON line with --json, else a one-line summary that
+    starts with label.format(**result), e.g. "numpy {version}, {threads} BLAS threads"."""
+    import json
+    import statistics
+
+    ap.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    args = ap.parse_args(argv)
+    r = train(args, verbose=not args.json)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        med = statistics.median(r["epoch_times"])
+        print(f"{label.format(**r)}: median {med:.3f} s/epoch, "
+              f"test accuracy {r['test_acc']:.4f}, peak RSS {r['peak_rss_mb']:.0f} MB")
+    return r
+
+
 # ---- pytest-benchmark helpers -------------------------------------------------------
 
 def kernel(impl: str, name: str):

@@ -50,12 +50,11 @@ Run alone:  FASTNN_DATA=... python bench/numpy_cnn.py --model cnn --epochs 1
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from numpy_mlp import NumpyMLP
+from numpy_mlp import NumpyMLP, train_net
 
 # Layer specs: ("conv", filters, pool_after) — 3x3 valid, ReLU; ("dense", units, act).
 ARCHS = {
@@ -267,12 +266,7 @@ class NumpyCNN(NumpyMLP):
                 fans.append((F, units))
                 shape = (units,)
         n = sum(int(np.prod(w)) + int(np.prod(b)) for w, b in shapes)
-        self.num_params = n
-        self.params = np.zeros(n, f32)
-        self.grads = np.zeros(n, f32)
-        self.m = np.zeros(n, f32)  # stores m / (1 − β1)
-        self.v = np.zeros(n, f32)  # stores v / (1 − β2)
-        self.tmp = np.empty(n, f32)
+        self._flat_buffers(n)
 
         def views(buf):
             out, off = [], 0
@@ -337,12 +331,9 @@ class NumpyCNN(NumpyMLP):
             xb = x[s:s + B]
             n = len(xb)
             logits = self._forward(xb, n, training=False)
-            yb = y[s:s + n]
-            mx = logits.max(axis=1, keepdims=True)
-            z = logits - mx
-            lse = np.log(np.exp(z).sum(axis=1))
-            loss += float((lse - z[np.arange(n), yb]).sum())
-            correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+            ls, c = self._eval_batch(logits, y[s:s + n])
+            loss += ls
+            correct += c
         return loss / len(x), correct / len(x)
 
 
@@ -355,54 +346,19 @@ def images_nhwc(x):
 def train(model="cnn", epochs=1, batch_size=64, threads=2, seed=0, data=None,
           verbose=False):
     """Train on MNIST and return a result dict (what bench/train_mnist.py prints)."""
-    import _common
-
-    blas_set = _common.set_blas_threads(threads)
-    t0 = time.perf_counter()
-    (xtr, ytr), (xte, yte) = data if data is not None else _common.mnist_float32(flatten=False)
-    xtr, xte = images_nhwc(xtr), images_nhwc(xte)
-    load_s = time.perf_counter() - t0
-    net = NumpyCNN(model, batch_size=batch_size, seed=seed)
-    hist = net.fit(xtr, ytr, epochs=epochs, seed=seed, verbose=verbose)
-    test_loss, test_acc = net.evaluate(xte, yte)
-    return {
-        "impl": "numpy",
-        "version": np.__version__,
-        "threads": threads,
-        "blas_threads": _common.blas_threads() if blas_set else None,
-        "epoch_times": [h["time"] for h in hist],
-        "train_loss": [h["loss"] for h in hist],
-        "train_acc": [h["accuracy"] for h in hist],
-        "test_loss": test_loss,
-        "test_acc": test_acc,
-        "n_train": len(xtr),
-        "num_params": net.num_params,
-        "load_s": load_s,
-        "peak_rss_mb": _common.peak_rss_mb(),
-    }
+    return train_net(lambda: NumpyCNN(model, batch_size=batch_size, seed=seed), epochs,
+                     threads, seed, data, verbose, images=images_nhwc)
 
 
 def main(argv=None):
-    import argparse
-    import json
-    import statistics
+    import _common
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="cnn", choices=sorted(ARCHS))
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", action="store_true", help="print the result as one JSON line")
-    args = ap.parse_args(argv)
-    r = train(args.model, args.epochs, args.batch_size, args.threads, args.seed,
-              verbose=not args.json)
-    if args.json:
-        print(json.dumps(r))
-    else:
-        med = statistics.median(r["epoch_times"])
-        print(f"numpy {np.__version__}, {args.threads} BLAS threads: median {med:.3f} s/epoch, "
-              f"test accuracy {r['test_acc']:.4f}, peak RSS {r['peak_rss_mb']:.0f} MB")
+    def run(a, verbose):
+        return train(a.model, a.epochs, a.batch_size, a.threads, a.seed, verbose=verbose)
+
+    ap = _common.trainer_parser(__doc__, model="cnn", epochs=1, batch_size=64,
+                                models=sorted(ARCHS))
+    _common.run_trainer_main(ap, argv, run, label="numpy {version}, {threads} BLAS threads")
 
 
 if __name__ == "__main__":

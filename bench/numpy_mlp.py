@@ -62,12 +62,7 @@ class NumpyMLP:
         f32 = np.float32
         layer_shapes = list(zip(self.sizes[:-1], self.sizes[1:]))
         n = sum(i * o + o for i, o in layer_shapes)
-        self.num_params = n
-        self.params = np.zeros(n, f32)
-        self.grads = np.zeros(n, f32)
-        self.m = np.zeros(n, f32)  # stores m / (1 − β1)
-        self.v = np.zeros(n, f32)  # stores v / (1 − β2)
-        self.tmp = np.empty(n, f32)
+        self._flat_buffers(n)
 
         def views(buf):
             ws, bs, off = [], [], 0
@@ -95,6 +90,17 @@ class NumpyMLP:
         self.labels = np.empty(B, np.int64)
         self.argmax = np.empty(B, np.int64)
         self.arange = np.arange(B)
+
+    def _flat_buffers(self, n):
+        """Allocate the flat float32 buffers of the n parameters: params and grads (zero),
+        Adam's m and v (zero, stored pre-scaled) and the step's scratch tmp."""
+        f32 = np.float32
+        self.num_params = n
+        self.params = np.zeros(n, f32)
+        self.grads = np.zeros(n, f32)
+        self.m = np.zeros(n, f32)  # stores m / (1 − β1)
+        self.v = np.zeros(n, f32)  # stores v / (1 − β2)
+        self.tmp = np.empty(n, f32)
 
     # -- forward ---------------------------------------------------------------------
     def _forward(self, a, n):
@@ -170,6 +176,8 @@ class NumpyMLP:
     # -- loops -------------------------------------------------------------------------
     def fit(self, x, y, epochs=1, seed=0, verbose=False):
         """x: (N, sizes[0]) float32, y: (N,) integer labels. Returns per-epoch records."""
+        import _common
+
         x = np.ascontiguousarray(x, dtype=np.float32)
         y = np.ascontiguousarray(y, dtype=np.int64)
         N, B = len(x), self.batch_size
@@ -189,12 +197,16 @@ class NumpyMLP:
                 loss_sum += ls
                 correct += c
             dt = time.perf_counter() - t0
-            rec = {"epoch": epoch, "time": dt, "loss": loss_sum / N, "accuracy": correct / N}
-            history.append(rec)
-            if verbose:
-                print(f"epoch {epoch + 1}/{epochs}: {dt:.3f} s  loss {rec['loss']:.4f}  "
-                      f"acc {rec['accuracy']:.4f}", flush=True)
+            _common.end_epoch(history, epoch, epochs, dt, loss_sum, correct, N, verbose)
         return history
+
+    @staticmethod
+    def _eval_batch(logits, yb):
+        """(summed cross-entropy, number correct) of one batch of logits (no buffers)."""
+        z = logits - logits.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(z).sum(axis=1))
+        loss = float((lse - z[np.arange(len(yb)), yb]).sum())
+        return loss, int(np.count_nonzero(logits.argmax(axis=1) == yb))
 
     def evaluate(self, x, y, batch_size=1000):
         """(mean loss, accuracy) on x, y; forward only, in chunks of batch_size rows."""
@@ -208,67 +220,54 @@ class NumpyMLP:
             n = len(xb)
             a[0] = xb
             logits = self._forward(a, n)
-            yb = y[s:s + n]
-            mx = logits.max(axis=1, keepdims=True)
-            z = logits - mx
-            lse = np.log(np.exp(z).sum(axis=1))
-            loss += float((lse - z[np.arange(n), yb]).sum())
-            correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+            ls, c = self._eval_batch(logits, y[s:s + n])
+            loss += ls
+            correct += c
         return loss / len(x), correct / len(x)
 
 
 def train(sizes=(784, 128, 10), epochs=5, batch_size=32, threads=2, seed=0, data=None,
           verbose=False):
     """Train on MNIST and return a result dict (what bench/train_mnist.py prints)."""
+    return train_net(lambda: NumpyMLP(sizes, batch_size=batch_size, seed=seed), epochs,
+                     threads, seed, data, verbose)
+
+
+def train_net(make_net, epochs, threads, seed, data=None, verbose=False, images=None):
+    """Train the model make_net() returns (a NumpyMLP or subclass, built after the data
+    is loaded) on MNIST and return the result dict.
+
+    images: None trains on flattened (N, 784) rows; else a function that turns the
+    images into the model's input layout (counted in the load time).
+    """
     import _common
 
     blas_set = _common.set_blas_threads(threads)
     t0 = time.perf_counter()
-    (xtr, ytr), (xte, yte) = data if data is not None else _common.mnist_float32()
+    if data is None:
+        data = _common.mnist_float32(flatten=images is None)
+    (xtr, ytr), (xte, yte) = data
+    if images is not None:
+        xtr, xte = images(xtr), images(xte)
     load_s = time.perf_counter() - t0
-    model = NumpyMLP(sizes, batch_size=batch_size, seed=seed)
-    hist = model.fit(xtr, ytr, epochs=epochs, seed=seed, verbose=verbose)
-    test_loss, test_acc = model.evaluate(xte, yte)
-    return {
-        "impl": "numpy",
-        "version": np.__version__,
-        "threads": threads,
-        "blas_threads": _common.blas_threads() if blas_set else None,
-        "epoch_times": [h["time"] for h in hist],
-        "train_loss": [h["loss"] for h in hist],
-        "train_acc": [h["accuracy"] for h in hist],
-        "test_loss": test_loss,
-        "test_acc": test_acc,
-        "n_train": len(xtr),
-        "num_params": model.num_params,
-        "load_s": load_s,
-        "peak_rss_mb": _common.peak_rss_mb(),
-    }
+    net = make_net()
+    hist = net.fit(xtr, ytr, epochs=epochs, seed=seed, verbose=verbose)
+    test = net.evaluate(xte, yte)
+    return _common.result_record(
+        "numpy", np.__version__, threads, hist, test, n_train=len(xtr),
+        num_params=net.num_params, load_s=load_s,
+        blas_threads=_common.blas_threads() if blas_set else None)
 
 
 def main(argv=None):
-    import argparse
-    import json
-    import statistics
-
     import _common
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="784-128-10")
-    ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", action="store_true", help="print the result as one JSON line")
-    args = ap.parse_args(argv)
-    r = train(_common.parse_sizes(args.model), args.epochs, args.batch_size, args.threads,
-              args.seed, verbose=not args.json)
-    if args.json:
-        print(json.dumps(r))
-    else:
-        med = statistics.median(r["epoch_times"])
-        print(f"numpy {np.__version__}, {args.threads} BLAS threads: median {med:.3f} s/epoch, "
-              f"test accuracy {r['test_acc']:.4f}, peak RSS {r['peak_rss_mb']:.0f} MB")
+    def run(a, verbose):
+        return train(_common.parse_sizes(a.model), a.epochs, a.batch_size, a.threads, a.seed,
+                     verbose=verbose)
+
+    ap = _common.trainer_parser(__doc__, model="784-128-10", epochs=5, batch_size=32)
+    _common.run_trainer_main(ap, argv, run, label="numpy {version}, {threads} BLAS threads")
 
 
 if __name__ == "__main__":

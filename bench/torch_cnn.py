@@ -87,51 +87,28 @@ def train(model="cnn", epochs=1, batch_size=64, threads=2, seed=0, data=None, fu
         net = net.to(memory_format=torch.channels_last)
     opt = make_optimizer(net, fused=fused)
     hist = fit(net, opt, xtr, ytr, epochs, batch_size, seed, verbose)
-    test_loss, test_acc = evaluate(net, xte, yte)
-    return {
-        "impl": "torch",
-        "version": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "adam": "fused" if opt.defaults.get("fused") else "default",
-        "memory_format": "channels_last" if channels_last else "nchw",
-        "epoch_times": [h["time"] for h in hist],
-        "train_loss": [h["loss"] for h in hist],
-        "train_acc": [h["accuracy"] for h in hist],
-        "test_loss": test_loss,
-        "test_acc": test_acc,
-        "n_train": int(xtr.shape[0]),
-        "num_params": sum(p.numel() for p in net.parameters()),
-        "load_s": load_s,
-        "peak_rss_mb": _common.peak_rss_mb(),
-    }
+    test = evaluate(net, xte, yte)
+    return _common.result_record(
+        "torch", torch.__version__, torch.get_num_threads(), hist, test,
+        n_train=int(xtr.shape[0]), num_params=sum(p.numel() for p in net.parameters()),
+        load_s=load_s, adam="fused" if opt.defaults.get("fused") else "default",
+        memory_format="channels_last" if channels_last else "nchw")
 
 
 def main(argv=None):
-    import argparse
-    import json
-    import statistics
+    import _common
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="cnn", choices=MODELS)
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    def run(a, verbose):
+        return train(a.model, a.epochs, a.batch_size, a.threads, a.seed, fused=not a.no_fused,
+                     channels_last=not a.nchw, verbose=verbose)
+
+    ap = _common.trainer_parser(__doc__, model="cnn", epochs=1, batch_size=64, models=MODELS)
     ap.add_argument("--no-fused", action="store_true", help="torch's default (unfused) Adam")
     ap.add_argument("--nchw", action="store_true",
                     help="contiguous NCHW tensors instead of channels_last memory format")
-    ap.add_argument("--json", action="store_true", help="print the result as one JSON line")
-    args = ap.parse_args(argv)
-    r = train(args.model, args.epochs, args.batch_size, args.threads, args.seed,
-              fused=not args.no_fused, channels_last=not args.nchw, verbose=not args.json)
-    if args.json:
-        print(json.dumps(r))
-    else:
-        med = statistics.median(r["epoch_times"])
-        print(f"torch {r['version']}, {r['threads']} threads, {r['adam']} Adam, "
-              f"{r['memory_format']}: median "
-              f"{med:.3f} s/epoch, test accuracy {r['test_acc']:.4f}, "
-              f"peak RSS {r['peak_rss_mb']:.0f} MB")
+    _common.run_trainer_main(ap, argv, run,
+                             label="torch {version}, {threads} threads, {adam} Adam, "
+                                   "{memory_format}")
 
 
 if __name__ == "__main__":

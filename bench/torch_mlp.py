@@ -55,6 +55,8 @@ def fit(model, opt, x, y, epochs, batch_size, seed=0, verbose=False):
     """x: (N, in) float32 tensor, y: (N,) int64 tensor. Returns per-epoch records."""
     import torch
 
+    import _common
+
     loss_fn = torch.nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed)
     N = x.shape[0]
@@ -76,11 +78,7 @@ def fit(model, opt, x, y, epochs, batch_size, seed=0, verbose=False):
             loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
         dt = time.perf_counter() - t0
-        rec = {"epoch": epoch, "time": dt, "loss": loss_sum / N, "accuracy": correct / N}
-        history.append(rec)
-        if verbose:
-            print(f"epoch {epoch + 1}/{epochs}: {dt:.3f} s  loss {rec['loss']:.4f}  "
-                  f"acc {rec['accuracy']:.4f}", flush=True)
+        _common.end_epoch(history, epoch, epochs, dt, loss_sum, correct, N, verbose)
     return history
 
 
@@ -114,49 +112,23 @@ def train(sizes=(784, 128, 10), epochs=5, batch_size=32, threads=2, seed=0, data
     model = build_model(sizes, seed)
     opt = make_optimizer(model, fused=fused)
     hist = fit(model, opt, xtr, ytr, epochs, batch_size, seed, verbose)
-    test_loss, test_acc = evaluate(model, xte, yte)
-    return {
-        "impl": "torch",
-        "version": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "adam": "fused" if opt.defaults.get("fused") else "default",
-        "epoch_times": [h["time"] for h in hist],
-        "train_loss": [h["loss"] for h in hist],
-        "train_acc": [h["accuracy"] for h in hist],
-        "test_loss": test_loss,
-        "test_acc": test_acc,
-        "n_train": int(xtr.shape[0]),
-        "num_params": sum(p.numel() for p in model.parameters()),
-        "load_s": load_s,
-        "peak_rss_mb": _common.peak_rss_mb(),
-    }
+    test = evaluate(model, xte, yte)
+    return _common.result_record(
+        "torch", torch.__version__, torch.get_num_threads(), hist, test,
+        n_train=int(xtr.shape[0]), num_params=sum(p.numel() for p in model.parameters()),
+        load_s=load_s, adam="fused" if opt.defaults.get("fused") else "default")
 
 
 def main(argv=None):
-    import argparse
-    import json
-    import statistics
-
     import _common
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="784-128-10")
-    ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    def run(a, verbose):
+        return train(_common.parse_sizes(a.model), a.epochs, a.batch_size, a.threads, a.seed,
+                     fused=not a.no_fused, verbose=verbose)
+
+    ap = _common.trainer_parser(__doc__, model="784-128-10", epochs=5, batch_size=32)
     ap.add_argument("--no-fused", action="store_true", help="torch's default (unfused) Adam")
-    ap.add_argument("--json", action="store_true", help="print the result as one JSON line")
-    args = ap.parse_args(argv)
-    r = train(_common.parse_sizes(args.model), args.epochs, args.batch_size, args.threads,
-              args.seed, fused=not args.no_fused, verbose=not args.json)
-    if args.json:
-        print(json.dumps(r))
-    else:
-        med = statistics.median(r["epoch_times"])
-        print(f"torch {r['version']}, {r['threads']} threads, {r['adam']} Adam: median "
-              f"{med:.3f} s/epoch, test accuracy {r['test_acc']:.4f}, "
-              f"peak RSS {r['peak_rss_mb']:.0f} MB")
+    _common.run_trainer_main(ap, argv, run, label="torch {version}, {threads} threads, {adam} Adam")
 
 
 if __name__ == "__main__":
