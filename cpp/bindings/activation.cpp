@@ -8,16 +8,6 @@
 
 #include "check.h"
 
-namespace fastnn {
-// Plain twins, defined in cpp/cpu/activation.cpp.
-void act_forward_naive(float* y, const float* x, int64_t n, Act act);
-void act_backward_naive(float* dx, const float* dy, const float* x, const float* y,
-                        int64_t n, Act act);
-void softmax_forward_naive(float* y, const float* x, int64_t N, int64_t C);
-void softmax_backward_naive(float* dx, const float* dy, const float* y, int64_t N,
-                            int64_t C);
-}  // namespace fastnn
-
 namespace fastnn::bind {
 
 // ---- helpers also used by the dense and loss bindings ---------------------------

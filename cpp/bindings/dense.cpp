@@ -7,15 +7,6 @@
 
 #include "check.h"
 
-namespace fastnn {
-// Plain twins, defined in cpp/cpu/dense.cpp.
-void dense_forward_naive(float* y, float* z, const float* x, const float* w, const float* b,
-                         int64_t N, int64_t IC, int64_t OC, Act act);
-void dense_backward_naive(float* dx, float* dw, float* db, float* dz, const float* dy,
-                          const float* x, const float* w, const float* y, const float* z,
-                          int64_t N, int64_t IC, int64_t OC, Act act);
-}  // namespace fastnn
-
 namespace fastnn::bind {
 
 // Defined in bindings/activation.cpp.

@@ -8,21 +8,6 @@
 
 #include "check.h"
 
-namespace fastnn {
-// Plain twins, defined in cpp/cpu/loss.cpp.
-double softmax_xent_naive(float* dlogits, float* probs, const float* logits,
-                          const int32_t* labels, int64_t N, int64_t C, float grad_scale);
-double softmax_xent_dense_naive(float* dlogits, float* probs, const float* logits,
-                                const float* targets, int64_t N, int64_t C,
-                                float grad_scale);
-double xent_probs_naive(float* dprobs, const float* probs, const float* targets, int64_t N,
-                        int64_t C, float grad_scale);
-double bce_logits_naive(float* dlogits, const float* logits, const float* targets, int64_t n,
-                        float grad_scale);
-double mse_naive(float* dpred, const float* pred, const float* target, int64_t n,
-                 float grad_scale);
-}  // namespace fastnn
-
 namespace fastnn::bind {
 
 // Defined in bindings/activation.cpp.

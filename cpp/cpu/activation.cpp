@@ -14,14 +14,6 @@
 
 namespace fastnn {
 
-// Plain twins (also bound as fastnn._core.plain.* for the tests).
-void act_forward_naive(float* y, const float* x, int64_t n, Act act);
-void act_backward_naive(float* dx, const float* dy, const float* x, const float* y,
-                        int64_t n, Act act);
-void softmax_forward_naive(float* y, const float* x, int64_t N, int64_t C);
-void softmax_backward_naive(float* dx, const float* dy, const float* y, int64_t N,
-                            int64_t C);
-
 namespace {
 
 // y (n) = act(x)

@@ -23,13 +23,6 @@
 
 namespace fastnn {
 
-// Plain twins (also bound as fastnn._core.plain.* for the tests).
-void dense_forward_naive(float* y, float* z, const float* x, const float* w, const float* b,
-                         int64_t N, int64_t IC, int64_t OC, Act act);
-void dense_backward_naive(float* dx, float* dw, float* db, float* dz, const float* dy,
-                          const float* x, const float* w, const float* y, const float* z,
-                          int64_t N, int64_t IC, int64_t OC, Act act);
-
 namespace {
 
 // acc (rows,OC) += b (OC) when b;  y (rows,OC) = act(acc). y may be acc.

@@ -19,4 +19,12 @@ void softmax_forward(float* y, const float* x, int64_t N, int64_t C);
 // dx (N,C) += y ⊙ (dy − Σ_C dy⊙y)
 void softmax_backward(float* dx, const float* dy, const float* y, int64_t N, int64_t C);
 
+// Plain twins with the same contracts (bound as fastnn._core.plain.* for the tests).
+void act_forward_naive(float* y, const float* x, int64_t n, Act act);
+void act_backward_naive(float* dx, const float* dy, const float* x, const float* y,
+                        int64_t n, Act act);
+void softmax_forward_naive(float* y, const float* x, int64_t N, int64_t C);
+void softmax_backward_naive(float* dx, const float* dy, const float* y, int64_t N,
+                            int64_t C);
+
 }  // namespace fastnn

@@ -41,4 +41,11 @@ void dense_backward_sparse(float* dw, float* db, float* dz, float* dwc, const fl
                            const int32_t* cols, int64_t nk, const float* xc, const float* y,
                            const float* z, int64_t N, int64_t IC, int64_t OC, Act act);
 
+// Plain twins with the same contracts (bound as fastnn._core.plain.* for the tests).
+void dense_forward_naive(float* y, float* z, const float* x, const float* w, const float* b,
+                         int64_t N, int64_t IC, int64_t OC, Act act);
+void dense_backward_naive(float* dx, float* dw, float* db, float* dz, const float* dy,
+                          const float* x, const float* w, const float* y, const float* z,
+                          int64_t N, int64_t IC, int64_t OC, Act act);
+
 }  // namespace fastnn
