@@ -171,7 +171,7 @@ void def_sparse(py::module_& m) {
         no_overlap(op, "dz", DZ, "z", Z);
         py::gil_scoped_release nogil;
         dense_backward_sparse(DW.data, DB.data, DZ.data, DWC.data, DY.data, COLS.data, nk,
-                              XC.data, Y.data, Z.data, N, IC, OC, act);
+                              XC.data, Y.data, Z.data, N, OC, act);
       },
       py::arg("dw"), py::arg("db"), py::arg("dz"), py::arg("dwc"), py::arg("dy"),
       py::arg("cols"), py::arg("nk"), py::arg("xc"), py::arg("y") = py::none(),

@@ -145,8 +145,7 @@ int64_t dense_forward_sparse(float* y, float* z, int32_t* cols, float* xc, float
 // dz = dy ⊙ act'(.);  db += Σ_N dz;  dwc (nk,OC) = xcᵀ·dz;  dw[cols, :] += dwc
 void dense_backward_sparse(float* dw, float* db, float* dz, float* dwc, const float* dy,
                            const int32_t* cols, int64_t nk, const float* xc, const float* y,
-                           const float* z, int64_t N, int64_t IC, int64_t OC, Act act) {
-  (void)IC;
+                           const float* z, int64_t N, int64_t OC, Act act) {
   dense_backward(nullptr, nullptr, db, dz, dy, xc, nullptr, y, z, N, nk, OC, act);
   if (!dw) return;
   const float* g = act == Act::linear ? dy : dz;

@@ -39,7 +39,7 @@ int64_t dense_forward_sparse(float* y, float* z, int32_t* cols, float* xc, float
 // them; dwc (nk·OC floats) is scratch. dw or db may be nullptr. No dx (the input is data).
 void dense_backward_sparse(float* dw, float* db, float* dz, float* dwc, const float* dy,
                            const int32_t* cols, int64_t nk, const float* xc, const float* y,
-                           const float* z, int64_t N, int64_t IC, int64_t OC, Act act);
+                           const float* z, int64_t N, int64_t OC, Act act);
 
 // Plain twins with the same contracts (bound as fastnn._core.plain.* for the tests).
 void dense_forward_naive(float* y, float* z, const float* x, const float* w, const float* b,
