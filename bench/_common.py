@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import gzip
+import math
 import importlib.util
 import os
 import resource
@@ -250,10 +251,28 @@ def result_record(impl, version, threads, history, test, *, n_train, num_params,
     }
 
 
+SCHEDULES = ("constant", "cosine")
+
+
+def lr_at(lr: float, schedule: str, total_steps: int):
+    """The learning rate: the number lr ("constant"), or as a function of the 0-based step
+    k, ``fastnn.optim.schedules.CosineDecay(lr, total_steps)`` ("cosine": half a cosine
+    from lr down to 0 over the run's total_steps steps). Every trainer uses this one."""
+    if schedule == "constant":
+        return float(lr)
+    if schedule == "cosine":
+        return lambda k: lr * 0.5 * (1.0 + math.cos(math.pi * min(k, total_steps) / total_steps))
+    raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
+
+
+def total_steps(n_train: int, batch_size: int, epochs: int) -> int:
+    return epochs * ((n_train + batch_size - 1) // batch_size)
+
+
 def trainer_parser(doc: str, model: str, epochs: int, batch_size: int, models=None):
     """argparse parser with the options every trainer's main() takes (--model, --epochs,
-    --batch-size, --threads, --seed); the description is the first paragraph of doc.
-    Add trainer-specific options, then hand it to run_trainer_main()."""
+    --batch-size, --threads, --seed, --lr, --schedule); the description is the first
+    paragraph of doc. Add trainer-specific options, then hand it to run_trainer_main()."""
     import argparse
 
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
@@ -262,7 +281,14 @@ def trainer_parser(doc: str, model: str, epochs: int, batch_size: int, models=No
     ap.add_argument("--batch-size", type=int, default=batch_size)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    add_lr_options(ap)
     return ap
+
+
+def add_lr_options(ap) -> None:
+    ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    ap.add_argument("--schedule", choices=SCHEDULES, default="constant",
+                    help="learning rate per step: constant, or cosine decay to 0 over the run")
 
 
 def run_trainer_main(ap, argv, train, label: str) -> dict:

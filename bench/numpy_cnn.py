@@ -246,7 +246,8 @@ class NumpyCNN(NumpyMLP):
             raise ValueError(f"unknown CNN {model!r}; choose from {sorted(ARCHS)}")
         self.model = model
         self.batch_size = B = int(batch_size)
-        self.lr, self.beta1, self.beta2 = float(lr), float(beta1), float(beta2)
+        self.lr = lr if callable(lr) else float(lr)  # a number or a function of the step
+        self.beta1, self.beta2 = float(beta1), float(beta2)
         self.eps = float(eps)
         self.t = 0
         f32 = np.float32
@@ -344,17 +345,23 @@ def images_nhwc(x):
 
 
 def train(model="cnn", epochs=1, batch_size=64, threads=2, seed=0, data=None,
-          verbose=False):
+          verbose=False, lr=1e-3, schedule="constant"):
     """Train on MNIST and return a result dict (what bench/train_mnist.py prints)."""
-    return train_net(lambda: NumpyCNN(model, batch_size=batch_size, seed=seed), epochs,
-                     threads, seed, data, verbose, images=images_nhwc)
+    import _common
+
+    def make(n_train):
+        steps = _common.total_steps(n_train, batch_size, epochs)
+        return NumpyCNN(model, batch_size=batch_size, seed=seed,
+                        lr=_common.lr_at(lr, schedule, steps))
+    return train_net(make, epochs, threads, seed, data, verbose, images=images_nhwc)
 
 
 def main(argv=None):
     import _common
 
     def run(a, verbose):
-        return train(a.model, a.epochs, a.batch_size, a.threads, a.seed, verbose=verbose)
+        return train(a.model, a.epochs, a.batch_size, a.threads, a.seed, verbose=verbose,
+                     lr=a.lr, schedule=a.schedule)
 
     ap = _common.trainer_parser(__doc__, model="cnn", epochs=1, batch_size=64,
                                 models=sorted(ARCHS))

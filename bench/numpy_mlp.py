@@ -23,7 +23,8 @@ What makes it a fair (strong) baseline rather than a strawman:
   p −= alpha_t·m/(√v + eps) with eps = 1e-7 (Keras's default).
 - Glorot-uniform weights and zero biases (Keras's Dense defaults), seeded.
 - Each epoch shuffles with a seeded ``numpy.random.Generator`` and gathers each batch
-  with ``np.take(..., out=)`` into the preallocated input buffer (no copy of the whole
+  with ``np.take(..., out=, mode="clip")`` (numpy's default mode stages an ``out=``
+  result through a temporary) into the preallocated input buffer (no copy of the whole
   training set per epoch). The training loss and accuracy are accumulated every step, as
   Keras's ``fit(metrics=["accuracy"])`` does.
 - The BLAS thread count is set explicitly (``threads=``); elementwise NumPy is
@@ -57,7 +58,9 @@ class NumpyMLP:
                  eps=1e-7):
         self.sizes = [int(s) for s in sizes]
         self.batch_size = int(batch_size)
-        self.lr, self.beta1, self.beta2, self.eps = float(lr), float(beta1), float(beta2), float(eps)
+        # lr: a number, or a function of the 0-based step (see _common.lr_at)
+        self.lr = lr if callable(lr) else float(lr)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
         self.t = 0
         f32 = np.float32
         layer_shapes = list(zip(self.sizes[:-1], self.sizes[1:]))
@@ -164,7 +167,8 @@ class NumpyMLP:
         np.multiply(g, g, out=tmp)                # v' = β2·v' + g²  (v = (1−β2)·v')
         v *= b2
         v += tmp
-        alpha = self.lr * math.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t)
+        lr = self.lr(t - 1) if callable(self.lr) else self.lr
+        alpha = lr * math.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t)
         scale = alpha * (1.0 - b1) / math.sqrt(1.0 - b2)
         eps = self.eps / math.sqrt(1.0 - b2)
         np.sqrt(v, out=tmp)                       # p −= alpha·m/(√v + eps)
@@ -191,8 +195,8 @@ class NumpyMLP:
             for s in range(0, N, B):
                 idx = perm[s:s + B]
                 n = len(idx)
-                np.take(x, idx, axis=0, out=xb[:n])
-                np.take(y, idx, out=yb[:n])
+                np.take(x, idx, axis=0, out=xb[:n], mode="clip")
+                np.take(y, idx, out=yb[:n], mode="clip")
                 ls, c = self.train_step(n)
                 loss_sum += ls
                 correct += c
@@ -227,15 +231,20 @@ class NumpyMLP:
 
 
 def train(sizes=(784, 128, 10), epochs=5, batch_size=32, threads=2, seed=0, data=None,
-          verbose=False):
+          verbose=False, lr=1e-3, schedule="constant"):
     """Train on MNIST and return a result dict (what bench/train_mnist.py prints)."""
-    return train_net(lambda: NumpyMLP(sizes, batch_size=batch_size, seed=seed), epochs,
-                     threads, seed, data, verbose)
+    import _common
+
+    def make(n_train):
+        steps = _common.total_steps(n_train, batch_size, epochs)
+        return NumpyMLP(sizes, batch_size=batch_size, seed=seed,
+                        lr=_common.lr_at(lr, schedule, steps))
+    return train_net(make, epochs, threads, seed, data, verbose)
 
 
 def train_net(make_net, epochs, threads, seed, data=None, verbose=False, images=None):
-    """Train the model make_net() returns (a NumpyMLP or subclass, built after the data
-    is loaded) on MNIST and return the result dict.
+    """Train the model make_net(n_train) returns (a NumpyMLP or subclass, built after
+    the data is loaded) on MNIST and return the result dict.
 
     images: None trains on flattened (N, 784) rows; else a function that turns the
     images into the model's input layout (counted in the load time).
@@ -250,7 +259,7 @@ def train_net(make_net, epochs, threads, seed, data=None, verbose=False, images=
     if images is not None:
         xtr, xte = images(xtr), images(xte)
     load_s = time.perf_counter() - t0
-    net = make_net()
+    net = make_net(len(xtr))
     hist = net.fit(xtr, ytr, epochs=epochs, seed=seed, verbose=verbose)
     test = net.evaluate(xte, yte)
     return _common.result_record(
@@ -264,7 +273,7 @@ def main(argv=None):
 
     def run(a, verbose):
         return train(_common.parse_sizes(a.model), a.epochs, a.batch_size, a.threads, a.seed,
-                     verbose=verbose)
+                     verbose=verbose, lr=a.lr, schedule=a.schedule)
 
     ap = _common.trainer_parser(__doc__, model="784-128-10", epochs=5, batch_size=32)
     _common.run_trainer_main(ap, argv, run, label="numpy {version}, {threads} BLAS threads")

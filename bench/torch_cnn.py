@@ -70,7 +70,7 @@ def images_nchw(x, channels_last=True):
 
 
 def train(model="cnn", epochs=1, batch_size=64, threads=2, seed=0, data=None, fused=True,
-          channels_last=True, verbose=False):
+          channels_last=True, verbose=False, lr=1e-3, schedule="constant"):
     """Train on MNIST and return a result dict (what bench/train_mnist.py prints)."""
     import torch
 
@@ -85,7 +85,8 @@ def train(model="cnn", epochs=1, batch_size=64, threads=2, seed=0, data=None, fu
     net = build_model(model, seed)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
-    opt = make_optimizer(net, fused=fused)
+    steps = _common.total_steps(int(xtr.shape[0]), batch_size, epochs)
+    opt = make_optimizer(net, lr=_common.lr_at(lr, schedule, steps), fused=fused)
     hist = fit(net, opt, xtr, ytr, epochs, batch_size, seed, verbose)
     test = evaluate(net, xte, yte)
     return _common.result_record(
@@ -100,7 +101,7 @@ def main(argv=None):
 
     def run(a, verbose):
         return train(a.model, a.epochs, a.batch_size, a.threads, a.seed, fused=not a.no_fused,
-                     channels_last=not a.nchw, verbose=verbose)
+                     channels_last=not a.nchw, verbose=verbose, lr=a.lr, schedule=a.schedule)
 
     ap = _common.trainer_parser(__doc__, model="cnn", epochs=1, batch_size=64, models=MODELS)
     ap.add_argument("--no-fused", action="store_true", help="torch's default (unfused) Adam")

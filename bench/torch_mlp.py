@@ -40,9 +40,22 @@ def build_model(sizes, seed=0):
 
 
 def make_optimizer(model, lr=1e-3, eps=1e-7, fused=True):
+    """Adam with Keras's eps; lr a number or a function of the 0-based step (then the
+    optimizer carries a LambdaLR scheduler as .lr_scheduler, stepped by fit)."""
     import torch
 
-    kw = dict(lr=lr, betas=(0.9, 0.999), eps=eps)
+    lr_fn = lr if callable(lr) else None
+    kw = dict(lr=lr_fn(0) if lr_fn else lr, betas=(0.9, 0.999), eps=eps)
+    opt = _adam(model, kw, fused)
+    base = kw["lr"]
+    opt.lr_scheduler = (torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_fn(k) / base)
+                        if lr_fn else None)
+    return opt
+
+
+def _adam(model, kw, fused):
+    import torch
+
     if fused:
         try:
             return torch.optim.Adam(model.parameters(), fused=True, **kw)
@@ -75,6 +88,8 @@ def fit(model, opt, x, y, epochs, batch_size, seed=0, verbose=False):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if opt.lr_scheduler is not None:
+                opt.lr_scheduler.step()
             loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
         dt = time.perf_counter() - t0
@@ -97,7 +112,7 @@ def evaluate(model, x, y, batch_size=1000):
 
 
 def train(sizes=(784, 128, 10), epochs=5, batch_size=32, threads=2, seed=0, data=None,
-          fused=True, verbose=False):
+          fused=True, verbose=False, lr=1e-3, schedule="constant"):
     """Train on MNIST and return a result dict (what bench/train_mnist.py prints)."""
     import torch
 
@@ -110,7 +125,8 @@ def train(sizes=(784, 128, 10), epochs=5, batch_size=32, threads=2, seed=0, data
     xte, yte = torch.from_numpy(xte), torch.from_numpy(yte)
     load_s = time.perf_counter() - t0
     model = build_model(sizes, seed)
-    opt = make_optimizer(model, fused=fused)
+    steps = _common.total_steps(int(xtr.shape[0]), batch_size, epochs)
+    opt = make_optimizer(model, lr=_common.lr_at(lr, schedule, steps), fused=fused)
     hist = fit(model, opt, xtr, ytr, epochs, batch_size, seed, verbose)
     test = evaluate(model, xte, yte)
     return _common.result_record(
@@ -124,7 +140,7 @@ def main(argv=None):
 
     def run(a, verbose):
         return train(_common.parse_sizes(a.model), a.epochs, a.batch_size, a.threads, a.seed,
-                     fused=not a.no_fused, verbose=verbose)
+                     fused=not a.no_fused, verbose=verbose, lr=a.lr, schedule=a.schedule)
 
     ap = _common.trainer_parser(__doc__, model="784-128-10", epochs=5, batch_size=32)
     ap.add_argument("--no-fused", action="store_true", help="torch's default (unfused) Adam")

@@ -3,6 +3,7 @@
     FASTNN_DATA=/path/with/mnist python bench/train_mnist.py \\
         [--model 784-128-10 | cnn | cnn-small] [--epochs 5] [--batch-size 32] \\
         [--threads 2] [--train-subset N] [--impls fastnn,numpy,torch] [--markdown] \\
+        [--lr 1e-3] [--schedule constant|cosine] \\
         [--json results.json]
 
 Every implementation trains the same model with the same batch size, epochs and thread
@@ -13,7 +14,9 @@ MaxPooling2D(2) → Conv2D(64, 3, relu) → MaxPooling2D(2) → Conv2D(64, 3, re
 Dense(64, relu) → Dense(10)) and ``cnn-small`` (the first two conv blocks → Flatten →
 Dense(10)), fed channels-last (N, 28, 28, 1) images (numpy_cnn.py, torch_cnn.py; fastnn
 builds them as ``python -m fastnn train mnist-cnn [--small]`` does). All of them: softmax
-output, sparse categorical cross-entropy, Adam lr 1e-3 eps 1e-7, Glorot-uniform weights,
+output, sparse categorical cross-entropy, Adam eps 1e-7 with learning rate --lr (1e-3)
+held constant or, with --schedule cosine, decayed every step along half a cosine to 0
+at the end of the run (fastnn.optim.schedules.CosineDecay), Glorot-uniform weights,
 zero biases, shuffled each epoch; batch 32 for the MLP and 64 for the CNNs unless
 --batch-size says otherwise. --train-subset N trains on the first N training images
 (epoch times are then per N images; test accuracy is always on the 10,000 test images).
@@ -90,13 +93,18 @@ def load_data(impl, model, train_subset=None):
     return (xtr, ytr), (xte, yte)
 
 
-def train_fastnn(model_spec, epochs, batch_size, threads, seed, data):
+def train_fastnn(model_spec, epochs, batch_size, threads, seed, data, lr=1e-3,
+                 schedule="constant"):
     import fastnn as fn
 
     fn.set_num_threads(threads)
     (xtr, ytr), (xte, yte) = data
     model = fastnn_model(model_spec, seed)
-    model.compile(optimizer=fn.optim.Adam(learning_rate=1e-3),
+    if schedule == "cosine":
+        lr = fn.optim.schedules.CosineDecay(lr, _common.total_steps(len(xtr), batch_size, epochs))
+    elif schedule != "constant":
+        raise SystemExit(f"unknown schedule {schedule!r}")
+    model.compile(optimizer=fn.optim.Adam(learning_rate=lr),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     hist = model.fit(xtr, ytr, epochs=epochs, batch_size=batch_size, shuffle=True,
                      seed=seed, verbose=0)
@@ -117,28 +125,31 @@ def train_fastnn(model_spec, epochs, batch_size, threads, seed, data):
     }
 
 
-def run_child(impl, model, epochs, batch_size, threads, seed, train_subset=None):
+def run_child(impl, model, epochs, batch_size, threads, seed, train_subset=None, lr=1e-3,
+              schedule="constant"):
     if impl not in ALL_IMPLS:
         raise SystemExit(f"unknown implementation {impl!r}")
     t0 = time.perf_counter()
     data = load_data(impl, model, train_subset)
     load_s = time.perf_counter() - t0
+    kw = {"lr": lr, "schedule": schedule}
     if impl == "fastnn":
-        r = train_fastnn(model, epochs, batch_size, threads, seed, data)
+        r = train_fastnn(model, epochs, batch_size, threads, seed, data, **kw)
     elif impl == "numpy":
         if is_cnn(model):
             import numpy_cnn
-            r = numpy_cnn.train(model, epochs, batch_size, threads, seed, data=data)
+            r = numpy_cnn.train(model, epochs, batch_size, threads, seed, data=data, **kw)
         else:
             import numpy_mlp
-            r = numpy_mlp.train(model, epochs, batch_size, threads, seed, data=data)
+            r = numpy_mlp.train(model, epochs, batch_size, threads, seed, data=data, **kw)
     else:
         if is_cnn(model):
             import torch_cnn
-            r = torch_cnn.train(model, epochs, batch_size, threads, seed, data=data)
+            r = torch_cnn.train(model, epochs, batch_size, threads, seed, data=data, **kw)
         else:
             import torch_mlp
-            r = torch_mlp.train(model, epochs, batch_size, threads, seed, data=data)
+            r = torch_mlp.train(model, epochs, batch_size, threads, seed, data=data, **kw)
+    r["lr"], r["schedule"] = lr, schedule
     r["model"] = model if is_cnn(model) else "-".join(map(str, model))
     r["load_s"] = load_s
     r["peak_rss_mb"] = _common.peak_rss_mb()  # after evaluation too
@@ -152,7 +163,7 @@ def spawn(impl, args, threads):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", impl,
            "--model", args.model, "--epochs", str(args.epochs),
            "--batch-size", str(args.batch_size), "--threads", str(threads),
-           "--seed", str(args.seed)]
+           "--seed", str(args.seed), "--lr", repr(args.lr), "--schedule", args.schedule]
     if args.train_subset:
         cmd += ["--train-subset", str(args.train_subset)]
     env = dict(os.environ, **_common.thread_env(threads))
@@ -285,6 +296,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="thread cap for every library")
     ap.add_argument("--impls", default=",".join(ALL_IMPLS))
     ap.add_argument("--seed", type=int, default=0)
+    _common.add_lr_options(ap)
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     ap.add_argument("--json", metavar="PATH", help="also write every result to PATH")
     ap.add_argument("--no-thread-sweep", action="store_true",
@@ -306,7 +318,7 @@ def main(argv=None):
         ap.error("--train-subset must be between 1 and 60000")
     if args.child:
         return run_child(args.child, model, args.epochs, args.batch_size, args.threads,
-                         args.seed, args.train_subset)
+                         args.seed, args.train_subset, args.lr, args.schedule)
 
     impls = [s.strip() for s in args.impls.split(",") if s.strip()]
     bad = [i for i in impls if i not in ALL_IMPLS]
@@ -338,7 +350,9 @@ def main(argv=None):
                                                                   len(thread_list) == 1)}
     sys.stderr.flush()
     subset = f", first {args.train_subset} training images" if args.train_subset else ""
+    sched = "" if args.schedule == "constant" else f" with {args.schedule} decay"
     print(f"MNIST {args.model}, {args.epochs} epochs, batch {args.batch_size}{subset}, "
+          f"Adam lr {args.lr:g}{sched}, "
           f"thread cap {args.threads}; {cpu_name()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}")
     print(f"load average {load0[0]:.2f} before, {load1[0]:.2f} after"

@@ -1,4 +1,5 @@
-"""Keras-style training callbacks: History, EarlyStopping, ModelCheckpoint, ProgbarLogger.
+"""Keras-style training callbacks: History, EarlyStopping, ModelCheckpoint,
+LearningRateScheduler, ProgbarLogger.
 
 A trainer drives callbacks through a :class:`CallbackList`::
 
@@ -19,12 +20,14 @@ A trainer drives callbacks through a :class:`CallbackList`::
     return cbs.history
 
 Callbacks touch the model only through ``model.stop_training`` (EarlyStopping),
+``model.optimizer.learning_rate`` (LearningRateScheduler),
 ``model.get_weights()`` / ``model.set_weights(list)`` (EarlyStopping with
 ``restore_best_weights``) and ``model.save(path)`` (ModelCheckpoint). Logs are dicts of
 floats such as ``{"loss": 0.12, "accuracy": 0.96, "val_loss": 0.15, "val_accuracy": 0.95}``.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import os
@@ -36,7 +39,7 @@ import warnings
 import numpy as np
 
 __all__ = ["Callback", "CallbackList", "History", "EarlyStopping", "ModelCheckpoint",
-           "ProgbarLogger"]
+           "LearningRateScheduler", "ProgbarLogger"]
 
 #: Clock used for every timing here (tests replace it with a fake one).
 _clock = time.perf_counter
@@ -410,6 +413,50 @@ def _isatty(stream) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError, OSError):
         return False
+
+
+class LearningRateScheduler(Callback):
+    """Set the optimizer's learning rate at the start of every epoch.
+
+    ``schedule(epoch, lr)`` gets the 0-based epoch and the current rate and returns the
+    new one (a function of the epoch alone, ``schedule(epoch)``, works too). The rate in
+    use is added to each epoch's logs as ``learning_rate``. For a rate that changes every
+    step, give the optimizer a schedule from :mod:`fastnn.optim.schedules` instead.
+
+    Args:
+        schedule: the function above; it must return a positive number.
+        verbose: 1 prints the rate set at each epoch.
+    """
+
+    def __init__(self, schedule, verbose: int = 0):
+        if not callable(schedule):
+            raise TypeError(f"LearningRateScheduler: schedule must be callable, got {schedule!r}")
+        self.schedule = schedule
+        self.verbose = verbose
+        try:
+            inspect.signature(schedule).bind(0, 0.1)
+            self._takes_lr = True
+        except TypeError:
+            self._takes_lr = False
+        except ValueError:  # a builtin without a signature: assume (epoch, lr)
+            self._takes_lr = True
+
+    def on_epoch_begin(self, epoch, logs=None) -> None:
+        """Ask the schedule for this epoch's rate and give it to the optimizer."""
+        opt = self.model.optimizer
+        lr = self.schedule(epoch, float(opt.learning_rate)) if self._takes_lr else self.schedule(epoch)
+        lr = _scalar(lr)
+        if not isinstance(lr, float) or not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"LearningRateScheduler: schedule returned {lr!r} for epoch "
+                             f"{epoch + 1}; expected a positive number")
+        opt.learning_rate = lr
+        if self.verbose > 0:
+            print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr:g}.")
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        """Record the rate used in ``logs["learning_rate"]``."""
+        if logs is not None:
+            logs["learning_rate"] = float(self.model.optimizer.learning_rate)
 
 
 class ProgbarLogger(Callback):

@@ -1,6 +1,7 @@
 """Command line.
 
-``python -m fastnn train mnist-mlp [--epochs N] [--batch-size B] [--threads T]``
+``python -m fastnn train mnist-mlp [--hidden 128,64] [--epochs N] [--batch-size B] [--threads T]``
+(every ``train`` also takes ``--lr`` and ``--schedule constant|cosine``)
 ``python -m fastnn train mnist-cnn [--small] [--epochs N] [--batch-size B] [--threads T]``
 ``python -m fastnn train imdb-transformer [--epochs N] [--maxlen 80] [--blocks 1] [--save DIR]``
 ``python -m fastnn predict imdb MODEL_DIR "some review text" [...]``
@@ -21,8 +22,6 @@ def _mnist_mlp(args):
     model = fn.Sequential([fn.layers.Flatten(input_shape=(28, 28))]
                           + [fn.layers.Dense(h, activation="relu") for h in hidden]
                           + [fn.layers.Dense(10, activation="softmax")], seed=args.seed)
-    model.compile(optimizer=fn.optim.Adam(learning_rate=args.lr),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model, (x_train, y_train), (x_test, y_test)
 
 
@@ -41,8 +40,6 @@ def _mnist_cnn(args):
                 L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(2),
                 L.Conv2D(64, 3, activation="relu"), L.Flatten(), L.Dense(64, activation="relu")]
     model = fn.Sequential(body + [L.Dense(10, activation="softmax")], seed=args.seed)
-    model.compile(optimizer=fn.optim.Adam(learning_rate=args.lr),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model, (x_train, y_train), (x_test, y_test)
 
 
@@ -78,8 +75,6 @@ def _imdb_transformer(args):
                L.Dense(20, activation="relu"), L.Dropout(args.dropout),
                L.Dense(2, activation="softmax")]
     model = fn.Sequential(layers, seed=args.seed)
-    model.compile(optimizer=fn.optim.Adam(learning_rate=args.lr),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     args.tokenizer = tok
     return model, (x_train, np.asarray(y_train)), (x_test, np.asarray(y_test))
 
@@ -132,6 +127,12 @@ def train(args) -> int:
     if args.epochs is None:
         args.epochs = EPOCHS[args.model]
     model, (x, y), (xt, yt) = MODELS[args.model](args)
+    lr = args.lr
+    if args.schedule == "cosine":  # down to 0 at the last step
+        steps = args.epochs * ((len(x) + args.batch_size - 1) // args.batch_size)
+        lr = fn.optim.schedules.CosineDecay(args.lr, steps)
+    model.compile(optimizer=fn.optim.Adam(learning_rate=lr),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.summary()
     hist = model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                      validation_data=(xt, yt) if args.validate else None,
@@ -165,7 +166,10 @@ def main(argv=None) -> int:
     t.add_argument("--batch-size", type=int, default=None,
                    help=f"default: {', '.join(f'{m} {b}' for m, b in BATCH.items())}")
     t.add_argument("--threads", type=int, default=0, help="0 = OpenMP default")
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    t.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                   help="cosine: decay the learning rate every step along half a cosine, "
+                        "to 0 at the end of training")
     t.add_argument("--hidden", default="128", help="mnist-mlp hidden layer sizes, e.g. 128,64")
     t.add_argument("--small", action="store_true", help="mnist-cnn: the smaller CNN (two conv layers)")
     t.add_argument("--seed", type=int, default=0)

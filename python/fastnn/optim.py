@@ -1,22 +1,44 @@
 """Optimizers (Keras names and defaults). Each owns flat state buffers the size of the
-model's flat parameter buffer, and one step is one fused kernel call over all of it."""
+model's flat parameter buffer, and one step is one fused kernel call over all of it.
+
+``learning_rate`` is a number or a schedule from :mod:`fastnn.optim.schedules`."""
 from __future__ import annotations
 
 import numpy as np
 
 from . import _core
+from . import schedules
 
 
 class Optimizer:
     """Base class: ``build(n)`` allocates state, ``step(params, grads)`` updates in place."""
 
-    def __init__(self, learning_rate: float, weight_decay: float = 0.0):
-        self.learning_rate = _positive(learning_rate, "learning_rate", type(self).__name__)
+    def __init__(self, learning_rate, weight_decay: float = 0.0):
+        self.iterations = 0  # steps taken
+        self._schedule = None
+        self.learning_rate = learning_rate
         if weight_decay < 0:
             raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got {weight_decay!r}")
         self.weight_decay = float(weight_decay)
-        self.iterations = 0
         self._n = None
+
+    @property
+    def learning_rate(self) -> float:
+        """The rate of the next step: the schedule's value at ``iterations``, if one is set."""
+        if self._schedule is not None:
+            return self._schedule(self.iterations)
+        return self._lr
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        where = type(self).__name__
+        if isinstance(value, schedules.LearningRateSchedule):
+            self._schedule = value
+            return
+        if self._schedule is not None:
+            raise TypeError(f"{where}: the learning rate follows a {type(self._schedule).__name__} "
+                            "schedule and cannot be set to a number")
+        self._lr = _positive(value, "learning_rate", where)
 
     def build(self, n: int) -> None:
         if self._n != n:
@@ -32,14 +54,16 @@ class Optimizer:
         pass
 
     def step(self, params: np.ndarray, grads: np.ndarray) -> None:
+        lr = self.learning_rate
         self.iterations += 1
-        self._apply(params, grads)
+        self._apply(params, grads, lr)
 
     def state(self) -> dict:
         return dict(self._state) if self._n is not None else {}
 
     def get_config(self) -> dict:
-        return {"class": type(self).__name__, "learning_rate": self.learning_rate,
+        lr = schedules.serialize(self._schedule) if self._schedule is not None else self._lr
+        return {"class": type(self).__name__, "learning_rate": lr,
                 "weight_decay": self.weight_decay}
 
 
@@ -55,8 +79,8 @@ class SGD(Optimizer):
     def state_names(self):
         return ("velocity",) if self.momentum else ()
 
-    def _apply(self, params, grads):
-        _core.sgd_step(params, self._state.get("velocity"), grads, self.learning_rate,
+    def _apply(self, params, grads, lr):
+        _core.sgd_step(params, self._state.get("velocity"), grads, lr,
                        self.momentum, self.nesterov, self.weight_decay)
 
     def get_config(self):
@@ -80,9 +104,9 @@ class Adam(Optimizer):
     def state_names(self):
         return ("m", "v")
 
-    def _apply(self, params, grads):
+    def _apply(self, params, grads, lr):
         s = self._state
-        _core.adam_step(params, s["m"], s["v"], grads, self.learning_rate, self.beta_1,
+        _core.adam_step(params, s["m"], s["v"], grads, lr, self.beta_1,
                         self.beta_2, self.epsilon, self.weight_decay, self.decoupled,
                         self.iterations)
 
@@ -116,8 +140,8 @@ class Adagrad(Optimizer):
     def _init_state(self):
         self._state["accumulator"].fill(self.initial_accumulator_value)
 
-    def _apply(self, params, grads):
-        _core.adagrad_step(params, self._state["accumulator"], grads, self.learning_rate,
+    def _apply(self, params, grads, lr):
+        _core.adagrad_step(params, self._state["accumulator"], grads, lr,
                            self.epsilon, self.weight_decay)
 
     def get_config(self):
@@ -146,4 +170,6 @@ def get(opt) -> Optimizer:
 def from_config(cfg: dict) -> Optimizer:
     cfg = dict(cfg)
     cls = {c.__name__: c for c in (SGD, Adam, AdamW, Adagrad)}[cfg.pop("class")]
+    if isinstance(cfg.get("learning_rate"), dict):
+        cfg["learning_rate"] = schedules.deserialize(cfg["learning_rate"])
     return cls(**cfg)
