@@ -236,3 +236,35 @@ def test_validation_and_predict_inside_fit_do_not_change_training():
         assert hist.history["loss"][-1] < hist.history["loss"][0]
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam", "adagrad"])
+def test_gradients_restart_from_zero_after_each_step(opt):
+    # The optimizer step zeroes the gradients it has read (zero_grads), so the next
+    # backward pass starts from zeros without a separate memset: the gradients after a
+    # training step must equal those of a fresh model with the same weights, and frozen
+    # layers' gradients (which no optimizer step touches) stay zero.
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(32, 6)).astype(np.float32)
+    y = rng.integers(0, 3, size=32).astype(np.int32)
+
+    def make():
+        m = fn.Sequential([fn.layers.Dense(5, activation="tanh", input_shape=(6,)),
+                           fn.layers.Dense(4, activation="relu"),
+                           fn.layers.Dense(3, activation="softmax")], seed=4)
+        m.layers[1].trainable = False
+        m.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+        return m
+
+    model = make()
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    assert not model._grads.any()
+    fresh = make()
+    fresh.set_weights(model.get_weights())
+    fresh._configure_output()
+    with model._emitting_logits(), fresh._emitting_logits():
+        model._loss_and_grads(x[:8], y[:8])
+        fresh._loss_and_grads(x[:8], y[:8])
+    np.testing.assert_array_equal(model._grads, fresh._grads)
+    assert model._grads[:model._n_trainable].any()
+    assert not model._grads[model._n_trainable:].any()

@@ -248,6 +248,48 @@ def test_bitwise_identical_for_any_split():
         np.testing.assert_array_equal(a, b)
 
 
+ZERO_CASES = [
+    ("sgd_step", lambda n: (), dict(lr=0.1, weight_decay=1e-3)),
+    ("sgd_step", lambda n: (np.zeros(n, np.float32),), dict(lr=0.1, momentum=0.9, nesterov=True)),
+    ("adam_step", lambda n: (np.zeros(n, np.float32), np.zeros(n, np.float32), 1), dict(lr=1e-2)),
+    ("adam_step", lambda n: (np.zeros(n, np.float32), np.zeros(n, np.float32), 3),
+     dict(lr=1e-2, weight_decay=1e-2, decoupled=True)),
+    ("adagrad_step", lambda n: (np.full(n, 0.1, np.float32),), dict(weight_decay=1e-3)),
+]
+
+
+@pytest.mark.parametrize("n", [7, 100003])
+@pytest.mark.parametrize("name, state, kw", ZERO_CASES, ids=lambda c: str(c)[:40])
+def test_zero_grads_same_step_then_zero(n, name, state, kw, restore_threads):
+    # zero_grads changes nothing of the update, and leaves grads at 0 (kernel and twin)
+    p, (g,) = _problem(n, seed=14, steps=1)
+    for threads in (1, 2):
+        fastnn.set_num_threads(threads)
+        plain, zeroed = (p.copy(), state(n)), (p.copy(), state(n))
+        getattr(ops, name)(plain[0], g, *plain[1], **kw)
+        g2 = g.copy()
+        getattr(ops, name)(zeroed[0], g2, *zeroed[1], **kw, zero_grads=True)
+        np.testing.assert_array_equal(zeroed[0], plain[0])
+        for a, b in zip(zeroed[1], plain[1]):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(g2, 0.0)
+    g64 = g.astype(np.float64)
+    getattr(ref, name)(p.astype(np.float64), g64, *[np.asarray(a, np.float64) if isinstance(a, np.ndarray) else a
+                                                     for a in state(n)], **kw, zero_grads=True)
+    np.testing.assert_array_equal(g64, 0.0)
+
+
+def test_zero_grads_needs_writable_float32_grads():
+    p, g, m, v = _state()
+    with pytest.raises(TypeError, match=r"adam_step: argument 'grads' must be a C-contiguous float32"):
+        ops.adam_step(p, g.astype(np.float64), m, v, 1, zero_grads=True)
+    ro = g.copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match=r"sgd_step: argument 'grads' is read-only"):
+        ops.sgd_step(p, ro, zero_grads=True)
+    ops.sgd_step(p, ro)  # only read without zero_grads
+
+
 def test_any_shape_same_as_flat():
     p, (g,) = _problem(128 * 10, seed=13, steps=1)
     m, v = np.zeros_like(p), np.zeros_like(p)

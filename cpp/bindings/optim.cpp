@@ -45,11 +45,11 @@ void bind_optim(py::module_& m) {
   m.def(
       "sgd_step",
       [](py::handle params, py::handle velocity, py::handle grads, float lr,
-         float momentum, bool nesterov, float weight_decay) {
+         float momentum, bool nesterov, float weight_decay, bool zero_grads) {
         const char* op = "sgd_step";
         auto P = out<float>(op, "params", params, any_shape(params), "(...)");
         auto V = out_opt<float>(op, "velocity", velocity, P.shape, "like params");
-        auto G = in<float>(op, "grads", grads, P.shape, "like params");
+        auto G = get<float>(op, "grads", grads, P.shape, "like params", zero_grads);
         finite_at_least(op, "lr", lr, 0.0);
         unit_interval(op, "momentum", momentum);
         finite_at_least(op, "weight_decay", weight_decay, 0.0);
@@ -64,24 +64,25 @@ void bind_optim(py::module_& m) {
         no_overlap(op, "velocity", V, "grads", G);
         py::gil_scoped_release nogil;
         fastnn::sgd_step(P.data, momentum == 0.0f ? nullptr : V.data, G.data, P.size, lr,
-                         momentum, nesterov, weight_decay);
+                         momentum, nesterov, weight_decay, zero_grads);
       },
       py::arg("params"), py::arg("velocity"), py::arg("grads"), py::arg("lr"),
       py::arg("momentum") = 0.0f, py::arg("nesterov") = false,
-      py::arg("weight_decay") = 0.0f,
+      py::arg("weight_decay") = 0.0f, py::arg("zero_grads") = false,
       "In place SGD step on float32 params (any shape), velocity (like params, or None "
-      "when momentum == 0) and grads (like params). PyTorch's torch.optim.SGD formulas.");
+      "when momentum == 0) and grads (like params; set to 0 after use when zero_grads, "
+      "then it must be writeable). PyTorch's torch.optim.SGD formulas.");
 
   m.def(
       "adam_step",
       [](py::handle params, py::handle m_, py::handle v_, py::handle grads, float lr,
          float beta1, float beta2, float eps, float weight_decay, bool decoupled,
-         int64_t step) {
+         int64_t step, bool zero_grads) {
         const char* op = "adam_step";
         auto P = out<float>(op, "params", params, any_shape(params), "(...)");
         auto M = out<float>(op, "m", m_, P.shape, "like params");
         auto V = out<float>(op, "v", v_, P.shape, "like params");
-        auto G = in<float>(op, "grads", grads, P.shape, "like params");
+        auto G = get<float>(op, "grads", grads, P.shape, "like params", zero_grads);
         finite_at_least(op, "lr", lr, 0.0);
         unit_interval(op, "beta1", beta1);
         unit_interval(op, "beta2", beta2);
@@ -99,23 +100,23 @@ void bind_optim(py::module_& m) {
         no_overlap(op, "v", V, "grads", G);
         py::gil_scoped_release nogil;
         fastnn::adam_step(P.data, M.data, V.data, G.data, P.size, lr, beta1, beta2, eps,
-                          weight_decay, decoupled, step);
+                          weight_decay, decoupled, step, zero_grads);
       },
       py::arg("params"), py::arg("m"), py::arg("v"), py::arg("grads"), py::arg("lr"),
       py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
-      py::arg("decoupled"), py::arg("step"),
+      py::arg("decoupled"), py::arg("step"), py::arg("zero_grads") = false,
       "In place Adam (decoupled=False, L2 weight decay) or AdamW (decoupled=True) step on "
-      "float32 params (any shape) and m, v, grads like params; step is 1-based. "
-      "PyTorch's torch.optim.Adam / AdamW formulas.");
+      "float32 params (any shape) and m, v, grads like params; step is 1-based; grads set "
+      "to 0 after use when zero_grads. PyTorch's torch.optim.Adam / AdamW formulas.");
 
   m.def(
       "adagrad_step",
       [](py::handle params, py::handle accum, py::handle grads, float lr, float eps,
-         float weight_decay) {
+         float weight_decay, bool zero_grads) {
         const char* op = "adagrad_step";
         auto P = out<float>(op, "params", params, any_shape(params), "(...)");
         auto A = out<float>(op, "accum", accum, P.shape, "like params");
-        auto G = in<float>(op, "grads", grads, P.shape, "like params");
+        auto G = get<float>(op, "grads", grads, P.shape, "like params", zero_grads);
         finite_at_least(op, "lr", lr, 0.0);
         positive(op, "eps", eps);
         finite_at_least(op, "weight_decay", weight_decay, 0.0);
@@ -123,12 +124,14 @@ void bind_optim(py::module_& m) {
         no_overlap(op, "params", P, "grads", G);
         no_overlap(op, "accum", A, "grads", G);
         py::gil_scoped_release nogil;
-        fastnn::adagrad_step(P.data, A.data, G.data, P.size, lr, eps, weight_decay);
+        fastnn::adagrad_step(P.data, A.data, G.data, P.size, lr, eps, weight_decay,
+                             zero_grads);
       },
       py::arg("params"), py::arg("accum"), py::arg("grads"), py::arg("lr"), py::arg("eps"),
-      py::arg("weight_decay") = 0.0f,
-      "In place AdaGrad step on float32 params (any shape), accum and grads (like params). "
-      "PyTorch's torch.optim.Adagrad formulas (no lr decay).");
+      py::arg("weight_decay") = 0.0f, py::arg("zero_grads") = false,
+      "In place AdaGrad step on float32 params (any shape), accum and grads (like params; "
+      "set to 0 after use when zero_grads). PyTorch's torch.optim.Adagrad formulas (no lr "
+      "decay).");
 }
 
 }  // namespace fastnn::bind

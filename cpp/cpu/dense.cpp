@@ -132,11 +132,12 @@ int64_t dense_forward_sparse(float* y, float* z, int32_t* cols, float* xc, float
     dense_forward(y, z, x, w, b, N, IC, OC, act);
     return 0;
   }
-  for (int64_t i = 0; i < N; ++i)
-    for (int64_t j = 0; j < nk; ++j) xc[i * nk + j] = x[i * IC + cols[j]];
-  parallel_for(nk, vmath::row_grain(nk, OC, num_threads()), [=](int64_t j0, int64_t j1) {
+  // Each chunk of the kept columns gathers its rows of w and its columns of x.
+  parallel_for(nk, vmath::row_grain(nk, OC + N, num_threads()), [=](int64_t j0, int64_t j1) {
     for (int64_t j = j0; j < j1; ++j)
       std::memcpy(wc + j * OC, w + int64_t(cols[j]) * OC, size_t(OC) * sizeof(float));
+    for (int64_t i = 0; i < N; ++i)
+      for (int64_t j = j0; j < j1; ++j) xc[i * nk + j] = x[i * IC + cols[j]];
   });
   dense_forward(y, z, xc, wc, b, N, nk, OC, act);
   return nk;

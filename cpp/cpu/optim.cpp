@@ -9,9 +9,14 @@
 // depend on the chunk, so results are bitwise identical for any thread count. kGrain is a
 // multiple of 16 floats (64 bytes), so a chunk split moves no element between a vector body
 // and a scalar remainder, and chunk starts keep the buffers' alignment.
+//
+// With zero_grads each thread zeroes its chunk of g right after updating it: the chunk
+// (32 KiB of g) is still in cache, and the zeroing is split between the threads, where a
+// separate memset of the whole gradient buffer would be one more pass on one thread.
 #include "fastnn/optim.h"
 
 #include <cmath>
+#include <cstring>
 
 #include "fastnn/common.h"
 
@@ -25,8 +30,8 @@ static_assert(kGrain % 16 == 0, "chunk boundaries must keep the SIMD layout");
 // thing in one vectorised parallel pass.
 
 // p (n), v (n) or nullptr, g (n)
-void sgd_step_ref(float* p, float* v, const float* g, int64_t n, float lr, float momentum,
-                  bool nesterov, float weight_decay) {
+void sgd_step_ref(float* p, float* v, float* g, int64_t n, float lr, float momentum,
+                  bool nesterov, float weight_decay, bool zero_grads) {
   for (int64_t i = 0; i < n; ++i) {
     float gi = g[i];
     if (weight_decay != 0.0f) gi += weight_decay * p[i];
@@ -35,13 +40,14 @@ void sgd_step_ref(float* p, float* v, const float* g, int64_t n, float lr, float
       gi = nesterov ? gi + momentum * v[i] : v[i];
     }
     p[i] -= lr * gi;
+    if (zero_grads) g[i] = 0.0f;
   }
 }
 
 // p (n), m (n), v (n), g (n)
-void adam_step_ref(float* p, float* m, float* v, const float* g, int64_t n, float lr,
+void adam_step_ref(float* p, float* m, float* v, float* g, int64_t n, float lr,
                    float beta1, float beta2, float eps, float weight_decay, bool decoupled,
-                   int64_t step) {
+                   int64_t step, bool zero_grads) {
   const double bc1 = 1.0 - std::pow(double(beta1), double(step));
   const double bc2 = 1.0 - std::pow(double(beta2), double(step));
   for (int64_t i = 0; i < n; ++i) {
@@ -54,21 +60,33 @@ void adam_step_ref(float* p, float* m, float* v, const float* g, int64_t n, floa
     v[i] = beta2 * v[i] + (1.0f - beta2) * gi * gi;
     const float m_hat = float(m[i] / bc1), v_hat = float(v[i] / bc2);
     p[i] -= lr * m_hat / (std::sqrt(v_hat) + eps);
+    if (zero_grads) g[i] = 0.0f;
   }
 }
 
 // p (n), acc (n), g (n)
-void adagrad_step_ref(float* p, float* acc, const float* g, int64_t n, float lr, float eps,
-                      float weight_decay) {
+void adagrad_step_ref(float* p, float* acc, float* g, int64_t n, float lr, float eps,
+                      float weight_decay, bool zero_grads) {
   for (int64_t i = 0; i < n; ++i) {
     float gi = g[i];
     if (weight_decay != 0.0f) gi += weight_decay * p[i];
     acc[i] += gi * gi;
     p[i] -= lr * gi / (std::sqrt(acc[i]) + eps);
+    if (zero_grads) g[i] = 0.0f;
   }
 }
 
 namespace {
+
+// Runs update(b, e) over [0, n) in parallel chunks of kGrain; with zero_grads, zeroes each
+// chunk of g after its update.
+template <class Update>
+void for_chunks(int64_t n, float* g, bool zero_grads, Update update) {
+  parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+    update(b, e);
+    if (zero_grads) std::memset(g + b, 0, size_t(e - b) * sizeof(float));
+  });
+}
 
 // ---- tuned: one vectorised pass per chunk, cloned per ISA ------------------------------
 // The loop-invariant options (wd == 0, momentum, nesterov) are branched on outside the
@@ -169,23 +187,23 @@ void adagrad_range(float* __restrict p, float* __restrict acc, const float* __re
 }  // namespace
 
 // p (n), v (n) or nullptr when momentum == 0, g (n)
-void sgd_step(float* p, float* v, const float* g, int64_t n, float lr, float momentum,
-              bool nesterov, float weight_decay) {
+void sgd_step(float* p, float* v, float* g, int64_t n, float lr, float momentum,
+              bool nesterov, float weight_decay, bool zero_grads) {
   if (momentum == 0.0f) {
-    parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+    for_chunks(n, g, zero_grads, [&](int64_t b, int64_t e) {
       sgd_plain_range(p + b, g + b, e - b, lr, weight_decay);
     });
   } else {
-    parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+    for_chunks(n, g, zero_grads, [&](int64_t b, int64_t e) {
       sgd_momentum_range(p + b, v + b, g + b, e - b, lr, momentum, nesterov, weight_decay);
     });
   }
 }
 
 // p (n), m (n), v (n), g (n); step >= 1
-void adam_step(float* p, float* m, float* v, const float* g, int64_t n, float lr,
+void adam_step(float* p, float* m, float* v, float* g, int64_t n, float lr,
                float beta1, float beta2, float eps, float weight_decay, bool decoupled,
-               int64_t step) {
+               int64_t step, bool zero_grads) {
   const double t = double(step);
   const double bc1 = 1.0 - std::pow(double(beta1), t);
   const double bc2 = 1.0 - std::pow(double(beta2), t);
@@ -199,15 +217,15 @@ void adam_step(float* p, float* m, float* v, const float* g, int64_t n, float lr
   s.eps = eps;
   s.l2 = decoupled ? 0.0f : weight_decay;
   s.decay = decoupled ? float(1.0 - double(lr) * double(weight_decay)) : 1.0f;
-  parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+  for_chunks(n, g, zero_grads, [&](int64_t b, int64_t e) {
     adam_range(p + b, m + b, v + b, g + b, e - b, s);
   });
 }
 
 // p (n), acc (n), g (n)
-void adagrad_step(float* p, float* acc, const float* g, int64_t n, float lr, float eps,
-                  float weight_decay) {
-  parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+void adagrad_step(float* p, float* acc, float* g, int64_t n, float lr, float eps,
+                  float weight_decay, bool zero_grads) {
+  for_chunks(n, g, zero_grads, [&](int64_t b, int64_t e) {
     adagrad_range(p + b, acc + b, g + b, e - b, lr, eps, weight_decay);
   });
 }

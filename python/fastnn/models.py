@@ -2,8 +2,9 @@
 
 One flat float32 buffer holds every parameter of a model and another every gradient;
 layers hold views into them. A training step is: forward through the layers, one fused
-loss kernel, one memset of the gradients, backward through the layers, one optimizer
-kernel over the whole buffer.
+loss kernel, backward through the layers (adding into the zeroed gradients), one
+optimizer kernel over the whole buffer, which also zeroes the gradients it has read, for
+the next step (one memset when anything else touched them).
 """
 from __future__ import annotations
 
@@ -88,6 +89,7 @@ class Sequential:
         total = sum(l.param_count for l in self.layers)
         self._params = np.zeros(total, np.float32)
         self._grads = np.zeros(total, np.float32)
+        self._grads_zeroed = True
         offset = 0
         for layer in order:
             offset = layer.bind(self._params, self._grads, offset)
@@ -207,14 +209,20 @@ class Sequential:
 
     def _train_step(self, xb, yb):
         loss_sum, pred = self._loss_and_grads(xb, yb)
-        self.optimizer.step(self._params[:self._n_trainable], self._grads[:self._n_trainable])
+        n = self._n_trainable
+        self.optimizer.step(self._params[:n], self._grads[:n], zero_grads=True)
+        self._grads_zeroed = True
         return loss_sum, pred
 
     def _loss_and_grads(self, xb, yb):
         """Forward, loss and backward for one batch: the gradient of the mean loss lands
         in the flat gradient buffer. Returns (sum of losses, predictions)."""
         out = self._forward(xb, True)
-        self._grads.fill(0.0)
+        if self._grads_zeroed:  # by the last optimizer step, except what it does not update
+            self._grads[self._n_trainable:].fill(0.0)
+        else:
+            self._grads.fill(0.0)
+        self._grads_zeroed = False
         dout = self._buf("dout", out.shape)
         dout.fill(0.0)
         probs = self._buf("probs", out.shape) if self._fused else None

@@ -53,10 +53,11 @@ class Optimizer:
     def _init_state(self):
         pass
 
-    def step(self, params: np.ndarray, grads: np.ndarray) -> None:
+    def step(self, params: np.ndarray, grads: np.ndarray, zero_grads: bool = False) -> None:
+        """One update of params from grads; with zero_grads, grads is 0 afterwards."""
         lr = self.learning_rate
         self.iterations += 1
-        self._apply(params, grads, lr)
+        self._apply(params, grads, lr, zero_grads)
 
     def state(self) -> dict:
         return dict(self._state) if self._n is not None else {}
@@ -79,9 +80,9 @@ class SGD(Optimizer):
     def state_names(self):
         return ("velocity",) if self.momentum else ()
 
-    def _apply(self, params, grads, lr):
+    def _apply(self, params, grads, lr, zero_grads):
         _core.sgd_step(params, self._state.get("velocity"), grads, lr,
-                       self.momentum, self.nesterov, self.weight_decay)
+                       self.momentum, self.nesterov, self.weight_decay, zero_grads)
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
@@ -104,11 +105,11 @@ class Adam(Optimizer):
     def state_names(self):
         return ("m", "v")
 
-    def _apply(self, params, grads, lr):
+    def _apply(self, params, grads, lr, zero_grads):
         s = self._state
         _core.adam_step(params, s["m"], s["v"], grads, lr, self.beta_1,
                         self.beta_2, self.epsilon, self.weight_decay, self.decoupled,
-                        self.iterations)
+                        self.iterations, zero_grads)
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
@@ -140,9 +141,9 @@ class Adagrad(Optimizer):
     def _init_state(self):
         self._state["accumulator"].fill(self.initial_accumulator_value)
 
-    def _apply(self, params, grads, lr):
+    def _apply(self, params, grads, lr, zero_grads):
         _core.adagrad_step(params, self._state["accumulator"], grads, lr,
-                           self.epsilon, self.weight_decay)
+                           self.epsilon, self.weight_decay, zero_grads)
 
     def get_config(self):
         return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,

@@ -4,9 +4,11 @@ Every function updates ``params`` and its optimizer state in place, in one pass 
 elements, with PyTorch's formulas (torch.optim.SGD, Adam, AdamW and Adagrad with default
 options). The arrays that are written (params and the state) are never converted: they
 must be writeable, C-contiguous float32 arrays, all of the same shape (any shape; a
-model's single flat parameter buffer is the intended use). ``grads`` is only read; it is
-converted once to C-contiguous float32 if it is not already. No two arrays may share
-memory. Results are bitwise identical for any number of threads.
+model's single flat parameter buffer is the intended use). ``grads`` is only read, and
+converted once to C-contiguous float32 if it is not already, unless ``zero_grads=True``
+asks the step to set it to 0 after use (ready for the next backward pass to add into);
+then it is written, so it must be a writeable C-contiguous float32 array too. No two
+arrays may share memory. Results are bitwise identical for any number of threads.
 """
 from __future__ import annotations
 
@@ -26,8 +28,13 @@ def _scalar(x, op: str, name: str) -> float:
             f"{op}: argument '{name}' must be a real number, got {type(x).__name__}") from None
 
 
+def _grads(grads, zero_grads, op):
+    return grads if zero_grads else as_f32(grads, op, "grads")
+
+
 def sgd_step(params, grads, velocity=None, lr: float = 0.01, momentum: float = 0.0,
-             nesterov: bool = False, weight_decay: float = 0.0) -> None:
+             nesterov: bool = False, weight_decay: float = 0.0,
+             zero_grads: bool = False) -> None:
     """One SGD step, in place: torch.optim.SGD (dampening 0).
 
     With g' = grads + weight_decay·params (L2 weight decay):
@@ -47,21 +54,21 @@ def sgd_step(params, grads, velocity=None, lr: float = 0.01, momentum: float = 0
         momentum: in [0, 1).
         nesterov: Nesterov momentum (needs momentum > 0).
         weight_decay: L2 coefficient, >= 0.
+        zero_grads: set grads to 0 after the step.
 
     Raises:
         TypeError / ValueError naming the argument for a wrong dtype, shape, layout,
         read-only or overlapping buffer, or a hyper-parameter out of range.
     """
     op = "sgd_step"
-    grads = as_f32(grads, op, "grads")
-    _core.sgd_step(params, velocity, grads, _scalar(lr, op, "lr"),
+    _core.sgd_step(params, velocity, _grads(grads, zero_grads, op), _scalar(lr, op, "lr"),
                    _scalar(momentum, op, "momentum"), bool(nesterov),
-                   _scalar(weight_decay, op, "weight_decay"))
+                   _scalar(weight_decay, op, "weight_decay"), bool(zero_grads))
 
 
 def adam_step(params, grads, m, v, step: int, lr: float = 1e-3, beta1: float = 0.9,
               beta2: float = 0.999, eps: float = 1e-7, weight_decay: float = 0.0,
-              decoupled: bool = False) -> None:
+              decoupled: bool = False, zero_grads: bool = False) -> None:
     """One Adam (or AdamW) step, in place: torch.optim.Adam / torch.optim.AdamW.
 
     With g' = grads + weight_decay·params when ``decoupled=False`` (Adam, L2 decay), or
@@ -86,24 +93,26 @@ def adam_step(params, grads, m, v, step: int, lr: float = 1e-3, beta1: float = 0
         eps: > 0.
         weight_decay: >= 0; L2 through the gradient, or decoupled (AdamW).
         decoupled: AdamW's decoupled weight decay.
+        zero_grads: set grads to 0 after the step.
 
     Raises:
         TypeError / ValueError naming the argument for a wrong dtype, shape, layout,
         read-only or overlapping buffer, or a hyper-parameter out of range.
     """
     op = "adam_step"
-    grads = as_f32(grads, op, "grads")
+    grads = _grads(grads, zero_grads, op)
     try:
         step = operator.index(step)
     except TypeError:
         raise TypeError(f"{op}: argument 'step' must be an int, got {type(step).__name__}") from None
     _core.adam_step(params, m, v, grads, _scalar(lr, op, "lr"), _scalar(beta1, op, "beta1"),
                     _scalar(beta2, op, "beta2"), _scalar(eps, op, "eps"),
-                    _scalar(weight_decay, op, "weight_decay"), bool(decoupled), step)
+                    _scalar(weight_decay, op, "weight_decay"), bool(decoupled), step,
+                    bool(zero_grads))
 
 
 def adagrad_step(params, grads, accum, lr: float = 0.01, eps: float = 1e-7,
-                 weight_decay: float = 0.0) -> None:
+                 weight_decay: float = 0.0, zero_grads: bool = False) -> None:
     """One AdaGrad step, in place: torch.optim.Adagrad (no lr decay).
 
     With g' = grads + weight_decay·params::
@@ -119,12 +128,13 @@ def adagrad_step(params, grads, accum, lr: float = 0.01, eps: float = 1e-7,
         lr: learning rate, >= 0.
         eps: > 0.
         weight_decay: L2 coefficient, >= 0.
+        zero_grads: set grads to 0 after the step.
 
     Raises:
         TypeError / ValueError naming the argument for a wrong dtype, shape, layout,
         read-only or overlapping buffer, or a hyper-parameter out of range.
     """
     op = "adagrad_step"
-    grads = as_f32(grads, op, "grads")
-    _core.adagrad_step(params, accum, grads, _scalar(lr, op, "lr"), _scalar(eps, op, "eps"),
-                       _scalar(weight_decay, op, "weight_decay"))
+    _core.adagrad_step(params, accum, _grads(grads, zero_grads, op), _scalar(lr, op, "lr"),
+                       _scalar(eps, op, "eps"), _scalar(weight_decay, op, "weight_decay"),
+                       bool(zero_grads))
