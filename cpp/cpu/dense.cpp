@@ -121,6 +121,13 @@ FASTNN_CLONES int64_t nonzero_columns(int32_t* cols, const float* x, int64_t N, 
     if (cols[k]) cols[nk++] = int32_t(k);
   return nk;
 }
+
+// dst (n) = src[idx[0..n)] (vectorised with the ISA's gather loads where it has them)
+FASTNN_CLONES void gather(float* __restrict dst, const float* __restrict src,
+                          const int32_t* __restrict idx, int64_t n) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) dst[j] = src[idx[j]];
+}
 }  // namespace
 
 // x (N,IC), w (IC,OC) -> xc (N,nk) = x[:, cols], wc (nk,OC) = w[cols, :]
@@ -136,8 +143,7 @@ int64_t dense_forward_sparse(float* y, float* z, int32_t* cols, float* xc, float
   parallel_for(nk, vmath::row_grain(nk, OC + N, num_threads()), [=](int64_t j0, int64_t j1) {
     for (int64_t j = j0; j < j1; ++j)
       std::memcpy(wc + j * OC, w + int64_t(cols[j]) * OC, size_t(OC) * sizeof(float));
-    for (int64_t i = 0; i < N; ++i)
-      for (int64_t j = j0; j < j1; ++j) xc[i * nk + j] = x[i * IC + cols[j]];
+    for (int64_t i = 0; i < N; ++i) gather(xc + i * nk + j0, x + i * IC, cols + j0, j1 - j0);
   });
   dense_forward(y, z, xc, wc, b, N, nk, OC, act);
   return nk;
