@@ -64,9 +64,43 @@ void call_gemm(const char* op, GemmFn fn, py::handle c, py::handle a, py::handle
      accumulate);
 }
 
+// ops.matmul's fast path: the product of two plain 2-D float32 arrays, into `c` when it
+// is a plain 2-D float32 array of the right shape, or into a new array when c is None.
+// Returns the result, or None for anything else (other dtypes or layouts, a bad shape,
+// overlap, accumulate without c), which ops.matmul then converts or reports in Python.
+py::object matmul_plain(py::handle a, py::handle b, bool trans_a, bool trans_b, py::handle c,
+                        bool accumulate) {
+  int64_t ar, ac, br, bc;
+  if (!plain_2d(a, false, ar, ac) || !plain_2d(b, false, br, bc)) return py::none();
+  const int64_t M = trans_a ? ac : ar, K = trans_a ? ar : ac;
+  const int64_t N = trans_b ? br : bc, Kb = trans_b ? bc : br;
+  if (Kb != K) return py::none();
+  py::object result;
+  if (c.is_none()) {
+    if (accumulate) return py::none();
+    result = CArray({M, N});
+  } else {
+    int64_t cr, cc;
+    if (!plain_2d(c, true, cr, cc) || cr != M || cc != N) return py::none();
+    result = py::reinterpret_borrow<py::object>(c);
+  }
+  float *pc = data_of(result), *pa = data_of(a), *pb = data_of(b);
+  if (overlaps(pc, M * N, pa, M * K) || overlaps(pc, M * N, pb, K * N)) return py::none();
+  {
+    py::gil_scoped_release nogil;
+    gemm_ld(pc, pa, pb, M, N, K, N, trans_a ? M : K, trans_b ? K : N, trans_a, trans_b,
+            accumulate);
+  }
+  return result;
+}
+
 }  // namespace
 
 void bind_gemm(py::module_& m) {
+  m.def("matmul_plain", &matmul_plain, py::arg("a"), py::arg("b"), py::arg("trans_a"),
+        py::arg("trans_b"), py::arg("out"), py::arg("accumulate"),
+        "op(a) @ op(b) for plain 2-D float32 arrays (into out, or a new array when out is "
+        "None); None when the inputs need fastnn.ops.matmul's conversions or checks.");
   m.def(
       "gemm",
       [](py::handle c, py::handle a, py::handle b, bool trans_a, bool trans_b,
