@@ -278,7 +278,8 @@ class Sequential:
         n = len(x)
         steps = (n + batch_size - 1) // batch_size
         cbs = callbacks_mod.CallbackList(
-            callbacks, add_history=True, add_progbar=True, verbose=_verbosity(verbose), model=self,
+            callbacks, add_history=True, add_progbar=_verbosity(verbose) > 0,
+            verbose=_verbosity(verbose), model=self,
             params={"epochs": epochs, "steps": steps, "samples": n, "batch_size": batch_size})
         self.stop_training = False
         with self._emitting_logits():
