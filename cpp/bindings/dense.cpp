@@ -108,8 +108,8 @@ void def_all(py::module_& m, DenseForwardFn fwd, DenseBackwardFn bwd) {
 void def_sparse(py::module_& m) {
   m.def(
       "dense_forward_sparse",
-      [](py::handle y, py::handle z, py::handle cols, py::handle xc, py::handle wc,
-         py::handle x, py::handle w, py::handle b, Act act) {
+      [](py::handle y, py::handle z, py::handle cols, py::handle xc, py::handle x,
+         py::handle w, py::handle b, Act act) {
         const char* op = "dense_forward_sparse";
         auto X = in<float>(op, "x", x, {ANY, ANY}, "(N, IC)");
         const int64_t N = X[0], IC = X[1];
@@ -120,21 +120,18 @@ void def_sparse(py::module_& m) {
         auto Z = out_opt<float>(op, "z", z, {N, OC}, "(N, OC)");
         auto COLS = out<int32_t>(op, "cols", cols, {IC}, "(IC,)");
         auto XC = out<float>(op, "xc", xc, {N, IC}, "(N, IC)");
-        auto WC = out<float>(op, "wc", wc, {IC, OC}, "(IC, OC)");
-        no_overlap_all(op, {{"y", &Y}, {"z", &Z}, {"xc", &XC}, {"wc", &WC}},
-                       {{"y", &Y}, {"z", &Z}, {"xc", &XC}, {"wc", &WC}, {"x", &X}, {"w", &W},
-                        {"b", &B}});
+        no_overlap_all(op, {{"y", &Y}, {"z", &Z}, {"xc", &XC}},
+                       {{"y", &Y}, {"z", &Z}, {"xc", &XC}, {"x", &X}, {"w", &W}, {"b", &B}});
         py::gil_scoped_release nogil;
-        return dense_forward_sparse(Y.data, Z.data, COLS.data, XC.data, WC.data, X.data,
-                                    W.data, B.data, N, IC, OC, act);
+        return dense_forward_sparse(Y.data, Z.data, COLS.data, XC.data, X.data, W.data,
+                                    B.data, N, IC, OC, act);
       },
-      py::arg("y"), py::arg("z"), py::arg("cols"), py::arg("xc"), py::arg("wc"),
-      py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("act") = Act::linear,
+      py::arg("y"), py::arg("z"), py::arg("cols"), py::arg("xc"), py::arg("x"), py::arg("w"),
+      py::arg("b") = py::none(), py::arg("act") = Act::linear,
       "dense_forward over the nonzero columns of x only. cols (IC,) int32 receives their "
       "indices; when there are nk of them with 0 < nk <= 3/4 IC, xc (N,IC) receives "
-      "x[:, cols] in its first N*nk floats (as (N,nk)), wc (IC,OC) receives w[cols] in its "
-      "first nk*OC, y = act(xc @ wc + b) and nk is returned; otherwise it is dense_forward "
-      "on x and w and returns 0.");
+      "x[:, cols] in its first N*nk floats (as (N,nk)), y = act(xc @ w[cols] + b) and nk "
+      "is returned; otherwise it is dense_forward on x and w and returns 0.");
 
   m.def(
       "dense_backward_sparse",

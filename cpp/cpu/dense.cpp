@@ -66,6 +66,14 @@ FASTNN_CLONES void column_sums(float* db, const float* dz, int64_t N, int64_t OC
   }
 }
 
+// The epilogue of a forward pass: acc (N,OC) += b, y = act(acc), rows in parallel.
+void bias_act(float* y, float* acc, const float* b, int64_t N, int64_t OC, Act act) {
+  if (!b && act == Act::linear && acc == y) return;
+  parallel_for(N, vmath::row_grain(N, OC, num_threads()), [=](int64_t r0, int64_t r1) {
+    bias_act_rows(y + r0 * OC, acc + r0 * OC, b, r1 - r0, OC, act);
+  });
+}
+
 }  // namespace
 
 // y (N,OC) = act(x (N,IC) · w (IC,OC) + b (OC)); z (N,OC) = x·w + b when not nullptr
@@ -73,10 +81,7 @@ void dense_forward(float* y, float* z, const float* x, const float* w, const flo
                    int64_t N, int64_t IC, int64_t OC, Act act) {
   float* acc = z ? z : y;
   gemm(acc, x, w, N, OC, IC, false, false, false);
-  if (!b && act == Act::linear && acc == y) return;
-  parallel_for(N, vmath::row_grain(N, OC, num_threads()), [=](int64_t r0, int64_t r1) {
-    bias_act_rows(y + r0 * OC, acc + r0 * OC, b, r1 - r0, OC, act);
-  });
+  bias_act(y, acc, b, N, OC, act);
 }
 
 // dz = dy ⊙ act'(.);  dx (N,IC) += dz·wᵀ;  dw (IC,OC) += xᵀ·dz;  db (OC) += Σ_N dz
@@ -130,22 +135,23 @@ FASTNN_CLONES void gather(float* __restrict dst, const float* __restrict src,
 }
 }  // namespace
 
-// x (N,IC), w (IC,OC) -> xc (N,nk) = x[:, cols], wc (nk,OC) = w[cols, :]
-int64_t dense_forward_sparse(float* y, float* z, int32_t* cols, float* xc, float* wc,
-                             const float* x, const float* w, const float* b, int64_t N,
-                             int64_t IC, int64_t OC, Act act) {
+// x (N,IC) -> xc (N,nk) = x[:, cols];  y = act(xc · w[cols, :] + b)
+int64_t dense_forward_sparse(float* y, float* z, int32_t* cols, float* xc, const float* x,
+                             const float* w, const float* b, int64_t N, int64_t IC,
+                             int64_t OC, Act act) {
   const int64_t nk = nonzero_columns(cols, x, N, IC);
   if (nk == 0 || 4 * nk > 3 * IC) {
     dense_forward(y, z, x, w, b, N, IC, OC, act);
     return 0;
   }
-  // Each chunk of the kept columns gathers its rows of w and its columns of x.
-  parallel_for(nk, vmath::row_grain(nk, OC + N, num_threads()), [=](int64_t j0, int64_t j1) {
-    for (int64_t j = j0; j < j1; ++j)
-      std::memcpy(wc + j * OC, w + int64_t(cols[j]) * OC, size_t(OC) * sizeof(float));
-    for (int64_t i = 0; i < N; ++i) gather(xc + i * nk + j0, x + i * IC, cols + j0, j1 - j0);
+  const int64_t t = num_threads();
+  parallel_for(N, (N + t - 1) / t, [=](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) gather(xc + i * nk, x + i * IC, cols, nk);
   });
-  dense_forward(y, z, xc, wc, b, N, nk, OC, act);
+  // The GEMM gathers w's kept rows as it packs them: each thread reads only its columns.
+  float* acc = z ? z : y;
+  gemm_rows(acc, xc, w, cols, N, OC, nk, OC, nk, OC, /*accumulate=*/false);
+  bias_act(y, acc, b, N, OC, act);
   return nk;
 }
 

@@ -97,6 +97,7 @@ struct Problem {
   int64_t M, N, K, ldc, lda, ldb;
   bool trans_a, trans_b, accumulate;
   int64_t kc;  // K block: a function of K only (this fixes the order of the sums)
+  const int32_t* brows = nullptr;  // gemm_rows: row k of op(B) is row brows[k] of B
 };
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -109,7 +110,7 @@ bool aliasing_stride(int64_t ld) { return ld % 256 == 0; }
 // be packed. A (row-major or transposed) can be read in place; copying pays when many
 // column tiles reuse it.
 bool packs_b(const Problem& p, int64_t rows) {
-  return p.trans_b || rows > FASTNN_GEMM_PACK_B_MIN_M ||
+  return p.brows || p.trans_b || rows > FASTNN_GEMM_PACK_B_MIN_M ||
          (rows > 16 && aliasing_stride(p.ldb));
 }
 bool packs_a(const Problem& p, int64_t cols) {
@@ -133,7 +134,10 @@ bool run_block(const Kernel& kr, const Problem& p, int64_t m0, int64_t m1, int64
       const int64_t kc = std::min(p.kc, p.K - pc);
       BBlock bb;
       if (pack_b) {
-        kr.pack_b(bbuf, p.B, p.ldb, p.trans_b, pc, jc, kc, nc);
+        if (p.brows)
+          kr.pack_b_rows(bbuf, p.B, p.ldb, p.brows, pc, jc, kc, nc);
+        else
+          kr.pack_b(bbuf, p.B, p.ldb, p.trans_b, pc, jc, kc, nc);
         bb = {bbuf, nr, kc * nr, nullptr};
       } else {
         bb = {p.B + pc * p.ldb + jc, p.ldb, nr, nullptr};
@@ -201,20 +205,17 @@ Grid pick_grid(const Kernel& kr, const Problem& p, int nt) {
   return best;
 }
 
-}  // namespace
-
-// C (M,N) = [C +] op(A) (M,K) · op(B) (K,N), packed and cache-blocked.
-void gemm_ld(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K,
-             int64_t ldc, int64_t lda, int64_t ldb, bool trans_a, bool trans_b,
-             bool accumulate) {
+// Runs p (its kc not yet set) on the threads: the body of gemm_ld and gemm_rows.
+void run_gemm(Problem p) {
+  const int64_t M = p.M, N = p.N, K = p.K;
+  float* const C = p.C;
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
-    if (!accumulate)
-      for (int64_t i = 0; i < M; ++i) std::memset(C + i * ldc, 0, size_t(N) * sizeof(float));
+    if (!p.accumulate)
+      for (int64_t i = 0; i < M; ++i) std::memset(C + i * p.ldc, 0, size_t(N) * sizeof(float));
     return;
   }
   const Kernel& kr = current_kernel();
-  Problem p{C, A, B, M, N, K, ldc, lda, ldb, trans_a, trans_b, accumulate, 0};
   p.kc = ceil_div(K, ceil_div(K, kr.kc_max));  // equal K blocks of at most kc_max
 
   int nt = 1;
@@ -262,6 +263,23 @@ void gemm_ld(float* C, const float* A, const float* B, int64_t M, int64_t N, int
   }
 #endif
   if (!ok) throw std::bad_alloc();
+}
+
+}  // namespace
+
+// C (M,N) = [C +] op(A) (M,K) · op(B) (K,N), packed and cache-blocked.
+void gemm_ld(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K,
+             int64_t ldc, int64_t lda, int64_t ldb, bool trans_a, bool trans_b,
+             bool accumulate) {
+  run_gemm(Problem{C, A, B, M, N, K, ldc, lda, ldb, trans_a, trans_b, accumulate, 0});
+}
+
+// C (M,N) = [C +] A (M,K) · B[rows] (K,N)
+void gemm_rows(float* C, const float* A, const float* B, const int32_t* rows, int64_t M,
+               int64_t N, int64_t K, int64_t ldc, int64_t lda, int64_t ldb, bool accumulate) {
+  Problem p{C, A, B, M, N, K, ldc, lda, ldb, false, false, accumulate, 0};
+  p.brows = rows;
+  run_gemm(p);
 }
 
 }  // namespace fastnn

@@ -45,6 +45,9 @@ struct Kernel {
   // columns) = op(B)[k0:k0+kc, j0:j0+nc]; op(B)(k,j) = trans_b ? B[j*ldb + k] : B[k*ldb + j].
   void (*pack_b)(float* dst, const float* B, int64_t ldb, bool trans_b, int64_t k0,
                  int64_t j0, int64_t kc, int64_t nc);
+  // As pack_b (no trans_b), with row k of the block taken from row rows[k0 + k] of B.
+  void (*pack_b_rows)(float* dst, const float* B, int64_t ldb, const int32_t* rows,
+                      int64_t k0, int64_t j0, int64_t kc, int64_t nc);
   // C (mc,nc; row stride ldc) = [C +] A-block · B-block, tile by tile (jr outer, ir
   // inner). Each element: acc = Σ_k a·b in k order (fused multiply-add where the ISA has
   // it), then C = acc or C = C + acc. The same element always gets the same operations,

@@ -196,9 +196,26 @@ struct Impl {
     }
   }
 
+  // B block (kc,nc) with row k from row rows[k0+k] -> panels; see Kernel::pack_b_rows.
+  static void pack_b_rows(float* dst, const float* B, int64_t ldb, const int32_t* rows,
+                          int64_t k0, int64_t j0, int64_t kc, int64_t nc) {
+    for (int64_t jr = 0; jr < nc; jr += NR, dst += NR * kc) {
+      const int64_t n = std::min<int64_t>(NR, nc - jr);
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* s = B + int64_t(rows[k0 + k]) * ldb + j0 + jr;
+        if (n == NR) {
+          for (int j = 0; j < NV; ++j) V::store(dst + k * NR + j * W, V::load(s + j * W));
+        } else {
+          for (int64_t j = 0; j < n; ++j) dst[k * NR + j] = s[j];
+          for (int64_t j = n; j < NR; ++j) dst[k * NR + j] = 0.0f;
+        }
+      }
+    }
+  }
+
   static Kernel make(const char* isa, int mc, int kc_max, int nc) {
     static_assert(MR >= 1 && NV >= 1, "tile sizes");
-    return Kernel{isa, MR, NR, mc, kc_max, nc, &pack_a, &pack_b, &macro};
+    return Kernel{isa, MR, NR, mc, kc_max, nc, &pack_a, &pack_b, &pack_b_rows, &macro};
   }
 };
 

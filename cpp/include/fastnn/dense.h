@@ -26,13 +26,13 @@ void dense_backward(float* dx, float* dw, float* db, float* dz, const float* dy,
 // the plain twins are dense_forward_naive/dense_backward_naive on x and w.
 //
 // cols (IC) receives the indices of x's nonzero columns (ascending). When 0 < nk <=
-// IC·3/4, xc (N·IC floats) receives x[:, cols] as (N, nk), wc (IC·OC floats) receives
-// w[cols, :] as (nk, OC), y = act(xc·wc + b) and nk is returned. Otherwise (too few zero
-// columns to pay for the gathers, or no nonzero at all) it runs dense_forward on x and w
-// and returns 0.
-int64_t dense_forward_sparse(float* y, float* z, int32_t* cols, float* xc, float* wc,
-                             const float* x, const float* w, const float* b, int64_t N,
-                             int64_t IC, int64_t OC, Act act);
+// IC·3/4, xc (N·IC floats) receives x[:, cols] as (N, nk), y = act(xc·w[cols, :] + b)
+// (the GEMM reads w's rows through cols as it packs them) and nk is returned. Otherwise
+// (too few zero columns to pay for the gather, or no nonzero at all) it runs
+// dense_forward on x and w and returns 0.
+int64_t dense_forward_sparse(float* y, float* z, int32_t* cols, float* xc, const float* x,
+                             const float* w, const float* b, int64_t N, int64_t IC,
+                             int64_t OC, Act act);
 
 // The backward of a gathered dense_forward_sparse (nk > 0): dz = dy ⊙ act'(.),
 // db (OC) += Σ_N dz, dw[cols, :] += xcᵀ·dz with xc (N, nk) and cols as the forward left

@@ -19,6 +19,13 @@ inline void gemm(float* C, const float* A, const float* B, int64_t M, int64_t N,
           accumulate);
 }
 
+// C (M,N) = [C +] A (M,K; row stride lda) · B[rows] (K,N): row k of the right operand is
+// row rows[k] of B (row stride ldb). The rows are gathered while B is packed, each
+// thread packing the columns it owns, so no gathered copy of B is ever made (the sparse
+// dense layer's product, dense.cpp). Sums in the same order as gemm_ld.
+void gemm_rows(float* C, const float* A, const float* B, const int32_t* rows, int64_t M,
+               int64_t N, int64_t K, int64_t ldc, int64_t lda, int64_t ldb, bool accumulate);
+
 // Plain triple loop with the same contract: the reference and the reader's first stop.
 void gemm_naive(float* C, const float* A, const float* B, int64_t M, int64_t N, int64_t K,
                 int64_t ldc, int64_t lda, int64_t ldb, bool trans_a, bool trans_b,

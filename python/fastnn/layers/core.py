@@ -87,9 +87,8 @@ class Dense(Activated):
             k = x2.shape[1]
             self._cols = self.buffer("cols", (k,), np.int32)
             self._xc = self.buffer("xc", (n, k))
-            nk = _core.dense_forward_sparse(y, z, self._cols, self._xc,
-                                            self.buffer("wc", (k, self.units)), x2,
-                                            self.kernel, b, act)
+            nk = _core.dense_forward_sparse(y, z, self._cols, self._xc, x2, self.kernel, b,
+                                            act)
         else:
             _core.dense_forward(y, z, x2, self.kernel, b, act)
         y = self._finish(y)
