@@ -312,6 +312,7 @@ def _sparse_case(rng, N, IC, OC, zero_cols):
     (1, 7, 10, 6),         # one nonzero column left
     (3, 17, 64, 13),       # gathered, odd sizes
     (4, 1200, 20, 400),    # gathered: several K blocks of w's rows, an edge panel
+    (400, 64, 10, 20),     # gathered: several K (batch) blocks in dw, an edge panel
     (5, 16, 9, 3),         # 13/16 nonzero > 3/4: plain dense path
     (4, 10, 3, 10),        # all columns zero: plain dense path
 ])
