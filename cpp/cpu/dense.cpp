@@ -15,7 +15,6 @@
 #include "fastnn/dense.h"
 
 #include <cmath>
-#include <cstring>
 
 #include "fastnn/common.h"
 #include "fastnn/gemm.h"
