@@ -6,9 +6,9 @@
 // Adam, AdamW, Adagrad with default options), in float32.
 //
 // Threads own disjoint contiguous chunks of elements and the work per element does not
-// depend on the chunk, so results are bitwise identical for any thread count. kGrain is a
-// multiple of 16 floats (64 bytes), so a chunk split moves no element between a vector body
-// and a scalar remainder, and chunk starts keep the buffers' alignment.
+// depend on the chunk, so results are bitwise identical for any thread count. Chunks are
+// multiples of 16 floats (64 bytes), so a chunk split moves no element between a vector
+// body and a scalar remainder, and chunk starts keep the buffers' alignment.
 //
 // With zero_grads each thread zeroes its chunk of g right after updating it: the chunk
 // (32 KiB of g) is still in cache, and the zeroing is split between the threads, where a
@@ -78,11 +78,16 @@ void adagrad_step_ref(float* p, float* acc, float* g, int64_t n, float lr, float
 
 namespace {
 
-// Runs update(b, e) over [0, n) in parallel chunks of kGrain; with zero_grads, zeroes each
-// chunk of g after its update.
+// Runs update(b, e) over [0, n) in parallel chunks of at most kGrain, as many for every
+// thread (13 chunks of 8192 would leave one thread 7 and the other 6); with zero_grads,
+// zeroes each chunk of g after its update. Chunks stay multiples of 16 elements, so the
+// split never changes an element's arithmetic.
 template <class Update>
 void for_chunks(int64_t n, float* g, bool zero_grads, Update update) {
-  parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+  const int64_t t = num_threads();
+  const int64_t chunks = (n + t * kGrain - 1) / (t * kGrain) * t;
+  const int64_t grain = ((n + chunks - 1) / chunks + 15) / 16 * 16;
+  parallel_for(n, grain, [&](int64_t b, int64_t e) {
     update(b, e);
     if (zero_grads) std::memset(g + b, 0, size_t(e - b) * sizeof(float));
   });
