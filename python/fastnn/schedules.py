@@ -9,6 +9,7 @@ to a learning rate. Plain Python floats: one call per step costs well under a mi
 """
 from __future__ import annotations
 
+import abc
 import math
 import numbers
 
@@ -16,14 +17,16 @@ __all__ = ["LearningRateSchedule", "ExponentialDecay", "CosineDecay", "Piecewise
            "serialize", "deserialize"]
 
 
-class LearningRateSchedule:
+class LearningRateSchedule(abc.ABC):
     """Base class: ``schedule(step) -> float`` for step = 0, 1, 2, ..."""
 
+    @abc.abstractmethod
     def __call__(self, step: int) -> float:
-        raise NotImplementedError
+        """The learning rate of the update after `step` updates."""
 
+    @abc.abstractmethod
     def get_config(self) -> dict:
-        raise NotImplementedError
+        """The constructor's arguments (what a saved model stores)."""
 
 
 class ExponentialDecay(LearningRateSchedule):
