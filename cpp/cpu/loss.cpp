@@ -102,48 +102,6 @@ FASTNN_CLONES double xent_label_rows(float* dlogits, float* probs, const float* 
   return total;
 }
 
-// xent_label_rows for C <= 16 classes: each row is copied into 16 lanes (the unused ones
-// −∞ in, zero out), so every loop has a fixed trip count and runs as whole vectors: with
-// 10 classes the general loops are mostly remainder handling.
-FASTNN_CLONES double xent_label_rows_small(float* dlogits, float* probs, const float* logits,
-                                           const int32_t* labels, int64_t r0, int64_t r1,
-                                           int64_t C, float scale) {
-  constexpr int K = 16;
-  double total = 0.0;
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* x = logits + r * C;
-    const int32_t lab = labels[r];
-    float xr[K], e[K];
-    for (int c = 0; c < K; ++c) xr[c] = -INFINITY;
-    for (int64_t c = 0; c < C; ++c) xr[c] = x[c];
-    float m = xr[0];
-#pragma omp simd reduction(max : m)
-    for (int c = 0; c < K; ++c) m = xr[c] > m ? xr[c] : m;
-    float s_other = 0.0f;
-#pragma omp simd reduction(+ : s_other)
-    for (int c = 0; c < K; ++c) {
-      e[c] = vmath::vsel(c < C, vmath::vexp(xr[c] - m), 0.0f);
-      s_other += vmath::vsel(c != lab, e[c], 0.0f);
-    }
-    const float e_lab = e[lab];
-    const float s = s_other + e_lab;
-    total += (double(m) - double(x[lab])) +
-             std::log1p(double(s_other) + (double(e_lab) - 1.0));
-    const float inv = 1.0f / s;
-    if (probs) {
-      float* p = probs + r * C;
-      for (int64_t c = 0; c < C; ++c) p[c] = e[c] * inv;
-    }
-    if (dlogits) {
-      float* d = dlogits + r * C;
-      const float d_lab = d[lab];
-      for (int64_t c = 0; c < C; ++c) d[c] += scale * (e[c] * inv);
-      d[lab] = d_lab + scale * (-s_other * inv);  // scale·(p[label] − 1)
-    }
-  }
-  return total;
-}
-
 // Rows [r0, r1) of softmax_xent_dense; returns Σ_rows Σ_c t_c·(logsumexp(x) − x_c).
 FASTNN_CLONES double xent_dense_rows(float* dlogits, float* probs, const float* logits,
                                      const float* targets, int64_t r0, int64_t r1,
@@ -274,8 +232,7 @@ int64_t rows_per_block(int64_t C) { return (8192 + C - 1) / C; }
 double softmax_xent(float* dlogits, float* probs, const float* logits, const int32_t* labels,
                     int64_t N, int64_t C, float grad_scale) {
   return blocked_sum(N, rows_per_block(C), [=](int64_t r0, int64_t r1) {
-    return C <= 16 ? xent_label_rows_small(dlogits, probs, logits, labels, r0, r1, C, grad_scale)
-                   : xent_label_rows(dlogits, probs, logits, labels, r0, r1, C, grad_scale);
+    return xent_label_rows(dlogits, probs, logits, labels, r0, r1, C, grad_scale);
   });
 }
 
