@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def num_grad(f, x: np.ndarray, h: float) -> np.ndarray:
+def num_grad(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
     """d f() / d x by central differences: x (float64) is changed in place, one element
     at a time, and restored; f takes no arguments and reads x."""
     g = np.empty_like(x)

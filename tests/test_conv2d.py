@@ -11,6 +11,7 @@ import pytest
 import fastnn
 from fastnn import _core, ops
 from fastnn import reference as ref
+from gradcheck import num_grad
 
 L = fastnn.layers
 ref_conv = importlib.import_module("fastnn.reference.conv2d")  # the module, for _act_grad
@@ -102,20 +103,6 @@ FD_CASES = {
 }
 
 
-def numeric_grad(f, a, h=1e-6):
-    g = np.empty_like(a)
-    flat, gflat = a.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + h
-        fp = f()
-        flat[i] = old - h
-        fm = f()
-        flat[i] = old
-        gflat[i] = (fp - fm) / (2 * h)
-    return g
-
-
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("name", list(FD_CASES))
 def test_reference_gradients_match_finite_differences(name, act):
@@ -133,7 +120,7 @@ def test_reference_gradients_match_finite_differences(name, act):
     y = ref.conv2d(x, w, b, activation=act, z=z, **kw)
     dx, dw, db = ref.conv2d_backward(r, x, w, y, z, activation=act, **kw)
     for got, a, what in ((dx, x, "dx"), (dw, w, "dw"), (db, b, "db")):
-        np.testing.assert_allclose(got, numeric_grad(loss, a), rtol=1e-6, atol=1e-7,
+        np.testing.assert_allclose(got, num_grad(loss, a), rtol=1e-6, atol=1e-7,
                                    err_msg=f"{name} {act} {what}")
 
 

@@ -8,22 +8,9 @@ import numpy as np
 import pytest
 
 from fastnn import reference as ref
+from gradcheck import num_grad
 
 ACTS = ["linear", "relu", "sigmoid", "tanh", "gelu"]
-
-
-def numgrad(f, a, h=1e-6):
-    """Central-difference gradient of the scalar function f() with respect to array a."""
-    g = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + h
-        fp = f()
-        a[i] = old - h
-        fm = f()
-        a[i] = old
-        g[i] = (fp - fm) / (2 * h)
-    return g
 
 
 def away_from_zero(a, margin=1e-2):
@@ -43,7 +30,7 @@ def test_activation_gradient(kind, rng):
     dy = rng.normal(size=x.shape)
     y = ref.activation(x, kind)
     assert y.dtype == np.float64
-    numeric = numgrad(lambda: float((ref.activation(x, kind) * dy).sum()), x)
+    numeric = num_grad(lambda: float((ref.activation(x, kind) * dy).sum()), x)
     check(ref.activation_backward(dy, kind, x=x, y=y), numeric)
 
 
@@ -79,7 +66,7 @@ def test_softmax_gradient_and_values(rng):
     y = ref.softmax(x)
     np.testing.assert_allclose(y.sum(-1), 1.0, rtol=1e-15)
     np.testing.assert_allclose(y, np.exp(x) / np.exp(x).sum(-1, keepdims=True), rtol=1e-14)
-    numeric = numgrad(lambda: float((ref.softmax(x) * dy).sum()), x)
+    numeric = num_grad(lambda: float((ref.softmax(x) * dy).sum()), x)
     check(ref.softmax_backward(dy, y), numeric)
 
 
@@ -102,10 +89,10 @@ def test_dense_gradient(kind, bias, rng):
         return float((ref.dense(x, w, b, kind) * dy).sum())
 
     dx, dw, db = ref.dense_backward(dy, x, w, y=y, z=z, activation=kind, has_bias=bias)
-    check(dx, numgrad(loss, x))
-    check(dw, numgrad(loss, w))
+    check(dx, num_grad(loss, x))
+    check(dw, num_grad(loss, w))
     if bias:
-        check(db, numgrad(loss, b))
+        check(db, num_grad(loss, b))
     else:
         assert db is None
 
@@ -126,9 +113,9 @@ def test_dense_nd_and_accumulate(rng):
     dx, dw, db = ref.dense_backward(dy, x, w, y=y, activation="tanh",
                                     dx=acc[0], dw=acc[1], db=acc[2])
     assert dx is acc[0] and dw is acc[1] and db is acc[2]
-    check(dx - start[0], numgrad(loss, x))
-    check(dw - start[1], numgrad(loss, w))
-    check(db - start[2], numgrad(loss, b))
+    check(dx - start[0], num_grad(loss, x))
+    check(dw - start[1], num_grad(loss, w))
+    check(db - start[2], num_grad(loss, b))
 
 
 # ---- losses -----------------------------------------------------------------------
@@ -141,7 +128,7 @@ def test_softmax_cross_entropy_labels(reduction, rng):
     loss, grad = ref.softmax_cross_entropy(x, labels, reduction)
     rows = [-math.log(math.exp(x[i, labels[i]]) / np.exp(x[i]).sum()) for i in range(N)]
     assert loss == pytest.approx(sum(rows) / (N if reduction == "mean" else 1), rel=1e-14)
-    check(grad, numgrad(lambda: ref.softmax_cross_entropy(x, labels, reduction)[0], x))
+    check(grad, num_grad(lambda: ref.softmax_cross_entropy(x, labels, reduction)[0], x))
 
 
 def test_softmax_cross_entropy_dense_targets(rng):
@@ -150,7 +137,7 @@ def test_softmax_cross_entropy_dense_targets(rng):
     t = rng.uniform(size=(N, C))
     t[0, 2] = 0.0  # a zero target, and rows that do not sum to 1
     loss, grad = ref.softmax_cross_entropy(x, t)
-    check(grad, numgrad(lambda: ref.softmax_cross_entropy(x, t)[0], x))
+    check(grad, num_grad(lambda: ref.softmax_cross_entropy(x, t)[0], x))
     # One-hot targets give the same as integer labels.
     labels = rng.integers(0, C, N)
     onehot = np.eye(C)[labels]
@@ -172,7 +159,7 @@ def test_categorical_cross_entropy(rng):
     t = rng.uniform(size=(N, C))
     loss, grad = ref.categorical_cross_entropy(p, t)
     assert loss == pytest.approx(-(t * np.log(p)).sum() / N, rel=1e-14)
-    check(grad, numgrad(lambda: ref.categorical_cross_entropy(p, t)[0], p))
+    check(grad, num_grad(lambda: ref.categorical_cross_entropy(p, t)[0], p))
 
 
 def test_binary_cross_entropy_with_logits(rng):
@@ -182,7 +169,7 @@ def test_binary_cross_entropy_with_logits(rng):
     s = 1 / (1 + np.exp(-x))
     naive = -(t * np.log(s) + (1 - t) * np.log(1 - s)).mean()
     assert loss == pytest.approx(naive, rel=1e-12)
-    check(grad, numgrad(lambda: ref.binary_cross_entropy_with_logits(x, t)[0], x))
+    check(grad, num_grad(lambda: ref.binary_cross_entropy_with_logits(x, t)[0], x))
     big, gbig = ref.binary_cross_entropy_with_logits(np.array([1e4, -1e4]), np.array([0.0, 1.0]),
                                                      "sum")
     assert big == 2e4 and np.all(np.isfinite(gbig))
@@ -194,7 +181,7 @@ def test_mean_squared_error(reduction, rng):
     t = rng.normal(size=p.shape)
     loss, grad = ref.mean_squared_error(p, t, reduction)
     assert loss == pytest.approx(((p - t) ** 2).sum() / (p.size if reduction == "mean" else 1))
-    check(grad, numgrad(lambda: ref.mean_squared_error(p, t, reduction)[0], p))
+    check(grad, num_grad(lambda: ref.mean_squared_error(p, t, reduction)[0], p))
 
 
 def test_reference_rejects_unknowns():
