@@ -57,26 +57,15 @@ def is_cnn(model):
 # ---- child side: train one implementation, print one JSON line ---------------------
 
 def fastnn_model(model, seed):
-    """The fastnn Sequential for `model` (layer sizes, or a CNN name built exactly as
-    fastnn.cli's mnist-cnn model), not yet compiled."""
-    import fastnn as fn
+    """The fastnn Sequential for `model` (layer sizes, or a CNN name), not yet compiled:
+    built by the same functions as `python -m fastnn train mnist-mlp|mnist-cnn`."""
+    from fastnn.cli import mnist_cnn_model, mnist_mlp_model
 
-    L = fn.layers
-    if not is_cnn(model):
-        if model[0] != 784:
-            raise SystemExit("fastnn MNIST model: the first size must be 784 (28x28 images)")
-        layers = [L.Flatten(input_shape=(28, 28))]
-        layers += [L.Dense(h, activation="relu") for h in model[1:-1]]
-        layers += [L.Dense(model[-1], activation="softmax")]
-        return fn.Sequential(layers, seed=seed)
-    if model == "cnn-small":
-        body = [L.Conv2D(32, 3, activation="relu", input_shape=(28, 28, 1)), L.MaxPooling2D(2),
-                L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(2), L.Flatten()]
-    else:
-        body = [L.Conv2D(32, 3, activation="relu", input_shape=(28, 28, 1)), L.MaxPooling2D(2),
-                L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(2),
-                L.Conv2D(64, 3, activation="relu"), L.Flatten(), L.Dense(64, activation="relu")]
-    return fn.Sequential(body + [L.Dense(10, activation="softmax")], seed=seed)
+    if is_cnn(model):
+        return mnist_cnn_model(small=model == "cnn-small", seed=seed)
+    if model[0] != 784:
+        raise SystemExit("fastnn MNIST model: the first size must be 784 (28x28 images)")
+    return mnist_mlp_model(model[1:-1], seed=seed, classes=model[-1])
 
 
 def load_data(impl, model, train_subset=None):

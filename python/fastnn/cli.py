@@ -13,16 +13,39 @@ import sys
 import time
 
 
+def mnist_mlp_model(hidden, seed=None, classes=10):
+    """Flatten (28, 28) -> Dense(h, relu) for h in hidden -> Dense(classes, softmax)."""
+    import fastnn as fn
+
+    L = fn.layers
+    return fn.Sequential([L.Flatten(input_shape=(28, 28))]
+                         + [L.Dense(h, activation="relu") for h in hidden]
+                         + [L.Dense(classes, activation="softmax")], seed=seed)
+
+
+def mnist_cnn_model(small=False, seed=None):
+    """The Keras MNIST CNN: Conv2D(32, 3) -> MaxPool(2) -> Conv2D(64, 3) -> MaxPool(2) ->
+    [Conv2D(64, 3) -> Flatten -> Dense(64) | small: Flatten] -> Dense(10, softmax)."""
+    import fastnn as fn
+
+    L = fn.layers
+    if small:
+        body = [L.Conv2D(32, 3, activation="relu", input_shape=(28, 28, 1)), L.MaxPooling2D(2),
+                L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(2), L.Flatten()]
+    else:
+        body = [L.Conv2D(32, 3, activation="relu", input_shape=(28, 28, 1)), L.MaxPooling2D(2),
+                L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(2),
+                L.Conv2D(64, 3, activation="relu"), L.Flatten(), L.Dense(64, activation="relu")]
+    return fn.Sequential(body + [L.Dense(10, activation="softmax")], seed=seed)
+
+
 def _mnist_mlp(args):
     import fastnn as fn
 
     (x_train, y_train), (x_test, y_test) = fn.datasets.mnist.load_data(args.data)
     x_train, x_test = x_train / 255.0, x_test / 255.0
     hidden = [int(h) for h in args.hidden.split(",") if h]
-    model = fn.Sequential([fn.layers.Flatten(input_shape=(28, 28))]
-                          + [fn.layers.Dense(h, activation="relu") for h in hidden]
-                          + [fn.layers.Dense(10, activation="softmax")], seed=args.seed)
-    return model, (x_train, y_train), (x_test, y_test)
+    return mnist_mlp_model(hidden, args.seed), (x_train, y_train), (x_test, y_test)
 
 
 def _mnist_cnn(args):
@@ -31,16 +54,7 @@ def _mnist_cnn(args):
     (x_train, y_train), (x_test, y_test) = fn.datasets.mnist.load_data(args.data)
     x_train = (x_train / 255.0).reshape(-1, 28, 28, 1)
     x_test = (x_test / 255.0).reshape(-1, 28, 28, 1)
-    L = fn.layers
-    if args.small:
-        body = [L.Conv2D(32, 3, activation="relu", input_shape=(28, 28, 1)), L.MaxPooling2D(2),
-                L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(2), L.Flatten()]
-    else:
-        body = [L.Conv2D(32, 3, activation="relu", input_shape=(28, 28, 1)), L.MaxPooling2D(2),
-                L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(2),
-                L.Conv2D(64, 3, activation="relu"), L.Flatten(), L.Dense(64, activation="relu")]
-    model = fn.Sequential(body + [L.Dense(10, activation="softmax")], seed=args.seed)
-    return model, (x_train, y_train), (x_test, y_test)
+    return mnist_cnn_model(args.small, args.seed), (x_train, y_train), (x_test, y_test)
 
 
 def _imdb_transformer(args):
