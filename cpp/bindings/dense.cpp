@@ -31,6 +31,26 @@ void check_act_buffers(const char* op, Act act, const Buf<float>& DZ, const Buf<
     fail_value(op, "z", "is required for activation gelu (the forward pre-activation), got None");
 }
 
+// The arrays of a forward call, checked: x (N,IC), w (IC,OC), b (OC,) or None, y (N,OC),
+// z (N,OC) or None.
+struct Forward {
+  Buf<float> X, W, B, Y, Z;
+  int64_t N, IC, OC;
+};
+
+Forward forward_args(const char* op, py::handle y, py::handle z, py::handle x, py::handle w,
+                     py::handle b) {
+  Forward f;
+  f.X = in<float>(op, "x", x, {ANY, ANY}, "(N, IC)");
+  f.N = f.X[0], f.IC = f.X[1];
+  f.W = in<float>(op, "w", w, {f.IC, ANY}, "(IC, OC)");
+  f.OC = f.W[1];
+  f.B = in_opt<float>(op, "b", b, {f.OC}, "(OC,)");
+  f.Y = out<float>(op, "y", y, {f.N, f.OC}, "(N, OC)");
+  f.Z = out_opt<float>(op, "z", z, {f.N, f.OC}, "(N, OC)");
+  return f;
+}
+
 using DenseForwardFn = void (*)(float*, float*, const float*, const float*, const float*,
                                 int64_t, int64_t, int64_t, Act);
 using DenseBackwardFn = void (*)(float*, float*, float*, float*, const float*, const float*,
@@ -42,13 +62,9 @@ void def_all(py::module_& m, DenseForwardFn fwd, DenseBackwardFn bwd) {
       "dense_forward",
       [fwd](py::handle y, py::handle z, py::handle x, py::handle w, py::handle b, Act act) {
         const char* op = "dense_forward";
-        auto X = in<float>(op, "x", x, {ANY, ANY}, "(N, IC)");
-        const int64_t N = X[0], IC = X[1];
-        auto W = in<float>(op, "w", w, {IC, ANY}, "(IC, OC)");
-        const int64_t OC = W[1];
-        auto B = in_opt<float>(op, "b", b, {OC}, "(OC,)");
-        auto Y = out<float>(op, "y", y, {N, OC}, "(N, OC)");
-        auto Z = out_opt<float>(op, "z", z, {N, OC}, "(N, OC)");
+        const Forward f = forward_args(op, y, z, x, w, b);
+        const auto &X = f.X, &W = f.W, &B = f.B, &Y = f.Y, &Z = f.Z;
+        const int64_t N = f.N, IC = f.IC, OC = f.OC;
         no_overlap(op, "y", Y, "x", X);
         no_overlap(op, "y", Y, "w", W);
         no_overlap(op, "y", Y, "b", B);
@@ -111,13 +127,9 @@ void def_sparse(py::module_& m) {
       [](py::handle y, py::handle z, py::handle cols, py::handle xc, py::handle x,
          py::handle w, py::handle b, Act act) {
         const char* op = "dense_forward_sparse";
-        auto X = in<float>(op, "x", x, {ANY, ANY}, "(N, IC)");
-        const int64_t N = X[0], IC = X[1];
-        auto W = in<float>(op, "w", w, {IC, ANY}, "(IC, OC)");
-        const int64_t OC = W[1];
-        auto B = in_opt<float>(op, "b", b, {OC}, "(OC,)");
-        auto Y = out<float>(op, "y", y, {N, OC}, "(N, OC)");
-        auto Z = out_opt<float>(op, "z", z, {N, OC}, "(N, OC)");
+        const Forward f = forward_args(op, y, z, x, w, b);
+        const auto &X = f.X, &W = f.W, &B = f.B, &Y = f.Y, &Z = f.Z;
+        const int64_t N = f.N, IC = f.IC, OC = f.OC;
         auto COLS = out<int32_t>(op, "cols", cols, {IC}, "(IC,)");
         auto XC = out<float>(op, "xc", xc, {N, IC}, "(N, IC)");
         no_overlap_all(op, {{"y", &Y}, {"z", &Z}, {"xc", &XC}},
