@@ -219,7 +219,8 @@ class Sequential:
         in the flat gradient buffer. Returns (sum of losses, predictions)."""
         out = self._forward(xb, True)
         if self._grads_zeroed:  # by the last optimizer step, except what it does not update
-            self._grads[self._n_trainable:].fill(0.0)
+            if self._n_trainable < self._grads.size:
+                self._grads[self._n_trainable:].fill(0.0)
         else:
             self._grads.fill(0.0)
         self._grads_zeroed = False
