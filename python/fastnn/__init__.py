@@ -12,11 +12,12 @@ C++/OpenMP kernels (``fastnn._core``, functional wrappers in ``fastnn.ops``, Num
 from . import _core
 from ._runtime import build_info, get_num_threads, set_num_threads
 from . import callbacks, data, datasets, initializers, layers, losses, metrics, ops, optim, reference, text
-from . import models
-from .models import Sequential, load_model, set_random_seed
+from . import models, saving
+from .models import Input, Model, Sequential, load_model, set_random_seed
+from .tape import GradientTape
 
 __version__ = _core.__version__
 
-__all__ = ["Sequential", "load_model", "set_random_seed", "build_info", "get_num_threads",
+__all__ = ["Input", "Model", "Sequential", "GradientTape", "load_model", "set_random_seed", "build_info", "get_num_threads",
            "set_num_threads", "callbacks", "data", "datasets", "initializers", "layers", "losses",
-           "metrics", "models", "ops", "optim", "reference", "text", "__version__"]
+           "metrics", "models", "ops", "saving", "utils", "optim", "reference", "text", "__version__"]

@@ -21,8 +21,10 @@ class Loss:
     name = "loss"
     fusable: str | None = None
 
-    def __init__(self, from_logits: bool = False):
+    def __init__(self, from_logits: bool = False, name: str | None = None):
         self.from_logits = bool(from_logits)
+        if name is not None:
+            self.name = name
 
     def prepare_targets(self, y, out_shape: tuple, op: str = "fit") -> np.ndarray:
         """Validate and convert all targets once, before training starts."""
@@ -32,21 +34,50 @@ class Loss:
                              f"match the model's output, got {y.shape}")
         return y.reshape((y.shape[0],) + tuple(out_shape))
 
+    def call(self, y_true, y_pred):
+        """A custom loss defines this (Keras' spelling) with fastnn.ops functions: the
+        loss per sample (or per element) from symbolic y_true and y_pred. Its gradient is
+        derived; the loss of a batch is the mean over every value it returns."""
+        raise TypeError(f"{type(self).__name__} defines neither call() nor forward_backward()")
+
     def forward_backward(self, dpred, probs, pred, target, logits: bool) -> float:
         """Sum of per-sample losses for a batch; adds d(mean loss)/d(pred) into dpred
         (when not None) and writes probabilities into probs (when not None and logits)."""
-        raise TypeError(f"{type(self).__name__} does not define forward_backward")
+        if type(self).call is Loss.call:
+            raise TypeError(f"{type(self).__name__} defines neither call() nor forward_backward()")
+        from .graph import KerasTensor, Node, Plan
+        from .layers.core import InputLayer
+        key = (pred.shape[1:], target.shape[1:])
+        plans = self.__dict__.setdefault("_plans", {})
+        plan = plans.get(key)
+        if plan is None:
+            ins = []
+            for nm, s in (("y_true", target.shape[1:]), ("y_pred", pred.shape[1:])):
+                node = Node(InputLayer(shape=s, name=f"{self.name}/{nm}"), [], "input")
+                ins.append(node.make_outputs([(None,) + tuple(s)])[0])
+            out = self.call(ins[0], ins[1])
+            if not isinstance(out, KerasTensor) or out.node is None or out.node.kind == "input":
+                raise TypeError(f"{self.name}: call() must return a tensor computed with "
+                                "fastnn.ops from y_true and y_pred")
+            plan = plans[key] = Plan(ins, [out], self.name, grad_inputs=(1,))
+        (values,) = plan.forward([target, pred], dpred is not None)
+        values = np.asarray(values, np.float32)
+        total = float(values.sum(dtype=np.float64))
+        if dpred is not None:
+            d = np.full(values.shape, 1.0 / values.size, np.float32)
+            dpred += plan.backward([d], want_inputs=True)[1].reshape(dpred.shape)
+        return total * pred.shape[0] / max(values.size, 1)
 
-    def __call__(self, y_true, y_pred) -> float:
-        """Mean loss over the batch, for predictions as the model outputs them."""
-        pred = as_f32(y_pred, self.name, "y_pred")
-        target = self.prepare_targets(y_true, pred.shape[1:], self.name)
-        if target.shape[0] != pred.shape[0]:
-            raise ValueError(f"{self.name}: 'y_true' has {target.shape[0]} samples, 'y_pred' {pred.shape[0]}")
-        return self.forward_backward(None, None, pred, target, self.from_logits) / pred.shape[0]
+    def __call__(self, y_true, y_pred):
+        """Mean loss over the batch, for predictions as the model outputs them (inside a
+        GradientTape, a LossValue that knows its gradient)."""
+        from .tape import loss_value
+        return loss_value(self, y_true, y_pred)
 
     def get_config(self) -> dict:
-        return {"class": type(self).__name__, "from_logits": self.from_logits}
+        if type(self).call is not Loss.call:  # a custom loss: override to save arguments
+            return {"class": _class_name(self)}
+        return {"class": _class_name(self), "from_logits": self.from_logits}
 
 
 class SparseCategoricalCrossentropy(Loss):
@@ -131,7 +162,16 @@ def get(loss) -> Loss:
     raise ValueError(f"unknown loss {loss!r}; expected a fastnn.losses.Loss or one of {sorted(_BY_NAME)}")
 
 
+def _class_name(loss) -> str:
+    return getattr(type(loss), "_registered_name", type(loss).__name__)
+
+
 def from_config(cfg: dict) -> Loss:
     classes = {c.__name__: c for c in (SparseCategoricalCrossentropy, CategoricalCrossentropy,
                                          BinaryCrossentropy, MeanSquaredError)}
-    return classes[cfg["class"]](from_logits=cfg.get("from_logits", False))
+    cls = classes.get(cfg["class"])
+    if cls is None:  # a custom loss registered with fastnn.saving.register_keras_serializable
+        from .layers.base import layer_class
+        cls = layer_class(cfg["class"])
+    kw = {k: v for k, v in cfg.items() if k != "class"}
+    return cls(**kw) if cls not in classes.values() else cls(from_logits=kw.get("from_logits", False))

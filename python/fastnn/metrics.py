@@ -19,7 +19,6 @@ new metric objects.
 """
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from typing import Callable
 
 import numpy as np
@@ -360,7 +359,7 @@ def roc_auc(y_true, y_score, average: str | None = "macro"):
 
 # ---------------------------------------------------------------------------- streaming
 
-class Metric(ABC):
+class Metric:
     """Base of streaming metrics: ``update`` per batch, ``result`` over all batches, ``reset``.
 
     Subclasses implement ``update(y_true, y_pred)``, ``result()`` and ``reset()`` and
@@ -370,21 +369,29 @@ class Metric(ABC):
 
     default_name = "metric"
 
-    def __init__(self, name: str | None = None):
+    def __init__(self, name: str | None = None, **kwargs):
         self.name = name or self.default_name
-        self.reset()
+        cls = type(self)
+        keras_style = cls.update is Metric.update
+        if keras_style and cls.update_state is Metric.update_state:
+            raise TypeError(f"{cls.__name__} must define update_state(y_true, y_pred) (or update)")
+        if cls.reset is Metric.reset and cls.reset_state is Metric.reset_state:
+            raise TypeError(f"{cls.__name__} must define reset_state() (or reset)")
+        if cls.result is Metric.result:
+            raise TypeError(f"{cls.__name__} must define result()")
+        if not keras_style:
+            self.reset()
 
-    @abstractmethod
     def update(self, y_true, y_pred) -> None:
-        """Accumulate one batch."""
+        """Accumulate one batch (a Keras-style subclass defines update_state instead)."""
+        self.update_state(y_true, y_pred)
 
-    @abstractmethod
     def result(self) -> float:
         """The metric over everything accumulated since the last reset."""
 
-    @abstractmethod
     def reset(self) -> None:
-        """Forget everything accumulated."""
+        """Forget everything accumulated (a Keras-style subclass defines reset_state)."""
+        self.reset_state()
 
     # Keras spellings
     def update_batch(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
@@ -392,8 +399,10 @@ class Metric(ABC):
         labels or float32 targets, no NaN); subclasses may skip the checks."""
         self.update(y_true, y_pred)
 
-    def update_state(self, y_true, y_pred) -> None:
+    def update_state(self, y_true, y_pred, sample_weight=None) -> None:
         """Alias of :meth:`update` (Keras spelling)."""
+        if sample_weight is not None:
+            raise NotImplementedError(f"{self.name}: sample_weight is not supported")
         self.update(y_true, y_pred)
 
     def reset_state(self) -> None:

@@ -59,6 +59,60 @@ class Optimizer:
         self.iterations += 1
         self._apply(params, grads, lr, zero_grads)
 
+    def apply_gradients(self, grads_and_vars) -> None:
+        """Keras' spelling: one step for (gradient, Variable) pairs of one model.
+
+        The gradients tape.gradient returns are the model's own gradient views; other
+        arrays are copied into them first. The step runs over the variables' slices of
+        the model's flat buffers (one fused call when they are all its trainable
+        weights) and zeroes those gradients afterwards."""
+        from .graph import Variable
+        pairs = [(g, v) for g, v in grads_and_vars if g is not None]
+        if not pairs:
+            return
+        flat = grads_flat = None
+        spans = []
+        for g, v in pairs:
+            if not isinstance(v, Variable) or v.value is None:
+                raise TypeError("apply_gradients: expected (gradient, Variable) pairs of a built "
+                                f"model, got a {type(v).__name__}")
+            if flat is None:
+                flat, grads_flat = v.value.base, v.grad.base
+            if v.value.base is not flat:
+                raise ValueError("apply_gradients: the variables must all belong to one model")
+            if g is not v.grad:
+                g = np.asarray(g, np.float32)
+                if g.shape != v.shape:
+                    raise ValueError(f"apply_gradients: the gradient of {v.path} has shape "
+                                     f"{g.shape}, expected {v.shape}")
+                np.copyto(v.grad, g)
+            lo = (v.value.__array_interface__["data"][0] - flat.__array_interface__["data"][0]) // 4
+            spans.append((lo, lo + v.size, v))
+        spans.sort(key=lambda s: s[0])
+        if self._n is None:
+            self.build(spans[-1][1])
+        ranges = []
+        for lo, hi, v in spans:
+            if hi > self._n:
+                raise ValueError(f"apply_gradients: {v.path} is not a trainable weight of the "
+                                 "model this optimizer was compiled with")
+            if ranges and ranges[-1][1] == lo:
+                ranges[-1][1] = hi
+            elif not ranges or lo >= ranges[-1][1]:
+                ranges.append([lo, hi])
+        lr = self.learning_rate
+        self.iterations += 1
+        if ranges == [[0, self._n]]:
+            self._apply(flat[:self._n], grads_flat[:self._n], lr, True)
+            return
+        full = self._state
+        try:
+            for lo, hi in ranges:
+                self._state = {k: a[lo:hi] for k, a in full.items()}
+                self._apply(flat[lo:hi], grads_flat[lo:hi], lr, True)
+        finally:
+            self._state = full
+
     def state(self) -> dict:
         return dict(self._state) if self._n is not None else {}
 

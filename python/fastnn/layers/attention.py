@@ -165,7 +165,52 @@ class MultiHeadAttention(_SeedsDropouts, Layer):
         return getattr(self, "d" + name + "_bias") if self.use_bias and self.trainable else None
 
     # --- running --------------------------------------------------------------------
-    def __call__(self, query, value=None, key=None, mask=None, use_causal_mask=False):
+    def _graph_inputs(self, args, kwargs):
+        """mha(query, value=None, key=None, use_causal_mask=False) on symbolic tensors:
+        self-attention when value (and key) are the query itself."""
+        kw = dict(kwargs)
+        names = ("query", "value", "key")
+        given = dict(zip(names, args))
+        for n in names[len(args):]:
+            if n in kw:
+                given[n] = kw.pop(n)
+        causal = bool(kw.pop("use_causal_mask", False))
+        for n in ("attention_mask", "query_mask", "value_mask", "key_mask"):
+            if kw.pop(n, None) is not None:
+                raise TypeError(f"{self.name}: {n} is not supported in a model graph; padding "
+                                "masks come from an Embedding(mask_zero=True) upstream")
+        if kw or len(args) > 3:
+            raise TypeError(f"{self.name}: unexpected arguments {sorted(kw) or args[3:]}")
+        query, value, key = given.get("query"), given.get("value"), given.get("key")
+        if query is None:
+            raise TypeError(f"{self.name}: a query is required")
+        if value is query:
+            value = None
+        if key is None or key is value or (value is None and key is query):
+            key = None
+        elif value is None:
+            raise TypeError(f"{self.name}: a key needs a value")
+        tensors = [query] + [t for t in (value, key) if t is not None]
+        kind = "args" if (len(tensors) > 1 or causal) else "single"
+        return tensors, kind, ({"use_causal_mask": True} if causal else {})
+
+    def _graph_build(self, tensors, shapes):
+        if len(tensors) > 1:
+            value = tensors[1]
+            key = tensors[2] if len(tensors) > 2 else value
+            self._kv_dims = (value.shape[-1], key.shape[-1])
+        self._build(shapes)
+
+    def _graph_check(self, tensors):
+        if len(tensors) > 1:
+            key = tensors[2] if len(tensors) > 2 else tensors[1]
+            dims = (tensors[1].shape[-1], key.shape[-1])
+            if dims != (self._kv_dims or (self.input_shape[-1],) * 2):
+                raise ValueError(f"{self.name}: built for value/key channels {self._kv_dims}, "
+                                 f"called with {dims}")
+
+    def _call_eager(self, query, value=None, key=None, mask=None, use_causal_mask=False,
+                    training=False):
         """Inference on its own (building on first use), with optional separate inputs."""
         query = np.ascontiguousarray(query, dtype=np.float32)
         value = None if value is None else np.ascontiguousarray(value, dtype=np.float32)
@@ -174,7 +219,7 @@ class MultiHeadAttention(_SeedsDropouts, Layer):
             if value is not None:
                 self._kv_dims = (value.shape[-1], (key if key is not None else value).shape[-1])
             _standalone(self, query.shape[1:])
-        return self.forward(query, value, key, mask=mask, training=False,
+        return self.forward(query, value, key, mask=mask, training=bool(training),
                             use_causal_mask=use_causal_mask)
 
     def _project(self, key, x, name, h, training):
@@ -321,11 +366,11 @@ class TransformerEncoder(_SeedsDropouts, Layer):
             self.add_sublayer(self.drop2, (t, c))
         return (t, c)
 
-    def __call__(self, x, mask=None):
+    def _call_eager(self, x, mask=None, training=False):
         x = np.ascontiguousarray(x, dtype=np.float32)
         if not self.built:
             _standalone(self, x.shape[1:])
-        return self.forward(x, training=False, mask=mask)
+        return self.forward(x, training=bool(training), mask=mask)
 
     @staticmethod
     def _drop(layer, x, training):

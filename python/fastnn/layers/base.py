@@ -14,21 +14,28 @@ its own on first use.
 """
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-
 import inspect
 
 import numpy as np
 
-from .. import initializers
+from .. import graph, initializers
+from ..graph import Variable
 
 _REGISTRY: dict[str, type] = {}
 
 
-def register(cls):
-    """Class decorator: make a layer class loadable by name from a saved model."""
-    _REGISTRY[cls.__name__] = cls
-    return cls
+def register(cls=None, *, name: str | None = None):
+    """Class decorator: make a layer or model class loadable by name from a saved model
+    (``@register`` or ``@register(name="MyBlock")``; Keras' register_keras_serializable)."""
+    def deco(c):
+        key = name or c.__name__
+        other = _REGISTRY.get(key)
+        if other is not None and other is not c and (other.__module__, other.__qualname__) != (c.__module__, c.__qualname__):
+            raise ValueError(f"register: the name {key!r} is already taken by {other.__module__}.{other.__qualname__}")
+        _REGISTRY[key] = c
+        c._registered_name = key
+        return c
+    return deco(cls) if cls is not None else deco
 
 
 def layer_class(name: str) -> type:
@@ -48,17 +55,30 @@ def _shape_tuple(shape, what: str) -> tuple:
     return t
 
 
-class Layer(ABC):
+class Layer:
     """Base class: see the module docstring."""
 
     _counts: dict[str, int] = {}
     #: Padding masks (Keras ``mask_zero``): a layer that keeps the time axis sets this to
     #: pass the (N, T) mask of its input on to the next layer (see compute_mask).
     supports_masking = False
+    #: A merge layer (Add, Concatenate, ...): build, forward and backward take lists.
+    multi_input = False
 
-    def __init__(self, name: str | None = None, input_shape=None, trainable: bool = True):
+    def __init__(self, name: str | None = None, input_shape=None, trainable: bool = True,
+                 dtype=None, **kwargs):
+        if dtype not in (None, "float32", np.float32):
+            raise ValueError(f"{type(self).__name__}: only float32 is supported, got dtype={dtype!r}")
+        if "input_dim" in kwargs and input_shape is None:  # Keras' Dense(..., input_dim=784)
+            input_shape = (kwargs.pop("input_dim"),)
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}: unexpected arguments {sorted(kwargs)}")
+        cls = type(self)
+        if not self.is_composite and cls.forward is Layer.forward:
+            raise TypeError(f"{cls.__name__} must define call(inputs) (gradients are derived) "
+                            "or forward(x, training) and backward(dy)")
         if name is None:
-            base = _snake(type(self).__name__)
+            base = _snake(cls.__name__)
             n = Layer._counts.get(base, 0)
             Layer._counts[base] = n + 1
             name = base if n == 0 else f"{base}_{n}"
@@ -68,15 +88,48 @@ class Layer(ABC):
         self.built = False
         self.need_input_grad = True
         self.output_shape: tuple | None = None
-        self._specs: list[tuple[str, tuple, object]] = []  # (name, shape, initializer)
+        self._vars: list[Variable] = []
         self._children: list[Layer] = []  # sub-layers of a composite layer, in build order
         self._bufs: dict[tuple, np.ndarray] = {}
+        self._building = False
+        self._eager = None  # a one-layer model for calls on arrays of a composite layer
+
+    @property
+    def is_composite(self) -> bool:
+        """A layer whose call() is traced into the graph (a user's Layer or Model subclass
+        that defines call instead of forward/backward)."""
+        return type(self).call is not Layer.call
 
     # --- building -------------------------------------------------------------------
-    def add_weight(self, name: str, shape, initializer="glorot_uniform") -> None:
-        """Declare a parameter; it becomes attribute ``name`` (and ``d<name>`` for its
-        gradient) once the layer is bound to parameter buffers."""
-        self._specs.append((name, tuple(int(s) for s in shape), initializers.get(initializer)))
+    def add_weight(self, name=None, shape=None, initializer="glorot_uniform",
+                   trainable: bool = True, dtype=None, **kwargs):
+        """Declare a parameter and return its Variable.
+
+        Keras' spelling, ``self.w = self.add_weight(shape=(4, 8), initializer="zeros",
+        trainable=True, name="w")``, and fastnn's built-in layers' ``add_weight("kernel",
+        shape, initializer)`` (which also makes the attributes ``kernel`` and ``dkernel``
+        the parameter's and its gradient's arrays, unless the layer keeps the returned
+        Variable under that name) both work."""
+        as_attribute = isinstance(name, str) and shape is not None
+        if shape is None and not isinstance(name, str) and name is not None:
+            name, shape = None, name  # add_weight((4, 8), ...) as Keras' positional shape
+        kwargs.pop("regularizer", None), kwargs.pop("constraint", None)
+        if kwargs:
+            raise TypeError(f"{self.name}: add_weight got unexpected arguments {sorted(kwargs)}")
+        if shape is None:
+            raise ValueError(f"{self.name}: add_weight needs a shape")
+        if initializer is None:
+            initializer = "glorot_uniform"
+        if dtype not in (None, "float32", np.float32):
+            raise ValueError(f"{self.name}: add_weight supports float32 only, got {dtype!r}")
+        name = name or f"variable_{len(self._vars)}"
+        if any(v.name == name for v in self._vars):
+            raise ValueError(f"{self.name}: a weight named {name!r} exists already")
+        var = Variable(self, name, _shape_tuple(shape, f"{self.name}: add_weight shape")
+                       if len(tuple(shape)) else (), initializers.get(initializer), trainable,
+                       in_build=self._building, as_attribute=as_attribute)
+        self._vars.append(var)
+        return var
 
     def add_sublayer(self, layer: "Layer", input_shape: tuple) -> tuple:
         """Build a child layer inside build() of a composite layer (its parameters join
@@ -86,47 +139,104 @@ class Layer(ABC):
 
     def build(self, input_shape: tuple) -> tuple:
         """Declare parameters for this input shape; return the output shape."""
-        return tuple(input_shape)
+        return input_shape if self.multi_input else tuple(input_shape)
 
-    def _build(self, input_shape: tuple) -> tuple:
-        if self.input_shape is not None and tuple(input_shape) != self.input_shape:
-            raise ValueError(f"{self.name}: expected input shape {self.input_shape}, got {tuple(input_shape)}")
-        self._specs = []
+    def _build(self, input_shape) -> tuple:
+        shape = [tuple(s) for s in input_shape] if self.multi_input else tuple(input_shape)
+        if self.input_shape is not None and shape != self.input_shape:
+            raise ValueError(f"{self.name}: expected input shape {self.input_shape}, got {shape}")
+        self._vars = [v for v in self._vars if not v.in_build]
         self._children = []
-        self.input_shape = tuple(input_shape)
-        self.output_shape = tuple(self.build(self.input_shape))
+        self.input_shape = shape
+        self._building = True
+        try:
+            self.output_shape = tuple(self.build(self.input_shape))
+        finally:
+            self._building = False
         self.built = True
         return self.output_shape
 
+    def _build_composite(self, input_shape) -> None:
+        """Build a composite layer before its call() is traced: a user's build() gets the
+        Keras shape, batch axis (None) included."""
+        if type(self).build is not Layer.build:
+            self._building = True
+            try:
+                self.build(input_shape)
+            finally:
+                self._building = False
+        self.built = True
+
+    # --- graph calls (graph.call_layer) ------------------------------------------------
+    def _graph_inputs(self, args, kwargs):
+        """(tensors, node kind, forward kwargs) of a symbolic call; layers that take
+        several tensors (MultiHeadAttention) override this."""
+        if kwargs:
+            raise TypeError(f"{self.name}: unexpected arguments {sorted(kwargs)}")
+        if len(args) != 1:
+            raise TypeError(f"{self.name}: expected one input, got {len(args)} arguments")
+        x = args[0]
+        if self.multi_input:
+            if not isinstance(x, (list, tuple)) or len(x) < 2:
+                raise ValueError(f"{self.name}: expects a list of at least 2 inputs, got "
+                                 f"{type(x).__name__}")
+            return list(x), "list", {}
+        if isinstance(x, (list, tuple)):
+            raise TypeError(f"{self.name}: expects one tensor, got a {type(x).__name__} of {len(x)}")
+        return [x], "single", {}
+
+    def _graph_build(self, tensors, shapes) -> None:
+        self._build(shapes)
+
+    def _graph_check(self, tensors) -> None:
+        """Checks of a further call of a built layer taking several tensors."""
+
     @property
     def param_count(self) -> int:
-        own = sum(int(np.prod(s)) for _, s, _ in self._specs)
+        own = sum(v.size for v in self._vars)
         return own + sum(c.param_count for c in self._children)
+
+    def all_layers(self):
+        """This layer and every child below it, depth first."""
+        yield self
+        for c in self._children:
+            yield from c.all_layers()
+
+    def variables_list(self) -> list[Variable]:
+        return [v for sub in self.all_layers() for v in sub._vars]
 
     def bind(self, params: np.ndarray, grads: np.ndarray, offset: int) -> int:
         """Point each declared parameter (and the children's) at its slice of the flat
         buffers; returns the offset after the last one."""
-        for name, shape, _ in self._specs:
-            size = int(np.prod(shape))
-            setattr(self, name, params[offset:offset + size].reshape(shape))
-            setattr(self, "d" + name, grads[offset:offset + size].reshape(shape))
-            offset += size
-        for child in self._children:
-            offset = child.bind(params, grads, offset)
+        for v in self.variables_list():
+            offset = bind_variable(v, params, grads, offset)
         return offset
 
     def initialize(self, rng: np.random.Generator) -> None:
-        for name, shape, init in self._specs:
-            getattr(self, name)[...] = init(shape, rng)
+        for v in self._vars:
+            v.value[...] = v.initializer(v.shape, rng)
         for child in self._children:
             child.initialize(rng)
 
-    def weights(self) -> list[tuple[str, np.ndarray]]:
+    def named_weights(self) -> list[tuple[str, np.ndarray]]:
         """(name, array) of every parameter; a child's are prefixed with its index."""
-        own = [(name, getattr(self, name)) for name, _, _ in self._specs]
+        own = [(v.name, v.value) for v in self._vars]
         for i, child in enumerate(self._children):
-            own += [(f"{i}.{n}", w) for n, w in child.weights()]
+            own += [(f"{i}.{n}", w) for n, w in child.named_weights()]
         return own
+
+    @property
+    def weights(self) -> list[Variable]:
+        """Every Variable of the layer (Keras' layer.weights)."""
+        return self.variables_list()
+
+    @property
+    def trainable_weights(self) -> list[Variable]:
+        return [v for v in self.variables_list() if v.trainable and self.trainable]
+
+    @property
+    def non_trainable_weights(self) -> list[Variable]:
+        return [v for v in self.variables_list() if not (v.trainable and self.trainable)]
 
     def state(self) -> dict:
         """Non-trainable arrays saved with the model (e.g. running statistics); the
@@ -137,13 +247,18 @@ class Layer(ABC):
         return out
 
     # --- running --------------------------------------------------------------------
-    @abstractmethod
+    def call(self, *args, **kwargs):
+        """Composite layers define this: the layer's computation on symbolic tensors, from
+        layers and fastnn.ops functions. Its gradient is derived from theirs."""
+        raise TypeError(f"{type(self).__name__} does not define call()")
+
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """Return the layer's output for a batch x; when training, keep what backward needs."""
+        raise TypeError(f"{type(self).__name__} is a composite layer: it runs inside a model's graph")
 
-    @abstractmethod
     def backward(self, dy: np.ndarray):
         """Add into the parameter gradients; return dx (None if not need_input_grad)."""
+        raise TypeError(f"{type(self).__name__} does not define backward()")
 
     # --- padding masks (as Keras) -----------------------------------------------------
     def compute_mask(self, x, mask):
@@ -173,21 +288,35 @@ class Layer(ABC):
             b.fill(0)
         return b
 
-    def __call__(self, x):
-        """Run the layer on its own (inference), building it on first use."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
+    def __call__(self, *args, **kwargs):
+        """On symbolic tensors: record a node of the graph (Functional API). On arrays:
+        run the layer on its own for inference, building it on first use."""
+        if graph.any_symbolic(args) or graph.any_symbolic(kwargs.values()) or graph.tracing():
+            return graph.call_layer(self, args, kwargs)
+        return self._call_eager(*args, **kwargs)
+
+    def _call_eager(self, x, training=False):
+        if self.is_composite:
+            from ..models import eager_model
+            return eager_model(self, x)(x, training=training)
+        if self.multi_input:
+            x = [np.ascontiguousarray(a, dtype=np.float32) for a in x]
+            shape = [a.shape[1:] for a in x]
+        else:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            shape = x.shape[1:]
         if not self.built:
-            self._build(x.shape[1:])
+            self._build(shape)
             n = self.param_count
             p, g = np.empty(n, np.float32), np.zeros(n, np.float32)
             self.bind(p, g, 0)
             self.initialize(np.random.default_rng())
-        return self.forward(x, training=False)
+        return self.forward(x, training=bool(training))
 
     # --- saving ---------------------------------------------------------------------
     def get_config(self) -> dict:
         cfg = {"name": self.name, "trainable": self.trainable}
-        if self.input_shape is not None:
+        if self.input_shape is not None and not self.multi_input and not self.is_composite:
             cfg["input_shape"] = list(self.input_shape)
         return cfg
 
@@ -197,6 +326,17 @@ class Layer(ABC):
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}>"
+
+
+def bind_variable(v: Variable, params, grads, offset: int) -> int:
+    """Point v at params/grads[offset:offset + size]; returns the next offset."""
+    size = v.size
+    v.value = params[offset:offset + size].reshape(v.shape)
+    v.grad = grads[offset:offset + size].reshape(v.shape)
+    if v.as_attribute and not isinstance(getattr(v.layer, v.name, None), Variable):
+        setattr(v.layer, v.name, v.value)
+        setattr(v.layer, "d" + v.name, v.grad)
+    return offset + size
 
 
 _TAKES_MASK: dict[type, bool] = {}

@@ -267,6 +267,8 @@ class InputLayer(Layer):
         return cfg
 
 
-def Input(shape, name=None):
-    """Keras-style Input(shape=...) for the first entry of a Sequential."""
-    return InputLayer(shape=shape, name=name)
+def Input(shape=None, batch_size=None, name=None, dtype=None, batch_shape=None):
+    """Keras' Input(shape=...): a symbolic tensor, the start of a Functional model or the
+    first entry of a Sequential (shape excludes the batch axis)."""
+    from ..models import Input as make_input
+    return make_input(shape, batch_size=batch_size, name=name, dtype=dtype, batch_shape=batch_shape)

@@ -7,7 +7,18 @@ Rules shared by every function here:
   already be a writeable, C-contiguous float32 array of the right shape, or a TypeError /
   ValueError names it and says what was expected. A result never lands in a temporary.
 - The GIL is released while a kernel runs.
+
+On symbolic tensors (inside a model's or layer's ``call()``, or on ``fastnn.Input``
+tensors) the differentiable functions — add, subtract, multiply, divide, maximum,
+minimum, negative, square, sqrt, exp, log, abs, power, clip, mean, sum, reshape,
+transpose, expand_dims, concatenate, matmul, dense, conv2d, relu, sigmoid, tanh, gelu,
+softmax, layer_normalization, dot_product_attention — record graph nodes instead, and
+their gradients come from fastnn's backward kernels (see ``fastnn.autodiff``).
 """
+from ..autodiff import (abs, add, arange, cast, clip, concatenate, divide, dot_product_attention,
+                        exp, expand_dims, identity, layer_normalization, log, maximum, mean,
+                        minimum, multiply, negative, power, reshape, shape, sqrt, square,
+                        subtract, sum, transpose)
 from .attention import attention, attention_backward
 from .activation import (ACTIVATIONS, activation, activation_backward, gelu, relu, sigmoid,
                          softmax, softmax_backward, tanh)

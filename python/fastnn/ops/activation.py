@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _core
+from .. import _core, autodiff
+from ..graph import any_symbolic
 from ._util import as_f32, new_out
 
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "gelu")
@@ -92,31 +93,43 @@ def activation_backward(dy, kind, x=None, y=None, dx=None) -> np.ndarray:
 
 def relu(x, out=None) -> np.ndarray:
     """max(x, 0), elementwise (float32; optional out= of x's shape)."""
+    if any_symbolic((x,)):
+        return autodiff.activation_op(x, "relu")
     return _forward(x, _core.Act.relu, out, "relu")
 
 
 def sigmoid(x, out=None) -> np.ndarray:
     """1 / (1 + exp(-x)), elementwise, without overflow for large |x|."""
+    if any_symbolic((x,)):
+        return autodiff.activation_op(x, "sigmoid")
     return _forward(x, _core.Act.sigmoid, out, "sigmoid")
 
 
 def tanh(x, out=None) -> np.ndarray:
     """tanh(x), elementwise (float32; optional out= of x's shape)."""
+    if any_symbolic((x,)):
+        return autodiff.activation_op(x, "tanh")
     return _forward(x, _core.Act.tanh, out, "tanh")
 
 
 def gelu(x, out=None) -> np.ndarray:
     """Exact GELU, x * Phi(x) = x/2 * erfc(-x/sqrt(2)), elementwise (not the tanh form)."""
+    if any_symbolic((x,)):
+        return autodiff.activation_op(x, "gelu")
     return _forward(x, _core.Act.gelu, out, "gelu")
 
 
-def softmax(x, out=None) -> np.ndarray:
+def softmax(x, out=None, axis=-1) -> np.ndarray:
     """Softmax over the last axis: exp(x - max) / sum(exp(x - max)).
 
     x: array of rank >= 1, converted to float32. out: optional float32 array of x's shape
     (it may be x itself). Rows of -inf except one entry give exact zeros.
     """
     op = "softmax"
+    if any_symbolic((x,)):
+        return autodiff.softmax_op(x, axis)
+    if axis not in (-1, getattr(x, "ndim", 0) - 1):
+        return autodiff.softmax_op(x, axis)
     x = as_f32(x, op, "x")
     if x.ndim < 1:
         raise ValueError(f"{op}: argument 'x' must have at least 1 dimension, got a scalar")

@@ -6,6 +6,7 @@ import operator
 import numpy as np
 
 from .. import _core
+from ..graph import any_symbolic
 from ._util import as_f32
 
 
@@ -123,6 +124,9 @@ def attention(q, k, v, mask=None, causal=False, scale=None, num_heads=1, out=Non
         num_heads, N/T/C that do not match between q, k, v and mask, a bad dtype or out.
     """
     op = "attention"
+    if any_symbolic((q, k, v)):
+        raise TypeError("attention: returns (o, lse) for arrays; in a model's call() use "
+                        "fastnn.ops.dot_product_attention(query, key, value)")
     q3, k3, v3, nh, (qshape, _, _) = _inputs(op, q, k, v, num_heads)
     mask = _mask_arg(mask, op)
     scale = _scale_arg(scale, op)

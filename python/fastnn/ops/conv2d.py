@@ -14,7 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import _core
+from .. import _core, autodiff
+from ..graph import any_symbolic
 from ._util import as_f32
 from .activation import _NEEDS_Y, act_kind, check_out
 
@@ -175,6 +176,11 @@ def conv2d(x, w, b=None, strides=1, padding="valid", dilation=1, groups=1,
     pre-activation conv(x, w) + b, which conv2d_backward needs for gelu.
     """
     op = "conv2d"
+    if any_symbolic((x, w, b)):
+        if out is not None or z is not None:
+            raise TypeError("conv2d: out= and z= are not taken on symbolic tensors")
+        return autodiff.conv2d_op(x, w, b, strides=strides, padding=padding,
+                                  dilation=dilation, groups=groups, activation=activation)
     act = act_kind(activation, op)
     x = as_f32(x, op, "x")
     w = as_f32(w, op, "w")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _core
+from .. import _core, autodiff
+from ..graph import any_symbolic
 from ._util import as_f32
 from .activation import _NEEDS_Y, act_kind, check_out
 
@@ -40,6 +41,10 @@ def dense(x, w, b=None, activation="linear", out=None, z=None) -> np.ndarray:
     pre-activation x @ w + b, which dense_backward needs for gelu.
     """
     op = "dense"
+    if any_symbolic((x, w, b)):
+        if out is not None or z is not None:
+            raise TypeError("dense: out= and z= are not taken on symbolic tensors")
+        return autodiff.dense_op(x, w, b, activation)
     act = act_kind(activation, op)
     x = as_f32(x, op, "x")
     w = as_f32(w, op, "w")

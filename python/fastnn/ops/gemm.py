@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _core
+from .. import _core, autodiff
+from ..graph import any_symbolic
 from ._util import as_f32, new_out
 
 
@@ -15,6 +16,11 @@ def matmul(a, b, transpose_a: bool = False, transpose_b: bool = False, out=None,
     out: optional (M, N) float32 C-contiguous array to write (or add into, with
     accumulate=True). Inputs of another dtype/layout are converted once to float32.
     """
+    if any_symbolic((a, b)):
+        if transpose_a or transpose_b or out is not None or accumulate:
+            raise TypeError("matmul: on symbolic tensors only matmul(a, b) is supported "
+                            "(use fastnn.ops.transpose)")
+        return autodiff.matmul_op(a, b)
     c = _core.matmul_plain(a, b, transpose_a, transpose_b, out, accumulate)
     if c is not None:  # plain float32 operands: no conversion, no Python-side checks
         return c

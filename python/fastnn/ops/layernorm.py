@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
+from ..graph import any_symbolic
 from ..reference.layernorm import LayerNormSaved
 from ._util import as_f32
 from .norm import _opt_f32, _same_shape_out
@@ -21,6 +22,9 @@ def layer_norm(x, gamma=None, beta=None, epsilon=1e-3, out=None):
     shape x.shape[:-1], for layer_norm_backward.
     """
     op = "layer_norm"
+    if any_symbolic((x, gamma, beta)):
+        raise TypeError("layer_norm: returns (y, saved) for arrays; in a model's call() use "
+                        "fastnn.ops.layer_normalization(x, gamma, beta, epsilon)")
     x = as_f32(x, op, "x")
     if x.ndim < 1:
         raise ValueError(f"{op}: argument 'x' must have at least 1 dimension (..., C), got a scalar")
