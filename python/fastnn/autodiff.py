@@ -11,6 +11,8 @@ of that input's shape that the caller may overwrite.
 """
 from __future__ import annotations
 
+import builtins
+
 import numpy as np
 
 from . import _core
@@ -417,7 +419,7 @@ class Concatenate(Op):
                 raise ValueError(f"concatenate: shapes {list(shapes)} differ outside axis {self.axis}")
         if shapes[0][a] is None:
             raise ValueError("concatenate: cannot join along the batch axis")
-        return shapes[0][:a] + (sum(s[a] for s in shapes),) + shapes[0][a + 1:]
+        return shapes[0][:a] + (builtins.sum(s[a] for s in shapes),) + shapes[0][a + 1:]
 
     def forward(self, *xs):
         self._sizes = [x.shape[self.axis] for x in xs]

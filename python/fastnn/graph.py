@@ -131,6 +131,11 @@ class KerasTensor:
     def __len__(self):
         raise TypeError(_BRANCH_MSG)
 
+    def _compare(self, other):
+        raise TypeError(_BRANCH_MSG)
+
+    __lt__ = __le__ = __gt__ = __ge__ = _compare
+
     def __iter__(self):
         raise TypeError("a symbolic tensor cannot be iterated while a model is being built")
 

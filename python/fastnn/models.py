@@ -234,7 +234,7 @@ class Model(Layer):
         out = plans_out[True if takes_training else None]
         self._set_graph(arg, _own_outputs(out))
         if takes_training:
-            self._trace_plans = _own_outputs(plans_out[False])
+            self._trace_plans = graph.flatten(_own_outputs(plans_out[False]))
 
     def _finalize(self) -> None:
         """Bind every weight to one flat buffer (trainable first), initialise new ones, and
@@ -357,7 +357,8 @@ class Model(Layer):
                 params = 0
             else:
                 typ = type(layer).__name__
-                params = 0 if id(layer) in counted else _param_count(layer)
+                params = 0 if id(layer) in counted else (
+                    _inner_param_count(n) if n.kind == "composite" else _param_count(layer))
                 counted.add(id(layer))
             shape = ", ".join(str(o.shape) for o in n.outputs)
             conn = ", ".join(_producer_name(t) for t in n.inputs)
@@ -367,7 +368,7 @@ class Model(Layer):
         line = "-" * (sum(widths) + 2)
 
         def fmt(r):
-            return "".join(f"{c:>{w}}" if i == 2 else f"{c:<{w}}" for i, (c, w) in enumerate(zip(r, widths)))
+            return "".join(f"{c:>{w - 2}}  " if i == 2 else f"{c:<{w}}" for i, (c, w) in enumerate(zip(r, widths)))
 
         out = [f'Model: "{self.name}"', line, fmt(cols), "=" * len(line)]
         out += [fmt(r[:len(cols)]) for r in rows]
@@ -388,7 +389,7 @@ class Model(Layer):
         self.metrics = []
         self._compile_args = {"loss": _loss_config(self.loss), "metrics": _metric_names(metrics),
                               "loss_weights": loss_weights}
-        if not self._ready and self._graph_out is None and self.input_shape is not None:
+        if not self._ready and (self._graph_out is not None or self.input_shape is not None):
             self.build(self.input_shape)
         if self._graph_out is not None:
             self._resolve_outputs()
@@ -424,6 +425,7 @@ class Model(Layer):
     def _configure_output(self):
         """Decide, per output, whether its last layer hands logits to a fused loss kernel:
         a softmax (sigmoid) layer whose output only the loss reads."""
+        self._ensure_ready("compile")
         self._fused, self._logits = [], []
         self._fusers = []
         for k, loss in enumerate(self._losses):
@@ -484,16 +486,16 @@ class Model(Layer):
             xs = [x]
         out = []
         for name, t, a in zip(names, self._graph_in, xs):
-            arg = "x" if len(names) == 1 else f"x[{name!r}]"
+            arg = "'x'" if len(names) == 1 else f"x[{name!r}]"
             a = as_f32(a, op, arg)
             if a.ndim == 0 or a.shape[0] == 0:
-                raise ValueError(f"{op}: argument {arg!r} is empty (shape {a.shape})")
+                raise ValueError(f"{op}: argument {arg} is empty (shape {a.shape})")
             want = t.shape[1:]
             if a.shape[1:] != want:
-                raise ValueError(f"{op}: argument {arg!r} must have shape "
+                raise ValueError(f"{op}: argument {arg} must have shape "
                                  f"(N, {', '.join(map(str, want))}) for this model, got {a.shape}")
             if not np.isfinite(a).all():
-                raise ValueError(f"{op}: argument {arg!r} contains NaN or infinite values")
+                raise ValueError(f"{op}: argument {arg} contains NaN or infinite values")
             out.append(a)
         if any(len(a) != len(out[0]) for a in out):
             raise ValueError(f"{op}: the inputs have different numbers of samples "
@@ -632,6 +634,8 @@ class Model(Layer):
         ``fastnn.GradientTape``, ``self.compute_loss``, ``tape.gradient`` and
         ``self.optimizer.apply_gradients``."""
         x, y = data[0], data[1]
+        if not isinstance(x, list):
+            x, y = [x], [y]
         loss_sum, pred = self._train_step(x, y)
         self._update_metrics(y, pred)
         n = len(x[0])
@@ -639,6 +643,8 @@ class Model(Layer):
 
     def test_step(self, data) -> dict:
         x, y = data[0], data[1]
+        if not isinstance(x, list):
+            x, y = [x], [y]
         loss_sum, pred = self._eval_batch(x, y)
         self._update_metrics(y, pred)
         return {"loss": loss_sum / len(x[0]), **{m.name: m.result() for m in self.metrics}}
@@ -682,7 +688,8 @@ class Model(Layer):
         self._configure_output()
         self.reset_metrics()
         with self._emitting_logits():
-            logs = self._step_logs(xs, ys)
+            single = len(xs) == 1 and len(ys) == 1
+            logs = self._step_logs(xs[0] if single else xs, ys[0] if single else ys)
         return _logs_result(logs, return_dict)
 
     def test_on_batch(self, x, y, return_dict: bool = False):
@@ -692,7 +699,8 @@ class Model(Layer):
         self._configure_output()
         self.reset_metrics()
         with self._emitting_logits():
-            logs = self.test_step((xs, ys))
+            single = len(xs) == 1 and len(ys) == 1
+            logs = self.test_step((xs[0], ys[0]) if single else (xs, ys))
         return _logs_result({k: float(v) for k, v in logs.items()}, return_dict)
 
     def predict_on_batch(self, x):
@@ -778,8 +786,8 @@ class Model(Layer):
                         xb = [np.take(a, idx, axis=0, out=self._buf(("xb", i), (len(idx),) + a.shape[1:]),
                                       mode="clip") for i, a in enumerate(xs)]
                         yb = [a[idx] for a in ys]
-                    if custom:
-                        logs = self._step_logs(xb, yb)
+                    if custom:  # the user's train_step sees arrays as Keras passes them
+                        logs = self._step_logs(xb[0] if single else xb, yb[0] if single else yb)
                         loss_sum = logs.get("loss", 0.0) * len(idx)
                     else:
                         loss_sum, pred = self._train_step(xb, yb)
@@ -1128,6 +1136,25 @@ def _sample_shapes(input_shape) -> list[tuple]:
 def _param_count(layer) -> int:
     return sum(v.size for v in layer.variables_list()) if not isinstance(layer, Model) else (
         sum(v.size for v in layer._variables) if layer._ready else _graph_param_count(layer))
+
+
+def _inner_param_count(node) -> int:
+    """Parameters of a composite call: its own weights and those of every layer between
+    its inputs and its outputs."""
+    stop = {id(t) for t in node.inputs}
+    seen, vars_, stack = set(), {id(v): v for v in node.layer._vars}, list(node.outputs)
+    while stack:
+        t = stack.pop()
+        if id(t) in stop or t.node is None or id(t.node) in seen:
+            if t.var is not None:
+                vars_[id(t.var)] = t.var
+            continue
+        seen.add(id(t.node))
+        if t.node.kind not in ("op", "input"):
+            for v in t.node.layer.variables_list():
+                vars_[id(v)] = v
+        stack.extend(t.node.inputs)
+    return sum(v.size for v in vars_.values())
 
 
 def _graph_param_count(model) -> int:

@@ -1,6 +1,12 @@
 """Layers (Keras names). Each maps a batch (N, ...) to a batch; see base.Layer."""
 from .base import Layer, register
 from .conv import Conv2D
+from .dropout_spatial import SpatialDropout1D, SpatialDropout2D
+from .merge import (Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract, add, average,
+                    concatenate, maximum, minimum, multiply, subtract)
+from .pooling_global_max import (GlobalMaxPool1D, GlobalMaxPool2D, GlobalMaxPooling1D,
+                                 GlobalMaxPooling2D)
+from .reshaping import Rescaling, UpSampling2D, ZeroPadding2D
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Reshape
 from .attention import MultiHeadAttention, TransformerEncoder
 from .embedding import Embedding, PositionalEmbedding
@@ -15,4 +21,8 @@ __all__ = ["Layer", "register", "Activation", "Dense", "Dropout", "Flatten", "In
            "GlobalAveragePooling2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D",
            "BatchNormalization", "Embedding", "PositionalEmbedding", "LayerNormalization",
            "MultiHeadAttention", "TransformerEncoder", "GlobalAveragePooling1D",
-           "GlobalAvgPool1D"]
+           "GlobalAvgPool1D", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
+           "Concatenate", "add", "subtract", "multiply", "average", "maximum", "minimum",
+           "concatenate", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPool1D",
+           "GlobalMaxPool2D", "Rescaling", "ZeroPadding2D", "UpSampling2D", "SpatialDropout1D",
+           "SpatialDropout2D"]
