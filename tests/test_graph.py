@@ -11,45 +11,9 @@ import numpy as np
 import pytest
 
 import fastnn as fn
+from gradcheck import check_model_grads as check_grads
 
 L = fn.layers
-
-
-def _mse_model(model):
-    model.compile(optimizer="sgd", loss="mse")
-    model._resolve_outputs()
-    model._configure_output()
-    return model
-
-
-def _loss(model, xs, ys):
-    with model._emitting_logits():
-        total, _ = model._eval_batch(xs, ys)
-    return float(total)
-
-
-def check_grads(model, xs, ys, n_checks=40, h=2e-3, seed=0):
-    """The model's flat gradient vs central differences of its loss, on random entries."""
-    _mse_model(model)
-    xs = model._prepare_x(xs, "test")
-    ys = model._prepare_y(ys, "test", len(xs[0]))
-    with model._emitting_logits():
-        model._loss_and_grads(xs, ys)
-    g = model._grads[:model._n_trainable].copy()
-    n = len(xs[0])
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(model._n_trainable, size=min(n_checks, model._n_trainable), replace=False)
-    p = model._params
-    for i in idx:
-        old = p[i]
-        p[i] = old + h
-        lp = _loss(model, xs, ys)
-        p[i] = old - h
-        lm = _loss(model, xs, ys)
-        p[i] = old
-        num = (lp - lm) / (2 * h) / n
-        assert abs(num - g[i]) <= 3e-3 * max(1.0, abs(num)) + 2e-2 * abs(num), (i, num, g[i])
-    return g
 
 
 def _data(rng, n, *shapes):

@@ -178,8 +178,9 @@ class Layer:
         x = args[0]
         if self.multi_input:
             if not isinstance(x, (list, tuple)) or len(x) < 2:
-                raise ValueError(f"{self.name}: expects a list of at least 2 inputs, got "
-                                 f"{type(x).__name__}")
+                got = (f"a {type(x).__name__} of {len(x)}" if isinstance(x, (list, tuple))
+                       else type(x).__name__)
+                raise ValueError(f"{self.name}: expects a list of at least 2 inputs, got {got}")
             return list(x), "list", {}
         if isinstance(x, (list, tuple)):
             raise TypeError(f"{self.name}: expects one tensor, got a {type(x).__name__} of {len(x)}")
