@@ -96,6 +96,10 @@ def _norm_axis(axis, ndim, where):
 
 
 # --- elementwise -----------------------------------------------------------------------
+def _base(a: np.ndarray) -> np.ndarray:
+    return a if a.base is None else a.base
+
+
 class _Binary(Op):
     keeps_mask = True
 
@@ -103,16 +107,19 @@ class _Binary(Op):
         return broadcast_shapes(a, b, self.name)
 
     def forward(self, a, b):
-        self._sa, self._sb = a.shape, b.shape
         y = self._f(a, b)
         self._a, self._b, self._y = a, b, y
         return y
 
     def backward(self, dy, need):
         da, db = self._grads(dy, need)
-        da = unbroadcast(da, self._sa) if need[0] else None
-        db = unbroadcast(db, self._sb) if need[1] else None
-        if da is not None and db is not None and np.shares_memory(da, db):
+        da, db = (da if need[0] else None), (db if need[1] else None)
+        if da is not None and da.shape != self._a.shape:
+            da = unbroadcast(da, self._a.shape)
+        if db is not None and db.shape != self._b.shape:
+            db = unbroadcast(db, self._b.shape)
+        # the graph takes ownership of each gradient: never hand out one buffer twice
+        if da is not None and db is not None and _base(da) is _base(db):
             db = db.copy()
         return da, db
 

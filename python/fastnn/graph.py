@@ -441,7 +441,7 @@ class _ArgsStep(_ListStep):
 
 
 class _OpStep(_ListStep):
-    """A differentiable fastnn.ops function (autodiff.Op)."""
+    """A differentiable fastnn.ops function (autodiff.Op) of any number of tensors."""
     __slots__ = ()
 
     def forward(self, vals, masks, training):
@@ -453,6 +453,39 @@ class _OpStep(_ListStep):
         for i, need, dx in zip(self.ins, self.need, self.layer.backward(grads[self.o], self.need)):
             if need and dx is not None:
                 _add(grads, i, dx)
+
+
+class _OpStep1(_OpStep):
+    """An op of one tensor: the common case, without the loops (Python time per op call
+    is most of a small op's cost)."""
+    __slots__ = ()
+
+    def forward(self, vals, masks, training):
+        i = self.ins[0]
+        vals[self.o] = self.layer.forward(vals[i])
+        masks[self.o] = masks[i] if self.layer.keeps_mask else None
+
+    def backward(self, grads):
+        dx = self.layer.backward(grads[self.o], self.need)[0]
+        if dx is not None and self.need[0]:
+            _add(grads, self.ins[0], dx)
+
+
+class _OpStep2(_OpStep):
+    """An op of two tensors (add, multiply, matmul, ...)."""
+    __slots__ = ()
+
+    def forward(self, vals, masks, training):
+        a, b = self.ins
+        vals[self.o] = self.layer.forward(vals[a], vals[b])
+        masks[self.o] = masks[a] if self.layer.keeps_mask else None
+
+    def backward(self, grads):
+        ds, need = self.layer.backward(grads[self.o], self.need), self.need
+        if need[0] and ds[0] is not None:
+            _add(grads, self.ins[0], ds[0])
+        if need[1] and ds[1] is not None:
+            _add(grads, self.ins[1], ds[1])
 
 
 def _add(grads, i, g):
@@ -583,7 +616,10 @@ def _make_step(node, layer, ins, out, need):
         st = _LayerStep()
         st.i, st.need_dx = ins[0], need[0]
     else:
-        st = {"list": _ListStep, "args": _ArgsStep, "op": _OpStep}[kind]()
+        if kind == "op" and len(ins) <= 2:
+            st = (_OpStep1 if len(ins) == 1 else _OpStep2)()
+        else:
+            st = {"list": _ListStep, "args": _ArgsStep, "op": _OpStep}[kind]()
         st.ins, st.need = ins, need
         if kind == "args":
             st.kwargs = node.kwargs
