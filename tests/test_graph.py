@@ -404,8 +404,15 @@ def test_bad_graphs_raise_clear_errors():
                 return x
             return -x
 
-    with pytest.raises(TypeError, match="cannot decide a Python `if`"):
-        Branchy()(a)
+    with pytest.raises(TypeError, match=r"branchy.call\(\): .*cannot decide a Python `if`"):
+        Branchy(name="branchy")(a)
+
+    class UsesNumPy(L.Layer):
+        def call(self, x):
+            return np.tanh(x)
+
+    with pytest.raises(TypeError, match=r"numpyish.call\(\): .*use fastnn.ops functions"):
+        UsesNumPy(name="numpyish")(a)
 
 
 def test_a_cycle_in_the_graph_is_reported():
@@ -433,3 +440,19 @@ def test_missing_or_misshapen_inputs_at_fit():
         m.fit(x["a"], y, verbose=0)
     with pytest.raises(ValueError, match="different numbers of samples"):
         m.fit({"a": x["a"], "b": np.zeros((3, 2))}, y, verbose=0)
+
+
+def test_loading_an_unregistered_subclass_says_how_to_register_it(rng, tmp_path):
+    class Unregistered(fn.Model):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.d = L.Dense(2)
+
+        def call(self, x):
+            return self.d(x)
+
+    m = Unregistered()
+    m.build((None, 3))
+    m.save(tmp_path / "m.fastnn")
+    with pytest.raises(ValueError, match="'Unregistered'.*register_keras_serializable"):
+        fn.models.load_model(tmp_path / "m.fastnn")

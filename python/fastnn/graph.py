@@ -38,6 +38,12 @@ def tracing() -> bool:
     return bool(_TRACING)
 
 
+def _no_value(msg: str) -> TypeError:
+    """The error for using a symbolic tensor as a value, naming the layer being traced."""
+    where = f"{_TRACING[-1].name}.call(): " if _TRACING else ""
+    return TypeError(where + msg)
+
+
 class Variable:
     """A weight of a layer: ``value`` (a view into the model's flat parameter buffer once
     the model is built) and ``grad`` (the matching view of the gradient buffer).
@@ -126,21 +132,21 @@ class KerasTensor:
         return bool(self.shape) and self.shape[0] is None
 
     def __bool__(self):
-        raise TypeError(_BRANCH_MSG)
+        raise _no_value(_BRANCH_MSG)
 
     def __len__(self):
-        raise TypeError(_BRANCH_MSG)
+        raise _no_value(_BRANCH_MSG)
 
     def _compare(self, other):
-        raise TypeError(_BRANCH_MSG)
+        raise _no_value(_BRANCH_MSG)
 
     __lt__ = __le__ = __gt__ = __ge__ = _compare
 
     def __iter__(self):
-        raise TypeError("a symbolic tensor cannot be iterated while a model is being built")
+        raise _no_value("a symbolic tensor cannot be iterated while a model is being built")
 
     def __array__(self, dtype=None, copy=None):
-        raise TypeError("a symbolic tensor has no value while a model is being built; "
+        raise _no_value("a symbolic tensor has no value while a model is being built; "
                         "use fastnn.ops functions on it, not NumPy ones")
 
     def __repr__(self):

@@ -42,7 +42,9 @@ def layer_class(name: str) -> type:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown layer class {name!r}; known: {sorted(_REGISTRY)}") from None
+        raise ValueError(f"unknown layer class {name!r}: a custom layer or model must be "
+                         "registered with @fastnn.saving.register_keras_serializable() and "
+                         f"imported before load_model; known: {sorted(_REGISTRY)}") from None
 
 
 def _shape_tuple(shape, what: str) -> tuple:
