@@ -681,26 +681,28 @@ class Model(Layer):
         for m in self.metrics:
             m.reset()
 
-    def train_on_batch(self, x, y, return_dict: bool = False):
-        """One training step on one batch; returns the loss (and metrics) of that batch."""
-        self._require_compiled("train_on_batch")
-        xs, ys = self._prepare_xy(x, y, "train_on_batch")
+    def _batch_data(self, x, y, op):
+        """(x, y) of one batch as train_step/test_step take it: arrays for a one-input,
+        one-output model, lists otherwise."""
+        self._require_compiled(op)
+        xs, ys = self._prepare_xy(x, y, op)
         self._configure_output()
         self.reset_metrics()
+        single = len(xs) == 1 and len(ys) == 1
+        return (xs[0], ys[0]) if single else (xs, ys)
+
+    def train_on_batch(self, x, y, return_dict: bool = False):
+        """One training step on one batch; returns the loss (and metrics) of that batch."""
+        xb, yb = self._batch_data(x, y, "train_on_batch")
         with self._emitting_logits():
-            single = len(xs) == 1 and len(ys) == 1
-            logs = self._step_logs(xs[0] if single else xs, ys[0] if single else ys)
+            logs = self._step_logs(xb, yb)
         return _logs_result(logs, return_dict)
 
     def test_on_batch(self, x, y, return_dict: bool = False):
         """Loss (and metrics) of one batch, without training."""
-        self._require_compiled("test_on_batch")
-        xs, ys = self._prepare_xy(x, y, "test_on_batch")
-        self._configure_output()
-        self.reset_metrics()
+        data = self._batch_data(x, y, "test_on_batch")
         with self._emitting_logits():
-            single = len(xs) == 1 and len(ys) == 1
-            logs = self.test_step((xs[0], ys[0]) if single else (xs, ys))
+            logs = self.test_step(data)
         return _logs_result({k: float(v) for k, v in logs.items()}, return_dict)
 
     def predict_on_batch(self, x):

@@ -166,23 +166,26 @@ class Dropout(Layer):
     def __init__(self, rate: float, seed: int | None = None, **kw):
         super().__init__(**kw)
         if not (0.0 <= float(rate) < 1.0):
-            raise ValueError(f"Dropout: rate must be in [0, 1), got {rate!r}")
+            raise ValueError(f"{type(self).__name__}: rate must be in [0, 1), got {rate!r}")
         self.rate = float(rate)
         self.seed = seed
         self._calls = 0
         self._base_seed = None
 
+    def _next_seed(self) -> int:
+        """A fresh seed for every call's mask, reproducible from `seed`."""
+        if self._base_seed is None:
+            self._base_seed = self.seed if self.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
+        self._calls += 1
+        return (self._base_seed * 1_000_003 + self._calls - 1) % 2**64
+
     def forward(self, x, training=False):
         if not training or self.rate == 0.0:
             self._mask = None
             return x
-        if self._base_seed is None:
-            self._base_seed = self.seed if self.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
         y = self.buffer("y", x.shape)
         mask = self.buffer("mask", x.shape, np.uint8)
-        # A fresh mask every call, reproducible from the seed.
-        _core.dropout_forward(y, mask, x, self.rate, (self._base_seed * 1_000_003 + self._calls) % 2**64)
-        self._calls += 1
+        _core.dropout_forward(y, mask, x, self.rate, self._next_seed())
         self._mask = mask
         return y
 

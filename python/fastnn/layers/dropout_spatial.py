@@ -3,18 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Layer, register
+from .base import register
+from .core import Dropout
 
 
-class _SpatialDropout(Layer):
+class _SpatialDropout(Dropout):
+    """Dropout's rate, seed stream and config; one keep/drop draw per (sample, channel)."""
     rank = 0
-
-    def __init__(self, rate: float, seed: int | None = None, **kw):
-        super().__init__(**kw)
-        if not 0.0 <= float(rate) < 1.0:
-            raise ValueError(f"{type(self).__name__}: rate must be in [0, 1), got {rate!r}")
-        self.rate, self.seed = float(rate), seed
-        self._base_seed, self._calls = None, 0
 
     def build(self, input_shape):
         if len(input_shape) != self.rank + 1:
@@ -25,19 +20,13 @@ class _SpatialDropout(Layer):
         if not training or self.rate == 0.0:
             self._scale = None
             return x
-        if self._base_seed is None:
-            self._base_seed = self.seed if self.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
-        rng = np.random.default_rng((self._base_seed * 1_000_003 + self._calls) % 2**64)
-        self._calls += 1
+        rng = np.random.default_rng(self._next_seed())
         keep = rng.random((x.shape[0],) + (1,) * self.rank + (x.shape[-1],)) >= self.rate
         self._scale = (keep / (1.0 - self.rate)).astype(np.float32)
         return x * self._scale
 
     def backward(self, dy):
         return dy if self._scale is None else dy * self._scale
-
-    def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
 @register
