@@ -1,9 +1,9 @@
 """GEMM benchmarks: fastnn.ops.matmul vs NumPy's BLAS (`a @ b`) vs torch (when importable).
 
     pytest bench/test_gemm_bench.py --benchmark-only          # pytest-benchmark groups
-    python bench/test_gemm_bench.py [--threads 1,2]           # compact GFLOP/s table
+    python bench/test_gemm_bench.py [--threads 1,2] [--only square]   # compact table
 
-One group per shape: 1024³, and the MNIST MLP layers (784→128→10, 784→128→64→10) at
+One group per shape: 1024³ and 2048³, and the MNIST MLP layers (784→128→10, 784→128→64→10) at
 batch 32..256 for the forward product y = x·w, the weight gradient dw = xᵀ·dz and the
 input gradient dx = dz·wᵀ. Threads are pinned (FASTNN_BENCH_THREADS, default 2) for
 fastnn, torch and NumPy's OpenBLAS; GFLOP/s and build_info() go into extra_info.
@@ -29,7 +29,8 @@ LAYERS = ((784, 128), (128, 10), (128, 64), (64, 10))  # (fan_in, fan_out)
 
 def shapes():
     """(name, M, N, K, trans_a, trans_b) of every benchmarked product."""
-    out = [("square 1024x1024x1024", 1024, 1024, 1024, False, False)]
+    out = [("square 1024x1024x1024", 1024, 1024, 1024, False, False),
+           ("square 2048x2048x2048", 2048, 2048, 2048, False, False)]
     for batch in BATCHES:
         for fi, fo in LAYERS:
             out.append((f"fwd x@w {batch}x{fi}->{fo}", batch, fo, fi, False, False))
@@ -159,10 +160,18 @@ def _call_times(f, reps):
     return times[0], times[len(times) // 2]
 
 
-def table(threads=(1, 2), rounds=7):
+# Seconds to wait before timing another library on a large product. A BLAS keeps its
+# worker threads spinning for a while after a call (OpenBLAS for tens of milliseconds);
+# timed right after NumPy, fastnn's second thread shared its core with a spinning
+# OpenBLAS thread and 1024^3 ran at half speed (94 against 156 GFLOP/s with this pause,
+# AMD Zen 4, 2 threads).
+SETTLE_S = 0.3
+
+
+def table(threads=(1, 2), rounds=7, only=None):
     """GFLOP/s of numpy `a @ b`, fastnn.ops.matmul (allocating its result, as numpy does),
     torch if importable, and `_core.gemm` into a preallocated out (the kernel plus the
-    binding, without the Python wrapper)."""
+    binding, without the Python wrapper). `only`: shapes whose name contains it."""
     from fastnn import _core
 
     impls = ["numpy", "fastnn"]
@@ -182,6 +191,8 @@ def table(threads=(1, 2), rounds=7):
         print(f"{'shape':28s} {'M':>5s} {'N':>5s} {'K':>5s} " +
               " ".join(f"{i:>7s}" for i in cols) + "  ratio(med) ratio(min)")
         for name, M, N, K, ta, tb in shapes():
+            if only and only not in name:
+                continue
             a, b = operands(M, N, K, ta, tb)
             out = np.empty((M, N), np.float32)
             calls = {i: make_call(i, a, b, ta, tb) for i in impls}
@@ -192,6 +203,8 @@ def table(threads=(1, 2), rounds=7):
             low = dict(med)
             for _ in range(rounds):  # interleaved, so load changes hit every impl alike
                 for i in cols:
+                    if flops >= 1e8:
+                        time.sleep(SETTLE_S)
                     lo, md = _call_times(calls[i], reps)
                     low[i], med[i] = min(low[i], lo), min(med[i], md)
             print(f"{name:28s} {M:5d} {N:5d} {K:5d} " +
@@ -204,4 +217,5 @@ if __name__ == "__main__":
     ths = (1, 2)
     if "--threads" in sys.argv:
         ths = tuple(int(x) for x in sys.argv[sys.argv.index("--threads") + 1].split(","))
-    table(ths)
+    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
+    table(ths, only=only)
