@@ -181,6 +181,8 @@ def is_symbolic(x) -> bool:
 def any_symbolic(args) -> bool:
     """Whether a (nested list/tuple/dict of) argument(s) holds a symbolic tensor."""
     for a in args:
+        if a is None or type(a) is np.ndarray:  # the common case, first and cheapest
+            continue
         if isinstance(a, (KerasTensor, Variable)):
             return True
         if isinstance(a, (list, tuple)) and any_symbolic(a):

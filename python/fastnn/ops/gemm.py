@@ -16,14 +16,14 @@ def matmul(a, b, transpose_a: bool = False, transpose_b: bool = False, out=None,
     out: optional (M, N) float32 C-contiguous array to write (or add into, with
     accumulate=True). Inputs of another dtype/layout are converted once to float32.
     """
+    c = _core.matmul_plain(a, b, transpose_a, transpose_b, out, accumulate)
+    if c is not None:  # plain float32 operands: no conversion, no Python-side checks
+        return c
     if any_symbolic((a, b)):
         if transpose_a or transpose_b or out is not None or accumulate:
             raise TypeError("matmul: on symbolic tensors only matmul(a, b) is supported "
                             "(use fastnn.ops.transpose)")
         return autodiff.matmul_op(a, b)
-    c = _core.matmul_plain(a, b, transpose_a, transpose_b, out, accumulate)
-    if c is not None:  # plain float32 operands: no conversion, no Python-side checks
-        return c
     a = as_f32(a, "matmul", "a")
     b = as_f32(b, "matmul", "b")
     if a.ndim != 2 or b.ndim != 2:
