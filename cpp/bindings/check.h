@@ -105,5 +105,6 @@ void bind_attention(py::module_& m);
 void bind_embedding(py::module_& m);
 void bind_layernorm(py::module_& m);
 void bind_conv2d(py::module_& m);
+void bind_recurrent(py::module_& m);
 
 }  // namespace fastnn::bind

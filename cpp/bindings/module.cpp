@@ -22,4 +22,5 @@ PYBIND11_MODULE(_core, m) {
   bind_embedding(m);
   bind_layernorm(m);
   bind_conv2d(m);
+  bind_recurrent(m);
 }

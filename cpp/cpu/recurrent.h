@@ -1,0 +1,116 @@
+// Pieces shared by the recurrent kernels (lstm.cpp, gru.cpp, simple_rnn.cpp); internal
+// to cpp/cpu.
+//
+// Every recurrent kernel has the same shape:
+//  1. the input projection of all N·T steps as one GEMM on all threads (x·W, plus bias);
+//  2. the recurrence, split over the batch: each thread takes a contiguous chunk of
+//     samples and runs it through all T steps on its own (a per-step product of its rows
+//     with the recurrent kernel, then one fused pass over the gates). Samples do not
+//     interact, so no step needs a barrier; and each row is computed by the same code
+//     whatever the chunk, so results are bitwise the same for any thread count;
+//  3. in backward, the weight gradients as single GEMMs over all N·T rows afterwards,
+//     which sum over time without atomics.
+// The plain twins run the same steps with gemm_naive, libm and one thread.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "fastnn/common.h"
+#include "fastnn/gemm.h"
+#include "vmath.h"
+
+namespace fastnn::rnn {
+
+// Steps in processing order: s = 0..T-1 visits t = s, or T-1-s when reverse.
+struct Steps {
+  int64_t T;
+  bool reverse;
+  int64_t at(int64_t s) const { return reverse ? T - 1 - s : s; }
+  int64_t prev(int64_t t) const { return reverse ? t + 1 : t - 1; }  // step visited before t
+};
+
+// gemm_ld's signature: the tuned driver, or gemm_naive in the plain twins.
+using GemmFn = void (*)(float*, const float*, const float*, int64_t, int64_t, int64_t, int64_t,
+                        int64_t, int64_t, bool, bool, bool);
+inline GemmFn gemm_fn(bool plain) { return plain ? gemm_naive : gemm_ld; }
+
+// The nonlinearities: vectorisable (vmath) in the kernels, libm in the plain twins.
+struct FastMath {
+  static FASTNN_INLINE float sigmoid(float x) { return vmath::vsigmoid(x); }
+  static FASTNN_INLINE float tanh(float x) { return vmath::vtanh(x); }
+};
+struct PlainMath {
+  static inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+  static inline float tanh(float x) { return std::tanh(x); }
+};
+
+// Runs body(n0, n1) over contiguous chunks of the N samples: one chunk per thread, or
+// one chunk in all when plain or when the recurrence is too little work to share
+// (cost = multiply-adds per sample over all steps).
+template <class Body>
+void batch_chunks(int64_t N, double cost, bool plain, Body&& body) {
+  constexpr double kMinCostPerThread = 1 << 16;
+  int64_t parts = plain ? 1 : std::min<int64_t>(num_threads(), N);
+  parts = std::max<int64_t>(1, std::min<int64_t>(parts, int64_t(cost * N / kMinCostPerThread)));
+  if (parts <= 1) {
+    if (N > 0) {
+      const FlushDenormals ftz;
+      body(int64_t(0), N);
+    }
+    return;
+  }
+  parallel_for(N, (N + parts - 1) / parts, body);
+}
+
+// y (rows, cols; row stride ld) += b (cols), for every row.
+[[maybe_unused]] FASTNN_CLONES static void add_bias(float* y, const float* b, int64_t rows, int64_t cols,
+                                   int64_t ld) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* yr = y + r * ld;
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) yr[j] += b[j];
+  }
+}
+
+// db (cols) += Σ_r src[r] over rows (row stride ld). Each thread owns a range of columns
+// and sums its rows in increasing order (the plain twin's order).
+[[maybe_unused]] FASTNN_CLONES static void colsum_cols(float* db, const float* src, int64_t rows, int64_t ld,
+                                      int64_t j0, int64_t j1) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* s = src + r * ld;
+#pragma omp simd
+    for (int64_t j = j0; j < j1; ++j) db[j] += s[j];
+  }
+}
+[[maybe_unused]] static void colsum_add(float* db, const float* src, int64_t rows, int64_t cols, int64_t ld,
+                       bool plain) {
+  if (plain || rows * cols < (1 << 16)) {
+    colsum_cols(db, src, rows, ld, 0, cols);
+    return;
+  }
+  // Column ranges of whole cache lines, so that two threads never write one line of db.
+  const int64_t grain = std::max<int64_t>(16, (cols / std::max(num_threads(), 1) + 15) / 16 * 16);
+  parallel_for(cols, grain, [&](int64_t j0, int64_t j1) { colsum_cols(db, src, rows, ld, j0, j1); });
+}
+
+// dst (m, U) = src (m, U; row stride ld) ⊙ rmask (m, U)
+inline void masked_copy(float* dst, const float* src, int64_t ld, const float* rmask,
+                        int64_t m, int64_t U) {
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t u = 0; u < U; ++u) dst[r * U + u] = src[r * ld + u] * rmask[r * U + u];
+}
+
+// dst (m, U) = src (m, U; row stride ld), or zeros when src is null.
+inline void copy_rows(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t m,
+                      int64_t U) {
+  for (int64_t r = 0; r < m; ++r) {
+    if (src)
+      std::memcpy(dst + r * ldd, src + r * lds, size_t(U) * sizeof(float));
+    else
+      std::memset(dst + r * ldd, 0, size_t(U) * sizeof(float));
+  }
+}
+
+}  // namespace fastnn::rnn
