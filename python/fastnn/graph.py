@@ -284,6 +284,9 @@ def call_layer(layer, args, kwargs):
     else:
         layer._graph_build(tensors, shapes)
     node = Node(layer, tensors, kind, fwd_kwargs, training)
+    if kind == "multi":  # several outputs, e.g. an RNN returning its final states
+        outs = node.make_outputs([(batch,) + tuple(s) for s in layer.output_shapes])
+        return outs if len(outs) > 1 else outs[0]
     (out,) = node.make_outputs([(batch,) + tuple(layer.output_shape)])
     return out
 
@@ -396,6 +399,7 @@ def share_weights_copy(layer):
 
 class _LayerStep:
     __slots__ = ("layer", "i", "o", "training", "need_dx")
+    multi = False  # several outputs: backward runs when any of them has a gradient
 
     def forward(self, vals, masks, training):
         if self.training is not None:
@@ -411,6 +415,7 @@ class _LayerStep:
 class _ListStep:
     """A multi-input layer (Add, Concatenate, ...): forward(list) -> y, backward -> list."""
     __slots__ = ("layer", "ins", "o", "training", "need")
+    multi = False
 
     def forward(self, vals, masks, training):
         if self.training is not None:
@@ -496,6 +501,31 @@ class _OpStep2(_OpStep):
             _add(grads, self.ins[1], ds[1])
 
 
+class _MultiStep:
+    """A layer with several tensors in or out: a recurrent layer given initial states or
+    returning its final states. forward_multi(inputs, training, mask) -> outputs;
+    backward_multi(output gradients, None where there is none) -> input gradients."""
+    __slots__ = ("layer", "ins", "outs", "o", "training", "need")
+    multi = True
+
+    def forward(self, vals, masks, training):
+        if self.training is not None:
+            training = self.training
+        ins, layer = self.ins, self.layer
+        mask = masks[ins[0]]
+        ys = layer.forward_multi([vals[i] for i in ins], training, mask)
+        out_mask = layer.compute_mask(vals[ins[0]], mask)
+        for k, (o, y) in enumerate(zip(self.outs, ys)):
+            vals[o] = y
+            masks[o] = out_mask if k == 0 else None
+
+    def backward(self, grads):
+        dxs = self.layer.backward_multi([grads[o] for o in self.outs])
+        for i, need, dx in zip(self.ins, self.need, dxs):
+            if need and dx is not None:
+                _add(grads, i, dx)
+
+
 def _add(grads, i, g):
     """Accumulate gradient g into slot i: the first one is taken as is (it belongs to the
     plan from now on), later ones are added into it in place."""
@@ -572,7 +602,7 @@ class Plan:
                 requires[o] = any(need) or trainable_here
             if node.kind != "op":
                 layer.need_input_grad = any(need)
-            self.steps.append(_make_step(node, layer, ins, outs[0], need))
+            self.steps.append(_make_step(node, layer, ins, outs, need))
         self.out_slots = [slot_of(t) for t in outputs]
         self.n_slots = len(slot)
         self.backward_steps = [st for st in reversed(self.steps) if requires[st.o]]
@@ -609,7 +639,7 @@ class Plan:
             if d is not None:
                 _add(grads, s, d)
         for st in self.backward_steps:
-            if grads[st.o] is not None:
+            if grads[st.o] is not None or st.multi:
                 st.backward(grads)
         if want_inputs:
             return [grads[s] for s in self.in_slots]
@@ -618,9 +648,12 @@ class Plan:
         return self._masks[self.out_slots[k]]
 
 
-def _make_step(node, layer, ins, out, need):
-    kind = node.kind
-    if kind == "single":
+def _make_step(node, layer, ins, outs, need):
+    kind, out = node.kind, outs[0]
+    if kind == "multi":
+        st = _MultiStep()
+        st.ins, st.need, st.outs = ins, need, outs
+    elif kind == "single":
         st = _LayerStep()
         st.i, st.need_dx = ins[0], need[0]
     else:

@@ -47,8 +47,22 @@ def ones(shape, rng):
     return np.ones(shape, np.float32)
 
 
+def orthogonal(shape, rng, gain=1.0):
+    """A random orthogonal matrix (Keras' default for recurrent kernels): the Q of the QR
+    decomposition of a normal matrix, signs fixed by R's diagonal so that Q is uniformly
+    distributed. Shape (..., cols) is treated as (prod(...), cols); rows or columns are
+    orthonormal, whichever are fewer."""
+    rows, cols = int(np.prod(shape[:-1])), int(shape[-1])
+    a = rng.standard_normal((max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(a)
+    q *= np.sign(np.diag(r))
+    if rows < cols:
+        q = q.T
+    return (gain * q).reshape(shape).astype(np.float32)
+
+
 _BY_NAME = {f.__name__: f for f in (glorot_uniform, he_uniform, he_normal, random_normal,
-                                     random_uniform, zeros, ones)}
+                                     random_uniform, zeros, ones, orthogonal)}
 
 
 def get(init):

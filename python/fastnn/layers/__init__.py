@@ -13,6 +13,8 @@ from .embedding import Embedding, PositionalEmbedding
 from .normalization import BatchNormalization
 from .normalization_layer import LayerNormalization
 from .pooling1d import GlobalAveragePooling1D, GlobalAvgPool1D
+from .recurrent import GRU, LSTM, SimpleRNN
+from .bidirectional import Bidirectional
 from .pooling import (AveragePooling2D, AvgPool2D, GlobalAveragePooling2D, GlobalAvgPool2D,
                       MaxPool2D, MaxPooling2D)
 
@@ -25,4 +27,4 @@ __all__ = ["Layer", "register", "Activation", "Dense", "Dropout", "Flatten", "In
            "Concatenate", "add", "subtract", "multiply", "average", "maximum", "minimum",
            "concatenate", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPool1D",
            "GlobalMaxPool2D", "Rescaling", "ZeroPadding2D", "UpSampling2D", "SpatialDropout1D",
-           "SpatialDropout2D"]
+           "SpatialDropout2D", "LSTM", "GRU", "SimpleRNN", "Bidirectional"]

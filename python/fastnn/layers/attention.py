@@ -25,9 +25,10 @@ def _positive_int(v, what: str) -> int:
 
 
 def _dropouts(layer: Layer):
-    """Every Dropout below `layer` (depth first, in build order)."""
+    """Every layer with a dropout seed stream (Dropout, a recurrent layer) below `layer`
+    (depth first, in build order)."""
     for child in layer._children:
-        if isinstance(child, Dropout):
+        if isinstance(child, Dropout) or hasattr(type(child), "_next_seed"):
             yield child
         yield from _dropouts(child)
 

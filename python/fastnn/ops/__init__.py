@@ -32,6 +32,8 @@ from .loss import (binary_cross_entropy_with_logits, categorical_cross_entropy,
                    mean_squared_error, softmax_cross_entropy)
 from .norm import BatchNormSaved, batch_norm, batch_norm_backward
 from .optim import adagrad_step, adam_step, sgd_step
+from .recurrent import (gru, gru_backward, lstm, lstm_backward, simple_rnn,
+                        simple_rnn_backward)
 from .pool import (avg_pool2d, avg_pool2d_backward, global_avg_pool2d,
                    global_avg_pool2d_backward, max_pool2d, max_pool2d_backward)
 
