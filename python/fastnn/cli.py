@@ -4,7 +4,10 @@
 (every ``train`` also takes ``--lr`` and ``--schedule constant|cosine``)
 ``python -m fastnn train mnist-cnn [--small] [--epochs N] [--batch-size B] [--threads T]``
 ``python -m fastnn train imdb-transformer [--epochs N] [--maxlen 80] [--blocks 1] [--save DIR]``
+``python -m fastnn train imdb-cnn1d [--epochs N] [--maxlen 400] [--filters 128] [--save DIR]``
+``python -m fastnn train imdb-lstm [--epochs N] [--maxlen 200] [--units 64] [--save DIR]``
 ``python -m fastnn predict imdb MODEL_DIR "some review text" [...]``
+(the imdb options --maxlen, --vocab and --embed-dim default per model; see --help)
 """
 from __future__ import annotations
 
@@ -57,17 +60,15 @@ def _mnist_cnn(args):
     return mnist_cnn_model(args.small, args.seed), (x_train, y_train), (x_test, y_test)
 
 
-def _imdb_transformer(args):
-    """Token + position embedding, transformer encoder block(s), masked average pooling,
-    dropout, Dense(20, relu), Dense(2, softmax) (the Keras text-classification example,
-    with a padding mask). The tokenizer is fitted on the training texts only."""
+def _imdb_data(args):
+    """The IMDB reviews as id sequences (N, maxlen): the tokenizer (kept in args.tokenizer
+    for --save) is fitted on the training texts only."""
     import numpy as np
 
     import fastnn as fn
     from fastnn.data import pad_sequences
     from fastnn.text import Tokenizer
 
-    L = fn.layers
     t0 = time.perf_counter()
     (train, y_train), (test, y_test) = fn.datasets.imdb.load_texts(args.data)
     tok = Tokenizer(num_words=args.vocab)
@@ -78,6 +79,18 @@ def _imdb_transformer(args):
     print(f"imdb: {len(x_train)} train / {len(x_test)} test reviews, vocabulary "
           f"{tok.vocabulary_size}, maxlen {args.maxlen} (prepared in "
           f"{time.perf_counter() - t0:.1f} s)")
+    args.tokenizer = tok
+    return tok, (x_train, np.asarray(y_train)), (x_test, np.asarray(y_test))
+
+
+def _imdb_transformer(args):
+    """Token + position embedding, transformer encoder block(s), masked average pooling,
+    dropout, Dense(20, relu), Dense(2, softmax) (the Keras text-classification example,
+    with a padding mask)."""
+    import fastnn as fn
+
+    L = fn.layers
+    tok, train, test = _imdb_data(args)
     c = args.embed_dim
     layers = [L.PositionalEmbedding(args.maxlen, c, input_dim=tok.vocabulary_size,
                                     positional=args.positional, mask_zero=not args.no_mask,
@@ -88,9 +101,40 @@ def _imdb_transformer(args):
     layers += [L.GlobalAveragePooling1D(), L.Dropout(args.dropout),
                L.Dense(20, activation="relu"), L.Dropout(args.dropout),
                L.Dense(2, activation="softmax")]
-    model = fn.Sequential(layers, seed=args.seed)
-    args.tokenizer = tok
-    return model, (x_train, np.asarray(y_train)), (x_test, np.asarray(y_test))
+    return fn.Sequential(layers, seed=args.seed), train, test
+
+
+def _imdb_cnn1d(args):
+    """Embedding, dropout, Conv1D(filters, 5, relu), GlobalMaxPooling1D, Dense(64, relu),
+    dropout, Dense(2, softmax): a 1-D convolutional review classifier (no padding mask:
+    the max over time rarely picks the padding's response)."""
+    import fastnn as fn
+
+    L = fn.layers
+    tok, train, test = _imdb_data(args)
+    layers = [L.Embedding(tok.vocabulary_size, args.embed_dim, input_shape=(args.maxlen,)),
+              L.Dropout(args.dropout),
+              L.Conv1D(args.filters, 5, activation="relu"),
+              L.GlobalMaxPooling1D(),
+              L.Dense(64, activation="relu"), L.Dropout(args.dropout),
+              L.Dense(2, activation="softmax")]
+    return fn.Sequential(layers, seed=args.seed), train, test
+
+
+def _imdb_lstm(args):
+    """The Keras bidirectional-LSTM recipe: Embedding, Bidirectional(LSTM(units,
+    return_sequences=True)), Bidirectional(LSTM(units)), Dense(2, softmax) (Keras's
+    example ends in one sigmoid unit; two softmax units are the same model for the
+    command's sparse cross-entropy)."""
+    import fastnn as fn
+
+    L = fn.layers
+    tok, train, test = _imdb_data(args)
+    layers = [L.Embedding(tok.vocabulary_size, args.embed_dim, input_shape=(args.maxlen,)),
+              L.Bidirectional(L.LSTM(args.units, return_sequences=True)),
+              L.Bidirectional(L.LSTM(args.units)),
+              L.Dense(2, activation="softmax")]
+    return fn.Sequential(layers, seed=args.seed), train, test
 
 
 def _save_imdb(model, args):
@@ -103,16 +147,23 @@ def _save_imdb(model, args):
     print(f"saved model and tokenizer to {args.save}")
 
 
-MODELS = {"mnist-mlp": _mnist_mlp, "mnist-cnn": _mnist_cnn, "imdb-transformer": _imdb_transformer}
-SAVERS = {"imdb-transformer": _save_imdb}  # models saved as more than one file
+MODELS = {"mnist-mlp": _mnist_mlp, "mnist-cnn": _mnist_cnn, "imdb-transformer": _imdb_transformer,
+          "imdb-cnn1d": _imdb_cnn1d, "imdb-lstm": _imdb_lstm}
+SAVERS = {m: _save_imdb for m in ("imdb-transformer", "imdb-cnn1d", "imdb-lstm")}  # two files
 # defaults per model (imdb: later epochs overfit)
-EPOCHS = {"mnist-mlp": 5, "mnist-cnn": 5, "imdb-transformer": 1}
-BATCH = {"mnist-mlp": 32, "mnist-cnn": 64, "imdb-transformer": 32}
+EPOCHS = {"mnist-mlp": 5, "mnist-cnn": 5, "imdb-transformer": 1, "imdb-cnn1d": 2,
+          "imdb-lstm": 2}
+BATCH = {"mnist-mlp": 32, "mnist-cnn": 64, "imdb-transformer": 32, "imdb-cnn1d": 32,
+         "imdb-lstm": 32}
+# the imdb models' text options: --maxlen, --vocab, --embed-dim
+IMDB_DEFAULTS = {"imdb-transformer": {"maxlen": 80, "vocab": 10000, "embed_dim": 32},
+                 "imdb-cnn1d": {"maxlen": 400, "vocab": 20000, "embed_dim": 128},
+                 "imdb-lstm": {"maxlen": 200, "vocab": 20000, "embed_dim": 128}}
 
 
 def predict(args) -> int:
     """Print the positive-review probability of each text with a model saved by
-    ``train imdb-transformer --save DIR``."""
+    ``train imdb-transformer|imdb-cnn1d|imdb-lstm --save DIR``."""
     import os
 
     import fastnn as fn
@@ -191,26 +242,39 @@ def main(argv=None) -> int:
     t.add_argument("--validate", action="store_true", help="evaluate on the test set after every epoch")
     t.add_argument("--save", default=None, help="save the trained model to this file")
     t.add_argument("--verbose", type=int, default=1)
+    g = t.add_argument_group("imdb-transformer, imdb-cnn1d and imdb-lstm")
+    per_model = {k: ", ".join(f"{m} {d[k]}" for m, d in IMDB_DEFAULTS.items())
+                 for k in ("maxlen", "vocab", "embed_dim")}
+    g.add_argument("--maxlen", type=int, default=None,
+                   help=f"tokens kept per review (the last ones); default: {per_model['maxlen']}")
+    g.add_argument("--vocab", type=int, default=None,
+                   help=f"vocabulary size (ids 0 and 1 reserved); default: {per_model['vocab']}")
+    g.add_argument("--embed-dim", type=int, default=None,
+                   help=f"default: {per_model['embed_dim']}")
+    g.add_argument("--dropout", type=float, default=0.2)
     g = t.add_argument_group("imdb-transformer")
-    g.add_argument("--maxlen", type=int, default=80, help="tokens kept per review (the last ones)")
-    g.add_argument("--vocab", type=int, default=10000, help="vocabulary size (ids 0 and 1 reserved)")
-    g.add_argument("--embed-dim", type=int, default=32)
     g.add_argument("--heads", type=int, default=2)
     g.add_argument("--key-dim", type=int, default=0, help="head size; 0 = embed-dim / heads")
     g.add_argument("--ff-dim", type=int, default=32)
     g.add_argument("--blocks", type=int, default=1, help="transformer encoder blocks")
-    g.add_argument("--dropout", type=float, default=0.2)
     g.add_argument("--positional", choices=["learned", "sinusoidal"], default="learned")
     g.add_argument("--norm-first", action="store_true", help="pre-norm encoder blocks")
     g.add_argument("--no-mask", action="store_true", help="do not mask padding")
+    g = t.add_argument_group("imdb-cnn1d")
+    g.add_argument("--filters", type=int, default=128, help="Conv1D filters (kernel size 5)")
+    g = t.add_argument_group("imdb-lstm")
+    g.add_argument("--units", type=int, default=64, help="LSTM units per direction")
     pr = sub.add_parser("predict", help="classify texts with a saved model")
     pr.add_argument("task", choices=["imdb"])
-    pr.add_argument("model_dir", help="the folder given to train imdb-transformer --save")
+    pr.add_argument("model_dir", help="the folder given to train imdb-... --save")
     pr.add_argument("texts", nargs="+", help="review texts")
     args = p.parse_args(argv)
     if args.command == "train":
         if args.batch_size is None:
             args.batch_size = BATCH[args.model]
+        for k, v in IMDB_DEFAULTS.get(args.model, {}).items():
+            if getattr(args, k) is None:
+                setattr(args, k, v)
         return train(args)
     if args.command == "predict":
         return predict(args)

@@ -1,6 +1,8 @@
 """Layers (Keras names). Each maps a batch (N, ...) to a batch; see base.Layer."""
 from .base import Layer, register
 from .conv import Conv2D
+from .conv1d import Conv1D, Convolution1D
+from .pooling1d_local import AveragePooling1D, AvgPool1D, MaxPool1D, MaxPooling1D
 from .dropout_spatial import SpatialDropout1D, SpatialDropout2D
 from .merge import (Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract, add, average,
                     concatenate, maximum, minimum, multiply, subtract)
@@ -27,4 +29,5 @@ __all__ = ["Layer", "register", "Activation", "Dense", "Dropout", "Flatten", "In
            "Concatenate", "add", "subtract", "multiply", "average", "maximum", "minimum",
            "concatenate", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPool1D",
            "GlobalMaxPool2D", "Rescaling", "ZeroPadding2D", "UpSampling2D", "SpatialDropout1D",
-           "SpatialDropout2D", "LSTM", "GRU", "SimpleRNN", "Bidirectional"]
+           "SpatialDropout2D", "LSTM", "GRU", "SimpleRNN", "Bidirectional",
+           "Conv1D", "Convolution1D", "MaxPooling1D", "AveragePooling1D", "MaxPool1D", "AvgPool1D"]
