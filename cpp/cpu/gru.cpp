@@ -232,7 +232,9 @@ void backward_impl(float* dx, float* dW, float* dR, float* db, float* dh0, const
   float* const tmp = dh + N * U;                            // N·U
   float* const drh = tmp + N * U;                           // N·U
   float* const zeros = drh + N * U;                         // U
+  float* const Rt = zeros + U;                              // 3U·U  Rᵀ
   std::memset(zeros, 0, size_t(U) * sizeof(float));
+  rnn::transpose(Rt, R, U, G, G);
   const Steps st{T, reverse};
   rnn::batch_chunks(N, double(T) * G * U, Plain, [&](int64_t n0, int64_t n1) {
     const int64_t m = n1 - n0;
@@ -271,7 +273,7 @@ void backward_impl(float* dx, float* dW, float* dR, float* db, float* dh0, const
       if (!reset_after) {
         // drh = dah·R_hᵀ, then dar; the gradient reaching hp is [dz, dar]·R_zrᵀ + drh ⊙ r.
         const float* dah = dxa + (n0 * T + t) * G + 2 * U;
-        mm(drh + n0 * U, dah, R + 2 * U, m, U, U, U, T * G, G, false, true, false);
+        mm(drh + n0 * U, dah, Rt + 2 * U * U, m, U, U, U, T * G, U, false, false, false);
         for (int64_t r = 0; r < m; ++r) {
           const int64_t n = n0 + r, o = n * T + t;
           if (!masked(n, t)) back_before_r(dxa + o * G, drh + n * U, gates + o * G, hpe + o * U, U);
@@ -279,8 +281,8 @@ void backward_impl(float* dx, float* dW, float* dR, float* db, float* dh0, const
         dprev = dxa;
       }
       if (s == 0 && !dh0) continue;
-      mm(tmp + n0 * U, dprev + (n0 * T + t) * G, R, m, U, reset_after ? G : 2 * U, U, T * G, G,
-         false, true, false);
+      mm(tmp + n0 * U, dprev + (n0 * T + t) * G, Rt, m, U, reset_after ? G : 2 * U, U, T * G, U,
+         false, false, false);
       for (int64_t r = 0; r < m; ++r) {
         const int64_t n = n0 + r, o = n * T + t;
         if (masked(n, t)) continue;
@@ -318,7 +320,7 @@ void backward_impl(float* dx, float* dW, float* dR, float* db, float* dh0, const
 
 int64_t gru_forward_work(int64_t N, int64_t U) { return 3 * U + N * U + N * 3 * U; }
 int64_t gru_backward_work(int64_t N, int64_t T, int64_t U, bool reset_after) {
-  return N * T * 3 * U * (reset_after ? 2 : 1) + N * T * U + 3 * N * U + U;
+  return N * T * 3 * U * (reset_after ? 2 : 1) + N * T * U + 3 * N * U + U + 3 * U * U;
 }
 
 void gru_forward(float* y, float* gates, float* hn, const float* x, const float* h0,

@@ -141,7 +141,9 @@ void backward_impl(float* dx, float* dW, float* dR, float* db, float* dh0, float
   float* const dc = dh + N * U;        // N·U    running gradient of c
   float* const tmp = dc + N * U;       // N·U    dz[:, t]·Rᵀ
   float* const zeros = tmp + N * U;    // U
+  float* const Rt = zeros + U;         // 4U·U  Rᵀ
   std::memset(zeros, 0, size_t(U) * sizeof(float));
+  rnn::transpose(Rt, R, U, G, G);
   const Steps st{T, reverse};
   rnn::batch_chunks(N, double(T) * G * U, Plain, [&](int64_t n0, int64_t n1) {
     const int64_t m = n1 - n0;
@@ -175,7 +177,7 @@ void backward_impl(float* dx, float* dW, float* dR, float* db, float* dh0, float
              U);
       }
       if (s == 0 && !dh0) continue;
-      mm(tmp + n0 * U, dz + (n0 * T + t) * G, R, m, U, G, U, T * G, G, false, true, false);
+      mm(tmp + n0 * U, dz + (n0 * T + t) * G, Rt, m, U, G, U, T * G, U, false, false, false);
       for (int64_t r = 0; r < m; ++r) {
         const int64_t n = n0 + r;
         if (mask && !mask[n * T + t]) continue;
@@ -205,7 +207,7 @@ void backward_impl(float* dx, float* dW, float* dR, float* db, float* dh0, float
 
 int64_t lstm_forward_work(int64_t N, int64_t U) { return U + N * U; }
 int64_t lstm_backward_work(int64_t N, int64_t T, int64_t U) {
-  return N * T * 4 * U + N * T * U + 3 * N * U + U;
+  return N * T * 4 * U + N * T * U + 3 * N * U + U + 4 * U * U;
 }
 
 void lstm_forward(float* y, float* c, float* gates, const float* x, const float* h0,

@@ -95,6 +95,14 @@ void batch_chunks(int64_t N, double cost, bool plain, Body&& body) {
   parallel_for(cols, grain, [&](int64_t j0, int64_t j1) { colsum_cols(db, src, rows, ld, j0, j1); });
 }
 
+// dst (cols, rows) = srcᵀ for src (rows, cols; row stride ld). The backward passes use
+// Rᵀ once per call instead of a transposed operand in every step's product, which the
+// GEMM would have to pack again at every step.
+inline void transpose(float* dst, const float* src, int64_t rows, int64_t cols, int64_t ld) {
+  for (int64_t j = 0; j < cols; ++j)
+    for (int64_t i = 0; i < rows; ++i) dst[j * rows + i] = src[i * ld + j];
+}
+
 // dst (m, U) = src (m, U; row stride ld) ⊙ rmask (m, U)
 inline void masked_copy(float* dst, const float* src, int64_t ld, const float* rmask,
                         int64_t m, int64_t U) {

@@ -98,6 +98,8 @@ void backward_impl(float* dx, float* dW, float* dR, float* db, float* dh0, const
   float* const hpe = da + rows * U;  // N·T·U h_prev ⊙ rmask
   float* const dh = hpe + rows * U;  // N·U
   float* const tmp = dh + N * U;     // N·U
+  float* const Rt = tmp + N * U;     // U·U  Rᵀ
+  rnn::transpose(Rt, R, U, U, U);
   const Steps st{T, reverse};
   rnn::batch_chunks(N, double(T) * U * U, Plain, [&](int64_t n0, int64_t n1) {
     const int64_t m = n1 - n0;
@@ -126,7 +128,7 @@ void backward_impl(float* dx, float* dW, float* dR, float* db, float* dh0, const
         (Plain ? act_grad_row : act_grad_row_fast)(da + o * U, dhr, y + o * U, U, relu);
       }
       if (s == 0 && !dh0) continue;
-      mm(tmp + n0 * U, da + (n0 * T + t) * U, R, m, U, U, U, T * U, U, false, true, false);
+      mm(tmp + n0 * U, da + (n0 * T + t) * U, Rt, m, U, U, U, T * U, U, false, false, false);
       for (int64_t r = 0; r < m; ++r) {
         const int64_t n = n0 + r;
         if (mask && !mask[n * T + t]) continue;
@@ -147,7 +149,7 @@ void backward_impl(float* dx, float* dW, float* dR, float* db, float* dh0, const
 
 int64_t simple_rnn_forward_work(int64_t N, int64_t U) { return N * U; }
 int64_t simple_rnn_backward_work(int64_t N, int64_t T, int64_t U) {
-  return 2 * N * T * U + 2 * N * U;
+  return 2 * N * T * U + 2 * N * U + U * U;
 }
 
 void simple_rnn_forward(float* y, const float* x, const float* h0, const uint8_t* mask,
