@@ -212,6 +212,20 @@ def test_save_and_load(tmp_path, rng):
     assert bi.merge_mode == "sum" and bi.forward_layer.dropout == 0.1
 
 
+def test_save_and_load_with_states(tmp_path, rng):
+    """A Functional model wired through initial_state and return_state reloads exactly."""
+    x, h0 = fn.Input((5, 3)), fn.Input((4,))
+    y, h, c = L.LSTM(4, return_state=True, return_sequences=True)(x, initial_state=[h0, h0])
+    y2 = L.GRU(4)(y, initial_state=[c])
+    model = fn.Model([x, h0], L.Dense(2)(L.Concatenate()([y2, h])), seed=4)
+    model.compile(optimizer="adam", loss="mse")
+    xs = [_f32(rng, 6, 5, 3), _f32(rng, 6, 4)]
+    model.fit(xs, _f32(rng, 6, 2), epochs=1, verbose=0)
+    path = tmp_path / "states.fastnn"
+    model.save(path)
+    np.testing.assert_array_equal(fn.load_model(path).predict(xs), model.predict(xs))
+
+
 def test_fit_is_bitwise_the_same_for_any_thread_count(num_threads, rng):
     ids, y = _toy_text(rng, n=96)
     weights = []
@@ -285,6 +299,13 @@ def test_bad_shapes(rng):
     x = fn.Input((4, 5))
     with pytest.raises(ValueError, match=r"initial state must have shape \(N, 3\)"):
         L.GRU(3)(x, initial_state=[fn.Input((4,))])
+
+
+def test_ragged_ids_are_refused():
+    model = _text_model(L.GRU(4))
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    with pytest.raises((ValueError, TypeError), match="x"):
+        model.predict([[1, 2, 3], [4, 5]])
 
 
 def test_bad_token_ids_reach_a_clear_error(rng):

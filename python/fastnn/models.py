@@ -1387,6 +1387,10 @@ def functional_from_config(cfg: dict) -> Model:
             made.append(graph.flatten(layer(*de(e["args"]), **kw)))
         elif kind == "list":
             made.append([layer([deref(r) for r in e["inputs"]], **kw)])
+        elif kind == "multi":  # a recurrent layer: sequence, then its initial states
+            seq, *states = [deref(r) for r in e["inputs"]]
+            out = layer(seq, initial_state=states or None, **kw)
+            made.append(list(out) if isinstance(out, (list, tuple)) else [out])
         else:
             made.append([layer(*[deref(r) for r in e["inputs"]], **kw)])
     ins = [deref(r) for r in cfg["inputs"]]
