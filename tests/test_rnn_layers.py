@@ -267,6 +267,23 @@ def test_matches_torch_lstm_and_gru(rng):
     np.testing.assert_allclose(layer(x), want, rtol=1e-5, atol=1e-6)
 
 
+def test_matches_torch_bidirectional_lstm(rng):
+    torch = pytest.importorskip("torch")
+    from fastnn.reference import lstm_from_torch
+
+    x = _f32(rng, 2, 7, 3)
+    tl = torch.nn.LSTM(3, 4, batch_first=True, bidirectional=True)
+    bi = L.Bidirectional(L.LSTM(4, return_sequences=True))
+    bi(x)
+    sd = {k: v.detach().numpy() for k, v in tl.state_dict().items()}
+    for sub, sfx in ((bi.forward_layer, ""), (bi.backward_layer, "_reverse")):
+        W, R, b = lstm_from_torch(*(sd[f"{k}_l0{sfx}"] for k in
+                                    ("weight_ih", "weight_hh", "bias_ih", "bias_hh")))
+        sub.kernel[...], sub.recurrent_kernel[...], sub.bias[...] = W, R, b
+    want = tl(torch.from_numpy(x))[0].detach().numpy()
+    np.testing.assert_allclose(bi(x), want, rtol=1e-5, atol=1e-6)
+
+
 # --- bad input ------------------------------------------------------------------------------
 def test_bad_arguments():
     with pytest.raises(ValueError, match="units"):
