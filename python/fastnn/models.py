@@ -28,7 +28,7 @@ from . import optim as optim_mod
 from .graph import KerasTensor, Plan, Variable
 from .layers.base import Layer, bind_variable, layer_class, register
 from .layers.core import Activated, InputLayer
-from .ops._util import as_f32
+from .ops._util import as_f32, from_any
 
 FORMAT_VERSION = "1"
 
@@ -486,8 +486,9 @@ class Model(Layer):
             xs = [x]
         out = []
         for name, t, a in zip(names, self._graph_in, xs):
-            arg = "'x'" if len(names) == 1 else f"x[{name!r}]"
-            a = as_f32(a, op, arg)
+            key = "x" if len(names) == 1 else f"x[{name!r}]"
+            arg = f"'{key}'" if len(names) == 1 else key
+            a = as_f32(a, op, key)  # NumPy, DLPack (torch, JAX) or buffer-protocol inputs
             if a.ndim == 0 or a.shape[0] == 0:
                 raise ValueError(f"{op}: argument {arg} is empty (shape {a.shape})")
             want = t.shape[1:]
@@ -529,6 +530,8 @@ class Model(Layer):
             ys = [y]
         out = []
         for k, (loss, t, a) in enumerate(zip(self._losses, self._graph_out, ys)):
+            if not isinstance(a, np.ndarray) and hasattr(a, "__dlpack__"):
+                a = from_any(a, op, "y" if len(names) == 1 else f"y[{names[k]!r}]")
             a = loss.prepare_targets(a, t.shape[1:], op)
             if len(a) != n:
                 raise ValueError(f"{op}: 'x' has {n} samples but 'y' has {len(a)}")

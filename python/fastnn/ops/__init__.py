@@ -8,6 +8,20 @@ Rules shared by every function here:
   ValueError names it and says what was expected. A result never lands in a temporary.
 - The GIL is released while a kernel runs.
 
+Arrays from other frameworks: an input may be any object with ``__dlpack__`` (a PyTorch
+CPU tensor, a JAX CPU array, ...) or the buffer protocol (memoryview, array.array). It is
+viewed with ``numpy.from_dlpack`` (``numpy.asarray`` for buffers), so a C-contiguous
+float32 one is used in place, with no copy; any other dtype or layout (float64, a
+transposed tensor) is then converted once, as above. An object on another device (CUDA,
+ROCm, ...: ``__dlpack_device__`` is not the CPU) or a torch tensor that requires grad
+raises a TypeError naming the argument (move it with ``.cpu()``, ``.detach()``); nothing
+is copied between devices behind your back. Arrays that are written (``out=``, ``dx=``,
+optimizer state) must be NumPy arrays; to write into a CPU tensor ``t`` in place pass
+``numpy.from_dlpack(t)``, a writable view of its memory. Results are NumPy arrays, which
+export ``__dlpack__`` themselves: ``torch.from_dlpack(result)`` shares their memory.
+``fastnn.Model.predict``, ``predict_on_batch``, ``evaluate`` and ``fit`` take the same
+inputs (and targets).
+
 On symbolic tensors (inside a model's or layer's ``call()``, or on ``fastnn.Input``
 tensors) the differentiable functions — add, subtract, multiply, divide, maximum,
 minimum, negative, square, sqrt, exp, log, abs, power, clip, mean, sum, reshape,

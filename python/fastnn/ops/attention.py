@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import _core
 from ..graph import any_symbolic
-from ._util import as_f32
+from ._util import as_f32, from_any
 
 
 def _heads_arg(num_heads, op: str) -> int:
@@ -34,7 +34,7 @@ def _mask_arg(mask, op: str):
     """Key-padding mask (N, Tk), bool or integer (nonzero = attend) → C-contiguous uint8."""
     if mask is None:
         return None
-    m = np.asarray(mask)
+    m = from_any(mask, op, "mask")
     if m.dtype == np.bool_:
         return np.ascontiguousarray(m).view(np.uint8)  # same bytes, 0/1
     if m.dtype == np.uint8:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from ._util import as_f32, new_out
+from ._util import as_f32, from_any, new_out
 
 
 def dropout(x, rate: float, seed: int, out=None, mask=None):
@@ -56,6 +56,8 @@ def dropout_backward(dy, mask, rate: float, dx=None) -> np.ndarray:
         wrong dtype, shape or layout, or a read-only dx.
     """
     dy = as_f32(dy, "dropout_backward", "dy")
+    if mask is not None and not isinstance(mask, np.ndarray) and hasattr(mask, "__dlpack__"):
+        mask = from_any(mask, "dropout_backward", "mask")
     if isinstance(mask, np.ndarray) and mask.dtype == np.bool_ and mask.flags.c_contiguous:
         mask = mask.view(np.uint8)  # same bytes, 0/1
     if dx is None:

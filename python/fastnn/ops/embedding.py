@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from ._util import as_f32
+from ._util import as_f32, from_any
 from .activation import check_out
 
 __all__ = ["embedding", "embedding_backward", "as_ids"]
@@ -29,7 +29,7 @@ def as_ids(ids, op: str, name: str = "ids") -> np.ndarray:
     """
     if isinstance(ids, np.ndarray) and ids.dtype == np.int32 and ids.flags.c_contiguous:
         return ids
-    a = np.asarray(ids)
+    a = from_any(ids, op, name)
     if a.dtype.kind in "iu":
         if a.size and (a.min() < _I32.min or a.max() > _I32.max):
             raise ValueError(f"{op}: argument '{name}' holds ids outside the int32 range")

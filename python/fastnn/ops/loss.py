@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from ._util import as_f32, as_labels
+from ._util import as_f32, as_labels, from_any
 
 REDUCTIONS = ("mean", "sum")
 
@@ -36,7 +36,7 @@ def _logits_2d(a, op: str, name: str) -> np.ndarray:
 def _class_targets(labels, shape, op: str):
     """(N,) class labels -> ("labels", int32 array); (N, C) targets -> ("dense", float32)."""
     n, c = shape
-    arr = np.asarray(labels)
+    arr = from_any(labels, op, "labels")
     if arr.ndim == 1:
         if arr.shape[0] != n:
             raise ValueError(f"{op}: argument 'labels' must have shape (N,) = ({n},) to match "

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from ._util import as_f32, new_out
+from ._util import as_f32, from_any, new_out
 
 PADDINGS = {"valid": _core.Padding.valid, "same": _core.Padding.same}
 
@@ -101,7 +101,7 @@ def max_pool2d_backward(dy, indices, x_shape, dx=None):
     op = "max_pool2d_backward"
     shape = _x_shape(x_shape, op)
     dy = as_f32(dy, op, "dy")
-    idx = np.asarray(indices)
+    idx = from_any(indices, op, "indices")
     if idx.dtype.kind not in "iu":
         raise TypeError(f"{op}: argument 'indices' must hold integers (from max_pool2d), got dtype {idx.dtype}")
     idx = np.ascontiguousarray(idx, dtype=np.int32)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from ._util import as_f32
+from ._util import as_f32, from_any
 
 __all__ = ["lstm", "lstm_backward", "gru", "gru_backward", "simple_rnn", "simple_rnn_backward",
            "as_mask"]
@@ -28,7 +28,7 @@ def as_mask(mask, n: int, t: int, op: str):
     """A padding mask (N, T) as C-contiguous uint8 (nonzero = real step); None stays None."""
     if mask is None:
         return None
-    m = np.asarray(mask)
+    m = from_any(mask, op, "mask")
     if m.shape != (n, t):
         raise ValueError(f"{op}: argument 'mask' must have shape (N, T) = {(n, t)}, got {m.shape}")
     if m.dtype == np.uint8 and m.flags.c_contiguous:
