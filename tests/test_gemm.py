@@ -204,6 +204,20 @@ def test_gemm_element_independent_of_tile_position(isa, ta, tb):
     assert np.array_equal(ops.matmul(a, b_sub, ta, tb), full[:, 3:])
 
 
+@pytest.mark.parametrize("N", [128, 130, 300, 1000])
+def test_gemm_single_row_is_a_row_of_the_batch(isa, N):
+    """A one-row product (its own wide tiles) gives bitwise the values of that row in a
+    product of many rows, and the float64 values within tolerance."""
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((9, 784)).astype(np.float32)
+    b = rng.standard_normal((784, N)).astype(np.float32)
+    full = ops.matmul(a, b)
+    for i in (0, 4, 8):
+        row = ops.matmul(a[i:i + 1], b)
+        assert np.array_equal(row, full[i:i + 1])
+    np.testing.assert_allclose(full, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+
+
 def test_matmul_converts_inputs_explicitly():
     a = np.arange(12, dtype=np.float64).reshape(3, 4)
     b = np.arange(20, dtype=np.int32).reshape(5, 4)[:, ::1].T  # (4, 5), not C-contiguous

@@ -485,18 +485,13 @@ class Model(Layer):
                                  "list or a dict of arrays")
             xs = [x]
         out = []
+        single = len(names) == 1
         for name, t, a in zip(names, self._graph_in, xs):
-            key = "x" if len(names) == 1 else f"x[{name!r}]"
-            arg = f"'{key}'" if len(names) == 1 else key
+            key = "x" if single else f"x[{name!r}]"
             a = as_f32(a, op, key)  # NumPy, DLPack (torch, JAX) or buffer-protocol inputs
-            if a.ndim == 0 or a.shape[0] == 0:
-                raise ValueError(f"{op}: argument {arg} is empty (shape {a.shape})")
-            want = t.shape[1:]
-            if a.shape[1:] != want:
-                raise ValueError(f"{op}: argument {arg} must have shape "
-                                 f"(N, {', '.join(map(str, want))}) for this model, got {a.shape}")
-            if not np.isfinite(a).all():
-                raise ValueError(f"{op}: argument {arg} contains NaN or infinite values")
+            if a.ndim == 0 or a.shape[0] == 0 or a.shape[1:] != t.shape[1:] \
+                    or not np.isfinite(a).all():
+                _bad_input(op, "'x'" if single else key, a, t.shape[1:])
             out.append(a)
         if any(len(a) != len(out[0]) for a in out):
             raise ValueError(f"{op}: the inputs have different numbers of samples "
@@ -864,12 +859,23 @@ class Model(Layer):
         _check_int(batch_size, "batch_size", "predict")
         xs = self._prepare_x(x, "predict")
         n = len(xs[0])
-        outs = [np.empty((n,) + tuple(t.shape[1:]), np.float32) for t in self._graph_out]
-        with self._emitting_logits(False):
-            for b in range(0, n, batch_size):
-                res = self._run([a[b:b + batch_size] for a in xs], False)
-                for o, r in zip(outs, res):
-                    o[b:b + batch_size] = r
+        # Fused output layers apply their activation here (see _emitting_logits); set
+        # without a context manager, whose cost shows at batch 1.
+        flipped = [f for f in getattr(self, "_fusers", ()) if f.emit_logits]
+        for f in flipped:
+            f.emit_logits = False
+        try:
+            if n <= batch_size:  # one batch: its outputs, copied out of the layers' buffers
+                outs = [np.array(r, np.float32, copy=True) for r in self._run(xs, False)]
+            else:
+                outs = [np.empty((n,) + tuple(t.shape[1:]), np.float32) for t in self._graph_out]
+                for b in range(0, n, batch_size):
+                    res = self._run([a[b:b + batch_size] for a in xs], False)
+                    for o, r in zip(outs, res):
+                        o[b:b + batch_size] = r
+        finally:
+            for f in flipped:
+                f.emit_logits = True
         return self._structure_outputs(outs)
 
     def _structure_outputs(self, outs):
@@ -1207,6 +1213,16 @@ def _seeded_layers(model):
                 seen.add(id(layer))
                 out.append(layer)
     return out
+
+
+def _bad_input(op, arg, a, want):
+    """Raise the ValueError that says what is wrong with input array a."""
+    if a.ndim == 0 or a.shape[0] == 0:
+        raise ValueError(f"{op}: argument {arg} is empty (shape {a.shape})")
+    if a.shape[1:] != want:
+        raise ValueError(f"{op}: argument {arg} must have shape "
+                         f"(N, {', '.join(map(str, want))}) for this model, got {a.shape}")
+    raise ValueError(f"{op}: argument {arg} contains NaN or infinite values")
 
 
 def _copy_out(outs, as_list=False):

@@ -1,0 +1,90 @@
+"""Inference: fastnn's predict vs ONNX Runtime running the same model exported by
+fastnn.onnx.export, side by side.
+
+Groups: one per model and batch, e.g. ``predict mnist-cnn batch=32``; impl = fastnn
+(``model.predict(x)``) or onnxruntime (``InferenceSession.run`` with intra-op threads =
+FASTNN_BENCH_THREADS, default 2; skipped when onnx or onnxruntime is missing). Models:
+the MNIST MLP (784-128-10) and CNN of ``python -m fastnn train``, and the IMDB
+transformer (token + position embedding, one encoder block C=32, masked pooling, maxlen
+80). Weights are random: the time does not depend on them.
+
+    pytest bench/test_onnx_bench.py --benchmark-only --benchmark-group-by=group
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import fastnn as fn
+from fastnn.cli import mnist_cnn_model, mnist_mlp_model
+
+THREADS = int(os.environ.get("FASTNN_BENCH_THREADS", "2"))
+L = fn.layers
+
+
+def _transformer():
+    return fn.Sequential([
+        L.PositionalEmbedding(80, 32, input_dim=10000, mask_zero=True, input_shape=(80,)),
+        L.TransformerEncoder(2, 16, 32), L.GlobalAveragePooling1D(), L.Dropout(0.1),
+        L.Dense(20, activation="relu"), L.Dense(2, activation="softmax")], seed=0)
+
+
+MODELS = {
+    "mnist-mlp": (lambda: mnist_mlp_model([128], seed=0), lambda n, r: r.random((n, 28, 28))),
+    "mnist-cnn": (lambda: mnist_cnn_model(seed=0), lambda n, r: r.random((n, 28, 28, 1))),
+    "imdb-transformer": (_transformer, lambda n, r: np.where(
+        np.arange(80) < 60, r.integers(1, 10000, (n, 80)), 0)),
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            make, _ = MODELS[name]
+            model = make()
+            model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+            model.build()
+            path = tmp_path_factory.mktemp("onnx") / f"{name}.onnx"
+            if _have_onnxruntime():
+                fn.onnx.export(model, path)
+            cache[name] = (model, path)
+        return cache[name]
+    return get
+
+
+def _have_onnxruntime() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("impl", ["fastnn", "onnxruntime"])
+@pytest.mark.parametrize("batch", [1, 32, 256])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_predict(benchmark, built, impl, batch, name):
+    fn.set_num_threads(THREADS)
+    model, path = built(name)
+    x = MODELS[name][1](batch, np.random.default_rng(0)).astype(np.float32)
+    if impl == "fastnn":
+        run = lambda: model.predict(x, verbose=0)  # noqa: E731
+    else:
+        if not _have_onnxruntime():
+            pytest.skip("onnx / onnxruntime not installed")
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = THREADS, 1
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        feed = {sess.get_inputs()[0].name: x}
+        run = lambda: sess.run(None, feed)  # noqa: E731
+    benchmark.group = f"predict {name} batch={batch}"
+    benchmark.extra_info["threads"] = THREADS
+    benchmark.pedantic(run, rounds=30 if batch == 256 else 200, iterations=1, warmup_rounds=5)
