@@ -247,8 +247,7 @@ void backward_impl(float* dx, float* dW, float* dR, float* db, float* dh0, const
       for (int64_t r = 0; r < m; ++r) {
         const int64_t n = n0 + r, o = n * T + t;
         float* dhr = dh + n * U;
-        if (dy)
-          for (int64_t u = 0; u < U; ++u) dhr[u] += dy[o * U + u];
+        rnn::add_output_grad(dhr, dy ? dy + o * U : nullptr, U);
         float* hpr = hpe + o * U;
         if (masked(n, t)) {
           std::memset(dxa + o * G, 0, size_t(G) * sizeof(float));
@@ -256,12 +255,7 @@ void backward_impl(float* dx, float* dW, float* dR, float* db, float* dh0, const
           std::memset(hpr, 0, size_t(U) * sizeof(float));
           continue;
         }
-        if (!hu)
-          std::memset(hpr, 0, size_t(U) * sizeof(float));
-        else if (rmask)
-          rnn::masked_copy(hpr, hu + r * ld, ld, rmask + n * U, 1, U);
-        else
-          std::memcpy(hpr, hu + r * ld, size_t(U) * sizeof(float));
+        rnn::save_prev(hpr, hu ? hu + r * ld : nullptr, rmask ? rmask + n * U : nullptr, U);
         const float* hur = hu ? hu + r * ld : zeros;
         if (reset_after)
           (Plain ? back_after : back_after_fast)(dxa + o * G, dra + o * G, dhr, gates + o * G,

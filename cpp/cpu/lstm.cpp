@@ -157,39 +157,20 @@ void backward_impl(float* dx, float* dW, float* dR, float* db, float* dh0, float
       for (int64_t r = 0; r < m; ++r) {
         const int64_t n = n0 + r, o = n * T + t;
         float* dhr = dh + n * U;
-        if (dy) {
-          const float* dyr = dy + o * U;
-          for (int64_t u = 0; u < U; ++u) dhr[u] += dyr[u];
-        }
+        rnn::add_output_grad(dhr, dy ? dy + o * U : nullptr, U);
         float* hpr = hpe + o * U;
         if (mask && !mask[o]) {  // padding: dh and dc pass through, no weight gradient
           std::memset(dz + o * G, 0, size_t(G) * sizeof(float));
           std::memset(hpr, 0, size_t(U) * sizeof(float));
           continue;
         }
-        if (!hp)
-          std::memset(hpr, 0, size_t(U) * sizeof(float));
-        else if (rmask)
-          rnn::masked_copy(hpr, hp + r * ld, ld, rmask + n * U, 1, U);
-        else
-          std::memcpy(hpr, hp + r * ld, size_t(U) * sizeof(float));
+        rnn::save_prev(hpr, hp ? hp + r * ld : nullptr, rmask ? rmask + n * U : nullptr, U);
         cell(dz + o * G, dc + n * U, dhr, gates + o * G, c + o * U, cp ? cp + r * ld : zeros,
              U);
       }
       if (s == 0 && !dh0) continue;
       mm(tmp + n0 * U, dz + (n0 * T + t) * G, Rt, m, U, G, U, T * G, U, false, false, false);
-      for (int64_t r = 0; r < m; ++r) {
-        const int64_t n = n0 + r;
-        if (mask && !mask[n * T + t]) continue;
-        float* dhr = dh + n * U;
-        const float* tr = tmp + n * U;
-        if (rmask) {
-          const float* mr = rmask + n * U;
-          for (int64_t u = 0; u < U; ++u) dhr[u] = tr[u] * mr[u];
-        } else {
-          std::memcpy(dhr, tr, size_t(U) * sizeof(float));
-        }
-      }
+      rnn::set_prev_grad(dh, tmp, rmask, mask, n0, m, T, t, U);
     }
     for (int64_t i = n0 * U; i < n1 * U; ++i) {
       if (dh0) dh0[i] += dh[i];

@@ -121,4 +121,33 @@ inline void copy_rows(float* dst, int64_t ldd, const float* src, int64_t lds, in
   }
 }
 
+// dh (U) += dy (U) when dy is given: the output's gradient at this step.
+inline void add_output_grad(float* dh, const float* dy, int64_t U) {
+  if (dy)
+    for (int64_t u = 0; u < U; ++u) dh[u] += dy[u];
+}
+
+// hpe (U) = h_prev ⊙ rmask, the operand the step's recurrent product read: hp is the row
+// of h_prev (nullptr: zeros), rmask its row of the recurrent-dropout mask or nullptr.
+inline void save_prev(float* hpe, const float* hp, const float* rmask, int64_t U) {
+  if (!hp)
+    std::memset(hpe, 0, size_t(U) * sizeof(float));
+  else if (rmask)
+    masked_copy(hpe, hp, U, rmask, 1, U);
+  else
+    std::memcpy(hpe, hp, size_t(U) * sizeof(float));
+}
+
+// For the chunk's rows [n0, n0 + m) at step t: dh = back ⊙ rmask, the gradient that
+// reaches h_prev through the recurrent product (back: (·)·Rᵀ of the step); padded steps
+// keep their dh, which passes through unchanged.
+inline void set_prev_grad(float* dh, const float* back, const float* rmask, const uint8_t* mask,
+                          int64_t n0, int64_t m, int64_t T, int64_t t, int64_t U) {
+  for (int64_t n = n0; n < n0 + m; ++n) {
+    if (mask && !mask[n * T + t]) continue;
+    for (int64_t u = 0; u < U; ++u)
+      dh[n * U + u] = rmask ? back[n * U + u] * rmask[n * U + u] : back[n * U + u];
+  }
+}
+
 }  // namespace fastnn::rnn

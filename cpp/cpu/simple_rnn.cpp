@@ -111,30 +111,19 @@ void backward_impl(float* dx, float* dW, float* dR, float* db, float* dh0, const
       for (int64_t r = 0; r < m; ++r) {
         const int64_t n = n0 + r, o = n * T + t;
         float* dhr = dh + n * U;
-        if (dy)
-          for (int64_t u = 0; u < U; ++u) dhr[u] += dy[o * U + u];
+        rnn::add_output_grad(dhr, dy ? dy + o * U : nullptr, U);
         float* hpr = hpe + o * U;
         if (mask && !mask[o]) {
           std::memset(da + o * U, 0, size_t(U) * sizeof(float));
           std::memset(hpr, 0, size_t(U) * sizeof(float));
           continue;
         }
-        if (!hp)
-          std::memset(hpr, 0, size_t(U) * sizeof(float));
-        else if (rmask)
-          rnn::masked_copy(hpr, hp + r * ld, ld, rmask + n * U, 1, U);
-        else
-          std::memcpy(hpr, hp + r * ld, size_t(U) * sizeof(float));
+        rnn::save_prev(hpr, hp ? hp + r * ld : nullptr, rmask ? rmask + n * U : nullptr, U);
         (Plain ? act_grad_row : act_grad_row_fast)(da + o * U, dhr, y + o * U, U, relu);
       }
       if (s == 0 && !dh0) continue;
       mm(tmp + n0 * U, da + (n0 * T + t) * U, Rt, m, U, U, U, T * U, U, false, false, false);
-      for (int64_t r = 0; r < m; ++r) {
-        const int64_t n = n0 + r;
-        if (mask && !mask[n * T + t]) continue;
-        for (int64_t u = 0; u < U; ++u)
-          dh[n * U + u] = rmask ? tmp[n * U + u] * rmask[n * U + u] : tmp[n * U + u];
-      }
+      rnn::set_prev_grad(dh, tmp, rmask, mask, n0, m, T, t, U);
     }
     if (dh0)
       for (int64_t i = n0 * U; i < n1 * U; ++i) dh0[i] += dh[i];
