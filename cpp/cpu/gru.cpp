@@ -134,18 +134,6 @@ FASTNN_CLONES void back_before_zh_fast(float* dx, float* dh, const float* g, con
   back_before_zh(dx, dh, g, hu, U);
 }
 
-// h_prev ⊙ rmask for the chunk's rows (into buf), or h_prev itself; (pointer, stride).
-struct Prev {
-  const float* p;
-  int64_t ld;
-};
-inline Prev masked_prev(const float* hp, int64_t ld, const float* rmask, float* buf, int64_t m,
-                        int64_t U) {
-  if (!hp || !rmask) return {hp, ld};
-  rnn::masked_copy(buf, hp, ld, rmask, m, U);
-  return {buf, U};
-}
-
 template <bool Plain>
 void forward_impl(float* y, float* gates, float* hn, const float* x, const float* h0,
                   const uint8_t* mask, const float* rmask, const float* W, const float* R,
@@ -168,7 +156,8 @@ void forward_impl(float* y, float* gates, float* hn, const float* x, const float
       const int64_t t = st.at(s), tp = st.prev(t);
       const float* hu = s ? y + (n0 * T + tp) * U : (h0 ? h0 + n0 * U : nullptr);
       const int64_t ld = s ? T * U : U;
-      const Prev hp = masked_prev(hu, ld, rmask ? rmask + n0 * U : nullptr, hmask + n0 * U, m, U);
+      const rnn::Prev hp = rnn::masked_prev(hu, ld, rmask ? rmask + n0 * U : nullptr,
+                                            hmask + n0 * U, m, U);
       const int64_t width = reset_after ? G : 2 * U;  // columns of the first product
       if (hp.p)
         mm(rc, hp.p, R, m, width, U, G, hp.ld, G, false, false, false);

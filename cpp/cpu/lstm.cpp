@@ -101,14 +101,9 @@ void forward_impl(float* y, float* c, float* gates, const float* x, const float*
       const float* cp = s ? c + (n0 * T + tp) * U : (c0 ? c0 + n0 * U : nullptr);
       const int64_t ld = s ? T * U : U;
       float* a = gates + (n0 * T + t) * G;
-      if (hp) {
-        if (rmask) {
-          rnn::masked_copy(hmask + n0 * U, hp, ld, rmask + n0 * U, m, U);
-          mm(a, hmask + n0 * U, R, m, G, U, T * G, U, G, false, false, true);
-        } else {
-          mm(a, hp, R, m, G, U, T * G, ld, G, false, false, true);
-        }
-      }
+      const rnn::Prev he = rnn::masked_prev(hp, ld, rmask ? rmask + n0 * U : nullptr,
+                                            hmask + n0 * U, m, U);
+      if (he.p) mm(a, he.p, R, m, G, U, T * G, he.ld, G, false, false, true);
       for (int64_t r = 0; r < m; ++r) {
         const int64_t o = (n0 + r) * T + t;
         const float* hpr = hp ? hp + r * ld : zeros;

@@ -110,6 +110,19 @@ inline void masked_copy(float* dst, const float* src, int64_t ld, const float* r
     for (int64_t u = 0; u < U; ++u) dst[r * U + u] = src[r * ld + u] * rmask[r * U + u];
 }
 
+// The operand of a step's recurrent product for m rows of h_prev (row stride ld): h_prev
+// itself, or h_prev ⊙ rmask copied into buf (m, U); p is null when there is no h_prev.
+struct Prev {
+  const float* p;
+  int64_t ld;
+};
+inline Prev masked_prev(const float* hp, int64_t ld, const float* rmask, float* buf, int64_t m,
+                        int64_t U) {
+  if (!hp || !rmask) return {hp, ld};
+  masked_copy(buf, hp, ld, rmask, m, U);
+  return {buf, U};
+}
+
 // dst (m, U) = src (m, U; row stride ld), or zeros when src is null.
 inline void copy_rows(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t m,
                       int64_t U) {

@@ -62,14 +62,9 @@ void forward_impl(float* y, const float* x, const float* h0, const uint8_t* mask
       const int64_t t = st.at(s), tp = st.prev(t);
       const float* hp = s ? y + (n0 * T + tp) * U : (h0 ? h0 + n0 * U : nullptr);
       const int64_t ld = s ? T * U : U;
-      if (hp) {
-        if (rmask) {
-          rnn::masked_copy(hmask + n0 * U, hp, ld, rmask + n0 * U, m, U);
-          mm(y + (n0 * T + t) * U, hmask + n0 * U, R, m, U, U, T * U, U, U, false, false, true);
-        } else {
-          mm(y + (n0 * T + t) * U, hp, R, m, U, U, T * U, ld, U, false, false, true);
-        }
-      }
+      const rnn::Prev he = rnn::masked_prev(hp, ld, rmask ? rmask + n0 * U : nullptr,
+                                            hmask + n0 * U, m, U);
+      if (he.p) mm(y + (n0 * T + t) * U, he.p, R, m, U, U, T * U, he.ld, U, false, false, true);
       for (int64_t r = 0; r < m; ++r) {
         float* h = y + ((n0 + r) * T + t) * U;
         if (mask && !mask[(n0 + r) * T + t]) {  // padding: carry the state
