@@ -12,7 +12,7 @@ C++/OpenMP kernels (``fastnn._core``, functional wrappers in ``fastnn.ops``, Num
 from . import _core
 from ._runtime import build_info, get_num_threads, set_num_threads
 from . import callbacks, data, datasets, initializers, layers, losses, metrics, ops, optim, reference, text
-from . import models, onnx, saving, utils
+from . import distribute, models, onnx, saving, utils
 from .models import Input, Model, Sequential, load_model, set_random_seed
 from .tape import GradientTape
 

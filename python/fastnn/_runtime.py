@@ -3,12 +3,15 @@ from __future__ import annotations
 
 from . import _core
 
+_threads_set = [False]  # whether set_num_threads was called (distribute leaves it then)
+
 
 def set_num_threads(n: int) -> None:
     """Set the number of threads fastnn kernels use (like torch.set_num_threads)."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"set_num_threads: argument 'n' must be an int, got {type(n).__name__}")
     _core.set_num_threads(n)
+    _threads_set[0] = True
 
 
 def get_num_threads() -> int:

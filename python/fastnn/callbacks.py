@@ -38,6 +38,8 @@ import warnings
 
 import numpy as np
 
+from . import distribute
+
 __all__ = ["Callback", "CallbackList", "History", "EarlyStopping", "ModelCheckpoint",
            "LearningRateScheduler", "ProgbarLogger"]
 
@@ -166,6 +168,12 @@ def _fan_out(name):
 for _name in _HOOKS:
     setattr(CallbackList, _name, _fan_out(_name))
 del _name
+
+
+def _say(*args) -> None:
+    """print, on the rank that prints (all but rank 0 stay quiet under fastnn.distribute)."""
+    if distribute.is_writer():
+        print(*args)
 
 
 def _scalar(v):
@@ -318,10 +326,10 @@ class EarlyStopping(Callback):
     def on_train_end(self, logs=None) -> None:
         """Report the stop and restore the best weights when asked to."""
         if self.stopped_epoch > 0 and self.verbose > 0:
-            print(f"Epoch {self.stopped_epoch + 1}: early stopping")
+            _say(f"Epoch {self.stopped_epoch + 1}: early stopping")
         if self.restore_best_weights and self.best_weights is not None:
             if self.verbose > 0:
-                print(f"Restoring model weights from the end of the best epoch: "
+                _say(f"Restoring model weights from the end of the best epoch: "
                       f"{self.best_epoch + 1}.")
             self.model.set_weights(self.best_weights)
 
@@ -365,10 +373,13 @@ class ModelCheckpoint(Callback):
                            f"(available: {', '.join(fields)})") from None
 
     def _save(self, path) -> None:
-        folder = os.path.dirname(path)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        self.model.save(path)
+        # under fastnn.distribute, rank 0 writes and the other ranks wait for the file
+        if distribute.is_writer():
+            folder = os.path.dirname(path)
+            if folder:
+                os.makedirs(folder, exist_ok=True)
+            self.model.save(path)
+        distribute.barrier()
         self.last_saved = path
 
     def on_epoch_end(self, epoch, logs=None) -> None:
@@ -377,7 +388,7 @@ class ModelCheckpoint(Callback):
         if not self.save_best_only:
             path = self._path(epoch, logs)
             if self.verbose > 0:
-                print(f"Epoch {epoch + 1}: saving model to {path}")
+                _say(f"Epoch {epoch + 1}: saving model to {path}")
             self._save(path)
             return
         if self.monitor not in logs:
@@ -390,12 +401,12 @@ class ModelCheckpoint(Callback):
         if _improved(current, self.best, self.mode, 0.0):
             path = self._path(epoch, logs)
             if self.verbose > 0:
-                print(f"Epoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to "
+                _say(f"Epoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to "
                       f"{current:.5f}, saving model to {path}")
             self.best = current
             self._save(path)
         elif self.verbose > 0:
-            print(f"Epoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}")
+            _say(f"Epoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}")
 
 
 _HIDDEN = frozenset({"size", "batch", "epoch_time"})
@@ -451,7 +462,7 @@ class LearningRateScheduler(Callback):
                              f"{epoch + 1}; expected a positive number")
         opt.learning_rate = lr
         if self.verbose > 0:
-            print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr:g}.")
+            _say(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr:g}.")
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         """Record the rate used in ``logs["learning_rate"]``."""

@@ -189,6 +189,9 @@ def train(args) -> int:
 
     if args.threads:
         fn.set_num_threads(args.threads)
+    if args.distributed or fn.distribute.launched_by_mpi():
+        fn.distribute.set_distribution(fn.distribute.DataParallel(num_shards=args.shards))
+    writer = fn.distribute.is_writer()
     if args.epochs is None:
         args.epochs = EPOCHS[args.model]
     model, (x, y), (xt, yt) = MODELS[args.model](args)
@@ -198,7 +201,8 @@ def train(args) -> int:
         lr = fn.optim.schedules.CosineDecay(args.lr, steps)
     model.compile(optimizer=fn.optim.Adam(learning_rate=lr),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.summary()
+    if writer:
+        model.summary()
     hist = model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                      validation_data=(xt, yt) if args.validate else None,
                      verbose=args.verbose)
@@ -207,9 +211,14 @@ def train(args) -> int:
     eval_s = time.perf_counter() - t
     times = hist.history["epoch_time"]
     per_epoch = float(np.median(times))
+    if not writer:
+        return 0
     info = fn.build_info()
+    ranks = fn.distribute.size()
     print(f"model: {args.model}  threads: {info['num_threads']}  isa: {info['isa']}  "
-          f"batch: {args.batch_size}  epochs: {len(times)}")
+          f"batch: {args.batch_size}  epochs: {len(times)}"
+          + (f"  ranks: {ranks} (data parallel, {fn.distribute.distribution().num_shards} shards)"
+             if fn.distribute.distribution() is not None else ""))
     print(f"test accuracy: {acc:.4f}  test loss: {loss:.4f}")
     print(f"seconds per epoch: {per_epoch:.3f} (median; first {times[0]:.3f})  "
           f"samples/s: {len(x) / per_epoch:,.0f}  evaluate: {eval_s:.3f} s")
@@ -242,6 +251,12 @@ def main(argv=None) -> int:
     t.add_argument("--validate", action="store_true", help="evaluate on the test set after every epoch")
     t.add_argument("--save", default=None, help="save the trained model to this file")
     t.add_argument("--verbose", type=int, default=1)
+    t.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the processes of an MPI job (on by itself under "
+                        "mpirun); each rank gets cores/ranks threads unless --threads is given")
+    t.add_argument("--shards", type=int, default=None,
+                   help="--distributed: shards per global batch (default: the process count); "
+                        "runs with the same shards give the same weights for any process count")
     g = t.add_argument_group("imdb-transformer, imdb-cnn1d and imdb-lstm")
     per_model = {k: ", ".join(f"{m} {d[k]}" for m, d in IMDB_DEFAULTS.items())
                  for k in ("maxlen", "vocab", "embed_dim")}

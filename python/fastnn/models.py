@@ -21,6 +21,7 @@ import warnings
 import numpy as np
 
 from . import callbacks as callbacks_mod
+from . import distribute
 from . import graph, io
 from . import losses as losses_mod
 from . import metrics as metrics_mod
@@ -578,9 +579,10 @@ class Model(Layer):
             self._grads.fill(0.0)
         self._grads_zeroed = False
 
-    def _loss_and_grads(self, xs, ys):
+    def _loss_and_grads(self, xs, ys, scale: float = 1.0):
         """Forward, loss and backward for one batch: the gradient of the (weighted) mean
-        loss lands in the flat gradient buffer. Returns (sum of losses, predictions)."""
+        loss, times `scale`, lands in the flat gradient buffer. Returns (sum of losses,
+        predictions)."""
         if not isinstance(xs, list):
             xs, ys = [xs], [ys]
         outs = self._run(xs, True)
@@ -593,8 +595,8 @@ class Model(Layer):
             probs = self._buf(("probs", k), out.shape) if self._fused[k] else None
             loss_sum = self._losses[k].forward_backward(dout, probs, out, ys[k], self._logits[k])
             w = self._loss_weights[k]
-            if w != 1.0:
-                dout *= np.float32(w)
+            if w * scale != 1.0:
+                dout *= np.float32(w * scale)
             per[k] = loss_sum
             total += w * loss_sum
             douts.append(dout)
@@ -752,8 +754,18 @@ class Model(Layer):
             val = self._prepare_xy(*validation_data, "fit (validation_data)")
 
         self._configure_output()
+        dist = distribute.distribution()
+        if dist is not None:
+            if self._custom_step():
+                raise NotImplementedError("fit: a custom train_step does not run under "
+                                          "fastnn.distribute yet; set_distribution(None)")
+            seed = dist.bcast(seed if seed is not None else _draw_seed())
+            dist.sync_model(self)
+            if not distribute.is_writer():
+                verbose = 0
         rng = np.random.default_rng(seed if seed is not None else _draw_seed())
-        for layer in _seeded_layers(self):
+        seeded = _seeded_layers(self)
+        for layer in seeded:
             layer._base_seed = int(rng.integers(0, 2**63 - 1)) if layer.seed is None else layer.seed
             layer._calls = 0
         n = len(xs[0])
@@ -766,7 +778,7 @@ class Model(Layer):
         custom = self._custom_step()
         single = len(xs) == 1 and len(ys) == 1
         x0, y0 = xs[0], ys[0]
-        with self._emitting_logits():
+        with self._emitting_logits(), distribute.ending_job_on_error(dist):
             cbs.on_train_begin({})
             for epoch in range(initial_epoch, epochs):
                 cbs.on_epoch_begin(epoch, {})
@@ -776,9 +788,13 @@ class Model(Layer):
                 t0 = time.perf_counter()
                 for step in range(steps):
                     idx = order[step * batch_size:(step + 1) * batch_size]
+                    if dist is not None:  # each rank takes its shards' rows only
+                        loss_sum, pred = dist.train_batch(self, xs, ys, idx,
+                                                          (epoch - initial_epoch) * steps + step, seeded)
+                        xb, yb = None, [a[idx] for a in ys]
                     # mode="clip": the indices are valid, and numpy's default mode="raise"
                     # stages an out= result through a temporary (twice the time).
-                    if single:
+                    elif single:
                         xb = [np.take(x0, idx, axis=0, out=self._buf("xb", (len(idx),) + x0.shape[1:]),
                                       mode="clip")]
                         yb = [y0[idx]]
@@ -789,7 +805,7 @@ class Model(Layer):
                     if custom:  # the user's train_step sees arrays as Keras passes them
                         logs = self._step_logs(xb[0] if single else xb, yb[0] if single else yb)
                         loss_sum = logs.get("loss", 0.0) * len(idx)
-                    else:
+                    elif dist is None:
                         loss_sum, pred = self._train_step(xb, yb)
                     if not math.isfinite(loss_sum):
                         raise FloatingPointError(

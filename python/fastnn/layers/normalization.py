@@ -82,7 +82,16 @@ class BatchNormalization(Layer):
         mean = self.buffer("mean", (c,))
         invstd = self.buffer("invstd", (c,))
         batch_stats = bool(self.trainable)
-        if batch_stats:
+        shard_stats = self.__dict__.get("_shard_stats")
+        if batch_stats and shard_stats is not None:
+            # a shard of a data-parallel step: the moving statistics are updated once per
+            # step from every shard's (fastnn.distribute), not here
+            mm = self.buffer("shard_moving_mean", (c,), zero=True)
+            mv = self.buffer("shard_moving_variance", (c,), zero=True)
+            _core.batch_norm_forward_train(y, mean, invstd, mm, mv, x2, gamma, beta,
+                                           self.momentum, self.epsilon)
+            shard_stats.append((x2.shape[0], mean.copy(), invstd.copy()))
+        elif batch_stats:
             _core.batch_norm_forward_train(y, mean, invstd, self.moving_mean, self.moving_variance,
                                            x2, gamma, beta, self.momentum, self.epsilon)
         else:
