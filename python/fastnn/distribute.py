@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -108,9 +109,17 @@ class DataParallel:
         self.num_shards = int(num_shards)
         self._threads = threads
         self._bufs: dict = {}
+        #: seconds spent, summed over steps: "compute" (this rank's shards forward and
+        #: backward), "reduce" (the gradient fold), "gather" (losses, predictions and batch
+        #: statistics of every shard), "step" (optimizer); reset with reset_timings()
+        self.timings = dict.fromkeys(("compute", "reduce", "gather", "step"), 0.0)
 
     def __repr__(self) -> str:
         return f"DataParallel(rank={self.rank}, size={self.size}, num_shards={self.num_shards})"
+
+    def reset_timings(self) -> None:
+        for k in self.timings:
+            self.timings[k] = 0.0
 
     # --- the shards of a global batch -------------------------------------------------
     def shard_bounds(self, n: int) -> np.ndarray:
@@ -233,6 +242,7 @@ class DataParallel:
         grads = self._buf("grads", (len(self.local_shards), n_tr))
         norms = _batch_norms(model) if s_count > 1 else []
         local = {}
+        t0 = time.perf_counter()
         for j, s in enumerate(self.local_shards):
             if not live[s]:
                 continue
@@ -252,7 +262,9 @@ class DataParallel:
             local[s] = (loss_sum, preds, stats)
         for layer in seeded:
             layer._calls = (step + 1) * s_count
+        t1 = time.perf_counter()
         self.reduce_shards(grads, model._grads[:n_tr], live)
+        t2 = time.perf_counter()
         shards = {}
         for part in self.allgather(local):
             shards.update(part)
@@ -262,8 +274,15 @@ class DataParallel:
             total += shards[s][0]
         for i, layer in enumerate(norms):
             _update_moving(layer, [st for s in order for st in shards[s][2][i]])
+        t3 = time.perf_counter()
         model.optimizer.step(model._params[:n_tr], model._grads[:n_tr], zero_grads=True)
         model._grads_zeroed = True
+        t4 = time.perf_counter()
+        tm = self.timings
+        tm["compute"] += t1 - t0
+        tm["reduce"] += t2 - t1
+        tm["gather"] += t3 - t2
+        tm["step"] += t4 - t3
         outs = [np.concatenate([shards[s][1][k] for s in order]) for k in range(len(shards[order[0]][1]))]
         return total, (outs[0] if len(outs) == 1 else outs)
 
