@@ -244,8 +244,11 @@ void bind_quant(py::module_& m) {
         no_overlap(op, "y", Y, "b", e.B);
         no_overlap(op, "xq", XQ, "x", X);
         const auto [s, z] = quantize_into(op, XQ.data, X.data, X.size, x_scale, x_zero_point);
-        py::gil_scoped_release nogil;
-        qdense_forward(Y.data, XQ.data, p.buf.data, e.WS.data, e.B.data, s, z, M, p.N, p.K, act);
+        {
+          py::gil_scoped_release nogil;
+          qdense_forward(Y.data, XQ.data, p.buf.data, e.WS.data, e.B.data, s, z, M, p.N, p.K,
+                         act);
+        }
         return py::make_tuple(s, z);
       },
       py::arg("y").noconvert(), py::arg("xq").noconvert(), py::arg("x"), py::arg("packed"),
@@ -285,10 +288,12 @@ void bind_quant(py::module_& m) {
         no_overlap(op, "col", COL, "xq", XQ);
         no_overlap(op, "col", COL, "x", X);
         const auto [s, z] = quantize_into(op, XQ.data, X.data, X.size, x_scale, x_zero_point);
-        py::gil_scoped_release nogil;
-        qconv2d_forward(YY.data, COL.data, XQ.data, p.buf.data, e.WS.data, e.B.data, s, z, N, H,
-                        W, C, p.N, KH, KW, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
-                        OH, OW, act);
+        {
+          py::gil_scoped_release nogil;
+          qconv2d_forward(YY.data, COL.data, XQ.data, p.buf.data, e.WS.data, e.B.data, s, z, N,
+                          H, W, C, p.N, KH, KW, stride_h, stride_w, pad_top, pad_left, dil_h,
+                          dil_w, OH, OW, act);
+        }
         return py::make_tuple(s, z);
       },
       py::arg("y").noconvert(), py::arg("xq").noconvert(), py::arg("col"), py::arg("x"),
