@@ -23,5 +23,22 @@ function(fastnn_apply_isa_flags target)
     set_source_files_properties(
       ${CMAKE_CURRENT_SOURCE_DIR}/cpp/cpu/gemm/kernel_avx512.cpp
       PROPERTIES COMPILE_OPTIONS "-mavx512f;-mavx512vl;-mavx2;-mfma")
+    set_source_files_properties(
+      ${CMAKE_CURRENT_SOURCE_DIR}/cpp/cpu/qgemm/qkernel_avx2.cpp
+      PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-ffp-contract=off")
+    set_source_files_properties(
+      ${CMAKE_CURRENT_SOURCE_DIR}/cpp/cpu/qgemm/qkernel_vnni.cpp
+      PROPERTIES COMPILE_OPTIONS
+      "-mavx512f;-mavx512bw;-mavx512vl;-mavx512vnni;-mavx2;-mfma;-ffp-contract=off")
   endif()
+  # The int8 kernels (cpp/cpu/qgemm): the per-ISA files above are chosen at run time.
+  # Their float epilogue is specified operation by operation (qgemm.h), so no file of
+  # theirs may fuse a multiply and an add.
+  file(GLOB _fastnn_qgemm_sources CONFIGURE_DEPENDS
+       ${CMAKE_CURRENT_SOURCE_DIR}/cpp/cpu/qgemm/*.cpp)
+  target_sources(${target} PRIVATE ${_fastnn_qgemm_sources})
+  foreach(_src qgemm.cpp qkernel_generic.cpp)
+    set_source_files_properties(${CMAKE_CURRENT_SOURCE_DIR}/cpp/cpu/qgemm/${_src}
+                                PROPERTIES COMPILE_OPTIONS "-ffp-contract=off")
+  endforeach()
 endfunction()

@@ -23,4 +23,5 @@ PYBIND11_MODULE(_core, m) {
   bind_layernorm(m);
   bind_conv2d(m);
   bind_recurrent(m);
+  bind_quant(m);
 }

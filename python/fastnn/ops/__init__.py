@@ -48,6 +48,8 @@ from .norm import BatchNormSaved, batch_norm, batch_norm_backward
 from .optim import adagrad_step, adam_step, sgd_step
 from .recurrent import (gru, gru_backward, lstm, lstm_backward, simple_rnn,
                         simple_rnn_backward)
+from .quant import (QWeight, dequantize_u8, pack_qweight, qconv2d, qdense, qgemm_s32,
+                    quantize_u8, quantize_u8_dynamic, quantize_weight)
 from .pool import (avg_pool2d, avg_pool2d_backward, global_avg_pool2d,
                    global_avg_pool2d_backward, max_pool2d, max_pool2d_backward)
 

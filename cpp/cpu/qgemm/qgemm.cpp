@@ -1,0 +1,574 @@
+// Int8 GEMM driver (packing, cache blocks, threads), quantizers, im2col and the plain
+// twins. The loops over every element of the product live in the ISA files
+// (qkernel_generic/avx2/vnni.cpp); see qgemm_internal.h for the packed layouts.
+//
+//   for pc in K step kc:                   K blocks (kc a multiple of the ISA's kgroup)
+//     for ic in rows step mc:              A block mc×kc, packed per thread (L2)
+//       macro-kernel: for jr step 4 panels, for ir step mr: micro-tile of C
+//
+// Threads own disjoint rectangles of C (a tm×tn grid, cut between row tiles and column
+// panels). Integer sums are exact, so neither the blocking nor the split changes a bit.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "fastnn/common.h"
+#include "fastnn/qgemm.h"
+#include "qgemm_internal.h"
+
+#ifndef FASTNN_QGEMM_MIN_WORK_PER_THREAD
+#define FASTNN_QGEMM_MIN_WORK_PER_THREAD 1048576  // u8·s8 products (~5 µs of one core)
+#endif
+
+namespace fastnn {
+
+using qgemm_detail::Block;
+using qgemm_detail::Epilogue;
+using qgemm_detail::QKernel;
+
+// ---- ISA choice -------------------------------------------------------------------
+
+const char* const* qgemm_supported_isas(int* count) {
+  static const char* names[3];
+  static int n = [] {
+    int k = 0;
+#if defined(FASTNN_X86)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      names[k++] = "avx512vnni";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) names[k++] = "avx2";
+#endif
+    names[k++] = "generic";
+    return k;
+  }();
+  *count = n;
+  return names;
+}
+
+namespace {
+
+const char* g_qisa = nullptr;
+
+// The supported name equal to `name`, or nullptr.
+const char* find_isa(const char* name) {
+  int n = 0;
+  const char* const* names = qgemm_supported_isas(&n);
+  for (int i = 0; i < n; ++i)
+    if (std::strcmp(names[i], name) == 0) return names[i];
+  return nullptr;
+}
+
+const QKernel& kernel_for(const char* isa) {
+#if defined(FASTNN_X86)
+  if (std::strcmp(isa, "avx512vnni") == 0) return qgemm_detail::qkernel_vnni();
+  if (std::strcmp(isa, "avx2") == 0) return qgemm_detail::qkernel_avx2();
+#endif
+  (void)isa;
+  return qgemm_detail::qkernel_generic();
+}
+
+}  // namespace
+
+const char* qgemm_isa() {
+  if (!g_qisa) {
+    int n = 0;
+    g_qisa = qgemm_supported_isas(&n)[0];
+  }
+  return g_qisa;
+}
+
+bool set_qgemm_isa(const char* name) {
+  const char* isa = find_isa(name);
+  if (isa) g_qisa = isa;
+  return isa != nullptr;
+}
+
+// ---- packed B -----------------------------------------------------------------------
+
+namespace {
+
+constexpr uint32_t kMagic = 0x38514e46;  // "FNQ8"
+constexpr int64_t kHeader = 64;
+constexpr int kIsaCount = 3;
+const char* const kIsaNames[kIsaCount] = {"generic", "avx2", "avx512vnni"};
+
+struct Header {
+  uint32_t magic;
+  int32_t isa;  // index into kIsaNames
+  int64_t K, N;
+};
+static_assert(sizeof(Header) <= kHeader, "header fits");
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// Column sums take N rounded up to 64 entries (zero-padded), then the panels, at a
+// 64-byte offset.
+int64_t colsum_bytes(int64_t N) { return round_up(N, 64) * 4; }
+int64_t panel_bytes(const QKernel& kr, int64_t K) {
+  return round_up(K, kr.kgroup) * kr.panel * kr.eb;
+}
+const uint8_t* panels_of(const uint8_t* packed, int64_t N) {
+  return packed + kHeader + colsum_bytes(N);
+}
+
+int isa_index(const char* isa) {
+  for (int i = 0; i < kIsaCount; ++i)
+    if (std::strcmp(kIsaNames[i], isa) == 0) return i;
+  return -1;
+}
+
+}  // namespace
+
+int64_t qgemm_packed_size(int64_t K, int64_t N, const char* isa) {
+  if (!isa) isa = qgemm_isa();
+  if (isa_index(isa) < 0 || K <= 0 || N <= 0) return -1;
+  const QKernel& kr = kernel_for(isa);
+  // Four panels past the end are never read, but keep the last micro-tile's loads of a
+  // whole zmm inside the buffer whatever the panel count.
+  return kHeader + colsum_bytes(N) + ceil_div(N, kr.panel) * panel_bytes(kr, K);
+}
+
+void qgemm_pack_b(uint8_t* packed, const int8_t* B, int64_t K, int64_t N, const char* isa) {
+  if (!isa) isa = qgemm_isa();
+  const QKernel& kr = kernel_for(isa);
+  Header h{kMagic, isa_index(isa), K, N};
+  std::memset(packed, 0, kHeader);
+  std::memcpy(packed, &h, sizeof h);
+  int32_t* colsum = reinterpret_cast<int32_t*>(packed + kHeader);
+  std::memset(colsum, 0, size_t(colsum_bytes(N)));
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t n = 0; n < N; ++n) colsum[n] += B[k * N + n];
+  uint8_t* dst = packed + kHeader + colsum_bytes(N);
+  const int64_t np = ceil_div(N, kr.panel), pb = panel_bytes(kr, K);
+  const int64_t P = kr.panel, G = kr.kgroup;
+  parallel_for(np, 16, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      uint8_t* d = dst + p * pb;
+      std::memset(d, 0, size_t(pb));
+      for (int64_t k = 0; k < K; ++k) {
+        for (int64_t c = 0; c < P && p * P + c < N; ++c) {
+          const int8_t v = B[k * N + p * P + c];
+          const int64_t e = ((k / G) * P + c) * G + k % G;
+          if (kr.eb == 1) {
+            std::memcpy(d + e, &v, 1);
+          } else {
+            const int16_t w = v;
+            std::memcpy(d + 2 * e, &w, 2);
+          }
+        }
+      }
+    }
+  });
+}
+
+const char* qgemm_packed_info(const uint8_t* packed, int64_t bytes, int64_t* K, int64_t* N) {
+  if (bytes < kHeader) return nullptr;
+  Header h;
+  std::memcpy(&h, packed, sizeof h);
+  if (h.magic != kMagic || h.isa < 0 || h.isa >= kIsaCount || h.K <= 0 || h.N <= 0)
+    return nullptr;
+  const char* isa = find_isa(kIsaNames[h.isa]);
+  if (!isa || qgemm_packed_size(h.K, h.N, isa) != bytes) return nullptr;
+  *K = h.K;
+  *N = h.N;
+  return isa;
+}
+
+const int32_t* qgemm_packed_colsum(const uint8_t* packed) {
+  return reinterpret_cast<const int32_t*>(packed + kHeader);
+}
+
+// ---- the product ------------------------------------------------------------------
+
+namespace {
+
+// A per-thread packing buffer: 64-byte aligned, grown to the largest size asked, reused.
+class PackBuffer {
+ public:
+  ~PackBuffer() { std::free(p_); }
+  uint8_t* get(int64_t n) {
+    if (n > cap_) {
+      const size_t bytes = (size_t(n) + 63) & ~size_t(63);
+      auto* q = static_cast<uint8_t*>(std::aligned_alloc(64, bytes));
+      if (!q) return nullptr;
+      std::free(p_);
+      p_ = q;
+      cap_ = int64_t(bytes);
+    }
+    return p_;
+  }
+
+ private:
+  uint8_t* p_ = nullptr;
+  int64_t cap_ = 0;
+};
+
+thread_local PackBuffer t_pack_a;
+
+// dst = A[i0:i0+mc, k0:k0+kc] in the packed-A layout of kr (qgemm_internal.h).
+void pack_a(const QKernel& kr, uint8_t* dst, const uint8_t* A, int64_t lda, int64_t mc,
+            int64_t kc) {
+  const int64_t mr = kr.mr, G = kr.kgroup, kcp = round_up(kc, G);
+  for (int64_t t = 0; t * mr < mc; ++t) {
+    const int64_t rows = std::min(mr, mc - t * mr);
+    uint8_t* d = dst + t * mr * kcp * kr.eb;
+    for (int64_t i = 0; i < rows; ++i) {
+      const uint8_t* a = A + (t * mr + i) * lda;
+      if (kr.eb == 1 && G == 4) {
+        const int64_t full = kc / 4;
+        for (int64_t g = 0; g < full; ++g) std::memcpy(d + (g * mr + i) * 4, a + 4 * g, 4);
+        if (kc % 4) {
+          uint8_t tail[4] = {0, 0, 0, 0};
+          std::memcpy(tail, a + 4 * full, size_t(kc % 4));
+          std::memcpy(d + (full * mr + i) * 4, tail, 4);
+        }
+      } else if (kr.eb == 1) {  // G == 1
+        for (int64_t k = 0; k < kc; ++k) d[k * mr + i] = a[k];
+      } else {  // eb == 2, G == 2: uint16 pairs
+        uint16_t* d16 = reinterpret_cast<uint16_t*>(d);
+        for (int64_t k = 0; k < kc; ++k) d16[((k / 2) * mr + i) * 2 + k % 2] = a[k];
+        if (kc % 2) d16[((kc / 2) * mr + i) * 2 + 1] = 0;
+      }
+    }
+  }
+}
+
+struct Problem {
+  int32_t* C;  // or float y (same size)
+  const uint8_t* A;
+  const uint8_t* packed;
+  int64_t M, N, K;
+  const Epilogue* epi;
+  int64_t kc;
+};
+
+// Runs the loop nest on C[m0:m1, n0:n1] (n0 a multiple of the panel width).
+bool run_block(const QKernel& kr, const Problem& p, int64_t m0, int64_t m1, int64_t n0,
+               int64_t n1) {
+  const int64_t mc_max = std::min<int64_t>(kr.mc_max, round_up(m1 - m0, kr.mr));
+  const int64_t kcp = round_up(p.kc, kr.kgroup);
+  uint8_t* abuf = t_pack_a.get(mc_max * kcp * kr.eb);
+  if (!abuf) return false;
+  const int64_t pb = panel_bytes(kr, p.K);
+  const uint8_t* panels = panels_of(p.packed, p.N) + (n0 / kr.panel) * pb;
+  for (int64_t pc = 0; pc < p.K; pc += p.kc) {
+    const int64_t kc = std::min(p.kc, p.K - pc);
+    for (int64_t ic = m0; ic < m1; ic += mc_max) {
+      const int64_t mc = std::min(mc_max, m1 - ic);
+      pack_a(kr, abuf, p.A + ic * p.K + pc, p.K, mc, kc);
+      Block blk;
+      blk.c = p.C + ic * p.N + n0;
+      blk.ldc = p.N;
+      blk.a = abuf;
+      blk.b = panels + pc * kr.panel * kr.eb;
+      blk.b_panel_stride = pb;
+      blk.mc = mc;
+      blk.nc = n1 - n0;
+      blk.kc = kc;
+      blk.j0 = n0;
+      blk.first = pc == 0;
+      blk.last = pc + kc == p.K;
+      blk.epi = p.epi;
+      kr.macro(blk);
+    }
+  }
+  return true;
+}
+
+void run_qgemm(Problem p) {
+  Header h;  // the bindings checked it (qgemm_packed_info)
+  std::memcpy(&h, p.packed, sizeof h);
+  const QKernel& kr = kernel_for(kIsaNames[h.isa]);
+  const int64_t M = p.M, N = p.N, K = p.K;
+  // Equal K blocks of at most kc_max, each a multiple of kgroup.
+  const int64_t nkb = ceil_div(K, kr.kc_max);
+  p.kc = round_up(ceil_div(K, nkb), kr.kgroup);
+
+  const int64_t mt = ceil_div(M, kr.mr), ntl = ceil_div(N, kr.panel);
+  int nt = 1;
+#if defined(_OPENMP)
+  if (!omp_in_parallel()) {
+    const double work = double(M) * double(ntl * kr.panel) * double(K);
+    const double by_work = work / double(FASTNN_QGEMM_MIN_WORK_PER_THREAD);
+    nt = by_work < 1.0 ? 1 : int(std::min<double>(by_work, num_threads()));
+    nt = int(std::min<int64_t>(nt, mt * ntl));
+  }
+#endif
+  if (nt <= 1) {
+    if (!run_block(kr, p, 0, M, 0, N)) throw std::bad_alloc();
+    return;
+  }
+  // Grid: as many row blocks as the rows allow (each thread then reads all of B, which
+  // is shared in L3, and packs only its own rows), the rest over column panels.
+  int tm = 1, tn = nt;
+  for (int cand = nt; cand >= 1; --cand) {
+    if (nt % cand) continue;
+    if (mt >= int64_t(cand) * 2 || (cand == 1)) {
+      tm = cand;
+      tn = nt / cand;
+      break;
+    }
+  }
+  if (tn > ntl) tn = int(ntl);
+  const int blocks = tm * tn;
+  auto row_split = [&](int bi) { return std::min(M, mt * bi / tm * kr.mr); };
+  auto col_split = [&](int bj) { return std::min(N, ntl * bj / tn * kr.panel); };
+  bool ok = true;
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(blocks) reduction(&& : ok)
+  {
+    const int nth = omp_get_num_threads();
+    for (int b = omp_get_thread_num(); b < blocks; b += nth) {
+      const int bi = b / tn, bj = b % tn;
+      const int64_t m0 = row_split(bi), m1 = row_split(bi + 1);
+      const int64_t n0 = col_split(bj), n1 = col_split(bj + 1);
+      if (m0 < m1 && n0 < n1) ok = run_block(kr, p, m0, m1, n0, n1) && ok;
+    }
+  }
+#endif
+  if (!ok) throw std::bad_alloc();
+}
+
+}  // namespace
+
+// C int32 (M,N) = A uint8 (M,K) · B int8 (K,N), B packed
+void qgemm_s32(int32_t* C, const uint8_t* A, const uint8_t* packed, int64_t M, int64_t N,
+               int64_t K) {
+  if (M <= 0 || N <= 0 || K <= 0) return;
+  run_qgemm(Problem{C, A, packed, M, N, K, nullptr, 0});
+}
+
+// y (M,N) = act(float(xq·w − x_zp·colsum) · (x_scale·w_scale) + b)
+void qdense_forward(float* y, const uint8_t* xq, const uint8_t* packed, const float* w_scale,
+                    const float* b, float x_scale, int32_t x_zp, int64_t M, int64_t N,
+                    int64_t K, Act act) {
+  if (M <= 0 || N <= 0 || K <= 0) return;
+  const Epilogue epi{qgemm_packed_colsum(packed), w_scale, b, x_scale, x_zp, act};
+  run_qgemm(Problem{reinterpret_cast<int32_t*>(y), xq, packed, M, N, K, &epi, 0});
+}
+
+// ---- quantizers -------------------------------------------------------------------
+
+namespace {
+const QKernel& current_qkernel() { return kernel_for(qgemm_isa()); }
+
+// Threads for an elementwise pass over n floats.
+int elementwise_threads(int64_t n) {
+#if defined(_OPENMP)
+  if (omp_in_parallel()) return 1;
+  const int64_t by_size = n / 65536;
+  return int(std::max<int64_t>(1, std::min<int64_t>({by_size, num_threads(), 64})));
+#else
+  (void)n;
+  return 1;
+#endif
+}
+
+// Derives (scale, zero point) from a range that holds 0 (see qgemm.h).
+void range_params(float mn, float mx, float* scale, int32_t* zp) {
+  float s = (mx - mn) / 255.0f;
+  if (s == 0.0f) s = 1.0f;
+  float z = std::rint(-mn / s);
+  z = std::min(std::max(z, 0.0f), 255.0f);
+  *scale = s;
+  *zp = int32_t(z);
+}
+}  // namespace
+
+// q (n) = clamp(rint(x / scale) + zero_point, 0, 255)
+void quantize_u8(uint8_t* q, const float* x, int64_t n, float scale, int32_t zero_point) {
+  const QKernel& kr = current_qkernel();
+  const int nt = elementwise_threads(n);
+  if (nt <= 1) {
+    kr.quantize(q, x, n, scale, float(zero_point));
+    return;
+  }
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num(), T = omp_get_num_threads();
+    const int64_t b = n * t / T, e = n * (t + 1) / T;
+    kr.quantize(q + b, x + b, e - b, scale, float(zero_point));
+  }
+#endif
+}
+
+// Dynamic per-tensor: one parallel region, min/max per thread, then every thread derives
+// the same (scale, zero point) from all partial results and quantizes its chunk.
+bool quantize_u8_dynamic(uint8_t* q, float* scale, int32_t* zero_point, const float* x,
+                         int64_t n) {
+  const QKernel& kr = current_qkernel();
+  const int nt = elementwise_threads(n);
+  if (nt <= 1) {
+    float mn, mx;
+    if (!kr.minmax(&mn, &mx, x, n)) return false;
+    float s;
+    int32_t z;
+    range_params(std::min(mn, 0.0f), std::max(mx, 0.0f), &s, &z);
+    kr.quantize(q, x, n, s, float(z));
+    *scale = s;
+    *zero_point = z;
+    return true;
+  }
+  bool ok = true;
+#if defined(_OPENMP)
+  float mns[64], mxs[64];
+  bool fin[64];
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num(), T = omp_get_num_threads();
+    const int64_t b = n * t / T, e = n * (t + 1) / T;
+    fin[t] = kr.minmax(&mns[t], &mxs[t], x + b, e - b);
+#pragma omp barrier
+    float mn = 0.0f, mx = 0.0f;
+    bool all = true;
+    for (int i = 0; i < T; ++i) {
+      all = all && fin[i];
+      mn = std::min(mn, mns[i]);
+      mx = std::max(mx, mxs[i]);
+    }
+    if (all) {
+      float s;
+      int32_t z;
+      range_params(mn, mx, &s, &z);
+      kr.quantize(q + b, x + b, e - b, s, float(z));
+      if (t == 0) *scale = s, *zero_point = z;
+    }
+    if (t == 0) ok = all;
+  }
+#endif
+  return ok;
+}
+
+// ---- convolution ------------------------------------------------------------------
+
+// col (N·OH·OW, KH·KW·C) = zero-point-padded patches of x (N,H,W,C)
+void qim2col_u8(uint8_t* col, const uint8_t* x, int64_t N, int64_t H, int64_t W, int64_t C,
+                int64_t KH, int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                int64_t pad_left, int64_t dil_h, int64_t dil_w, int64_t OH, int64_t OW,
+                uint8_t zero_point) {
+  const int64_t rows = N * OH * OW, K = KH * KW * C;
+  const int64_t grain = std::max<int64_t>(1, 262144 / std::max<int64_t>(K, 1));
+  parallel_for(rows, grain, [=](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t n = r / (OH * OW), oh = (r / OW) % OH, ow = r % OW;
+      uint8_t* d = col + r * K;
+      for (int64_t kh = 0; kh < KH; ++kh) {
+        const int64_t ih = oh * stride_h - pad_top + kh * dil_h;
+        for (int64_t kw = 0; kw < KW; ++kw) {
+          const int64_t iw = ow * stride_w - pad_left + kw * dil_w;
+          uint8_t* dd = d + (kh * KW + kw) * C;
+          if (ih < 0 || ih >= H || iw < 0 || iw >= W)
+            std::memset(dd, zero_point, size_t(C));
+          else
+            std::memcpy(dd, x + ((n * H + ih) * W + iw) * C, size_t(C));
+        }
+      }
+    }
+  });
+}
+
+// y (N,OH,OW,OC) = act(qconv(xq, w) epilogue), via im2col into col
+void qconv2d_forward(float* y, uint8_t* col, const uint8_t* xq, const uint8_t* packed,
+                     const float* w_scale, const float* b, float x_scale, int32_t x_zp,
+                     int64_t N, int64_t H, int64_t W, int64_t C, int64_t OC, int64_t KH,
+                     int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                     int64_t pad_left, int64_t dil_h, int64_t dil_w, int64_t OH, int64_t OW,
+                     Act act) {
+  const uint8_t* a = xq;
+  if (col) {
+    qim2col_u8(col, xq, N, H, W, C, KH, KW, stride_h, stride_w, pad_top, pad_left, dil_h,
+               dil_w, OH, OW, uint8_t(x_zp));
+    a = col;
+  }
+  qdense_forward(y, a, packed, w_scale, b, x_scale, x_zp, N * OH * OW, OC, KH * KW * C, act);
+}
+
+// ---- plain twins ------------------------------------------------------------------
+
+// C (M,N) = A (M,K) · B (K,N), int32
+void qgemm_s32_naive(int32_t* C, const uint8_t* A, const int8_t* B, int64_t M, int64_t N,
+                     int64_t K) {
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      int32_t acc = 0;
+      for (int64_t k = 0; k < K; ++k) acc += int32_t(A[i * K + k]) * int32_t(B[k * N + j]);
+      C[i * N + j] = acc;
+    }
+}
+
+// y (M,N) = act(float(xq·w − x_zp·colsum) · (x_scale·w_scale) + b)
+void qdense_forward_naive(float* y, const uint8_t* xq, const int8_t* w, const float* w_scale,
+                          const float* b, float x_scale, int32_t x_zp, int64_t M, int64_t N,
+                          int64_t K, Act act) {
+  for (int64_t j = 0; j < N; ++j) {
+    int32_t colsum = 0;
+    for (int64_t k = 0; k < K; ++k) colsum += w[k * N + j];
+    for (int64_t i = 0; i < M; ++i) {
+      int32_t acc = 0;
+      for (int64_t k = 0; k < K; ++k) acc += int32_t(xq[i * K + k]) * int32_t(w[k * N + j]);
+      y[i * N + j] = qgemm_detail::epilogue_z(acc, colsum, x_scale, w_scale[j], b, j, x_zp);
+    }
+  }
+  act_forward_naive(y, y, M * N, act);
+}
+
+// q (n) = clamp(rint(x / scale) + zero_point, 0, 255)
+void quantize_u8_naive(uint8_t* q, const float* x, int64_t n, float scale, int32_t zero_point) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = std::rint(x[i] / scale) + float(zero_point);
+    q[i] = std::isnan(v) ? 0 : uint8_t(std::min(std::max(v, 0.0f), 255.0f));
+  }
+}
+
+bool quantize_u8_dynamic_naive(uint8_t* q, float* scale, int32_t* zero_point, const float* x,
+                               int64_t n) {
+  float mn = 0.0f, mx = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(x[i])) return false;
+    mn = std::min(mn, x[i]);
+    mx = std::max(mx, x[i]);
+  }
+  range_params(mn, mx, scale, zero_point);
+  quantize_u8_naive(q, x, n, *scale, *zero_point);
+  return true;
+}
+
+// Direct convolution over the zero-point-padded input, then the epilogue.
+void qconv2d_forward_naive(float* y, const uint8_t* xq, const int8_t* w, const float* w_scale,
+                           const float* b, float x_scale, int32_t x_zp, int64_t N, int64_t H,
+                           int64_t W, int64_t C, int64_t OC, int64_t KH, int64_t KW,
+                           int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                           int64_t pad_left, int64_t dil_h, int64_t dil_w, int64_t OH,
+                           int64_t OW, Act act) {
+  const int64_t K = KH * KW * C;
+  for (int64_t oc = 0; oc < OC; ++oc) {
+    int32_t colsum = 0;
+    for (int64_t k = 0; k < K; ++k) colsum += w[k * OC + oc];
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t oh = 0; oh < OH; ++oh)
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          int32_t acc = 0;
+          for (int64_t kh = 0; kh < KH; ++kh)
+            for (int64_t kw = 0; kw < KW; ++kw) {
+              const int64_t ih = oh * stride_h - pad_top + kh * dil_h;
+              const int64_t iw = ow * stride_w - pad_left + kw * dil_w;
+              const bool inside = ih >= 0 && ih < H && iw >= 0 && iw < W;
+              for (int64_t c = 0; c < C; ++c) {
+                const int32_t a = inside ? xq[((n * H + ih) * W + iw) * C + c] : x_zp;
+                acc += a * int32_t(w[((kh * KW + kw) * C + c) * OC + oc]);
+              }
+            }
+          y[((n * OH + oh) * OW + ow) * OC + oc] =
+              qgemm_detail::epilogue_z(acc, colsum, x_scale, w_scale[oc], b, oc, x_zp);
+        }
+  }
+  act_forward_naive(y, y, N * OH * OW * OC, act);
+}
+
+}  // namespace fastnn

@@ -1,0 +1,177 @@
+// Int8 kernels for AVX-512 VNNI (compiled with -mavx512f -mavx512bw -mavx512vl
+// -mavx512vnni -mavx2 -mfma, see cmake/isa.cmake; the driver calls them only when the
+// CPU reports all of these).
+//
+// Micro-tile: 6 rows × 4 panels of 16 columns = 24 zmm accumulators of 16 int32. One
+// K group (4 values) costs 4 loads of B (64 bytes each: 16 columns × 4 int8), 6 32-bit
+// broadcasts of A (4 uint8) and 24 vpdpbusd, each adding four exact u8·s8 products to
+// each int32 lane (no saturation).
+#include "qgemm_internal.h"
+
+#if defined(FASTNN_X86) && defined(__AVX512F__) && defined(__AVX512BW__) && \
+    defined(__AVX512VL__) && defined(__AVX512VNNI__)
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "../vmath.h"
+
+namespace fastnn::qgemm_detail {
+namespace {
+
+constexpr int kMR = 6, kNV = 4, kPanel = 16;
+
+inline __mmask16 tail_mask(int64_t cols) {
+  return cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1u);
+}
+
+// C[0:MR, 0:cols] (+)= A tile · NV panels; then the epilogue or the int32 store.
+template <int MR, int NV>
+void micro(const Block& blk, const uint8_t* a, const uint8_t* b, int32_t* c, int64_t j,
+           int64_t cols) {
+  __m512i acc[MR][NV];
+  __mmask16 mask[NV];
+  for (int v = 0; v < NV; ++v) mask[v] = tail_mask(cols - 16 * v);
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v)
+      acc[r][v] = blk.first ? _mm512_setzero_si512()
+                            : _mm512_maskz_loadu_epi32(mask[v], c + r * blk.ldc + 16 * v);
+  const int64_t groups = (blk.kc + 3) / 4;
+  const int64_t ps = blk.b_panel_stride;
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512i bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(b + v * ps + g * 64);
+    for (int r = 0; r < MR; ++r) {
+      int32_t a4;
+      std::memcpy(&a4, a + (g * kMR + r) * 4, 4);
+      const __m512i av = _mm512_set1_epi32(a4);
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, bv[v]);
+    }
+  }
+  if (!(blk.last && blk.epi)) {
+    for (int r = 0; r < MR; ++r)
+      for (int v = 0; v < NV; ++v)
+        _mm512_mask_storeu_epi32(c + r * blk.ldc + 16 * v, mask[v], acc[r][v]);
+    return;
+  }
+  // z = float(acc − x_zp·colsum) · (x_scale·w_scale) + bias, then act (qgemm.h).
+  const Epilogue& e = *blk.epi;
+  const int64_t n0 = blk.j0 + j;
+  const __m512 xs = _mm512_set1_ps(e.x_scale);
+  const __m512i zp = _mm512_set1_epi32(e.x_zp);
+  __m512i corr[NV];
+  __m512 s[NV], bias[NV];
+  for (int v = 0; v < NV; ++v) {
+    corr[v] = _mm512_mullo_epi32(zp, _mm512_maskz_loadu_epi32(mask[v], e.colsum + n0 + 16 * v));
+    s[v] = _mm512_mul_ps(xs, _mm512_maskz_loadu_ps(mask[v], e.w_scale + n0 + 16 * v));
+    bias[v] = e.bias ? _mm512_maskz_loadu_ps(mask[v], e.bias + n0 + 16 * v) : _mm512_setzero_ps();
+  }
+  const bool relu = e.act == Act::relu;
+  for (int r = 0; r < MR; ++r) {
+    float* y = reinterpret_cast<float*>(c + r * blk.ldc);
+    for (int v = 0; v < NV; ++v) {
+      __m512 z = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][v], corr[v])), s[v]);
+      if (e.bias) z = _mm512_add_ps(z, bias[v]);
+      if (relu) z = _mm512_max_ps(z, _mm512_setzero_ps());
+      _mm512_mask_storeu_ps(y + 16 * v, mask[v], z);
+    }
+    if (!relu && e.act != Act::linear) vmath::act_span(y, y, cols, e.act);
+  }
+}
+
+using MicroFn = void (*)(const Block&, const uint8_t*, const uint8_t*, int32_t*, int64_t,
+                         int64_t);
+
+template <int MR>
+constexpr MicroFn pick_nv(int nv) {
+  return nv == 1 ? micro<MR, 1> : nv == 2 ? micro<MR, 2> : nv == 3 ? micro<MR, 3> : micro<MR, 4>;
+}
+
+MicroFn pick(int mr, int nv) {
+  switch (mr) {
+    case 1: return pick_nv<1>(nv);
+    case 2: return pick_nv<2>(nv);
+    case 3: return pick_nv<3>(nv);
+    case 4: return pick_nv<4>(nv);
+    case 5: return pick_nv<5>(nv);
+    default: return pick_nv<6>(nv);
+  }
+}
+
+// C block = A block · B block: column groups of 4 panels outer, row tiles inner.
+void macro_vnni(const Block& blk) {
+  const int64_t kcp = (blk.kc + 3) / 4 * 4;
+  for (int64_t j = 0; j < blk.nc; j += kNV * kPanel) {
+    const int64_t cols = std::min<int64_t>(kNV * kPanel, blk.nc - j);
+    const int nv = int((cols + kPanel - 1) / kPanel);
+    const uint8_t* b = blk.b + (j / kPanel) * blk.b_panel_stride;
+    for (int64_t i = 0; i < blk.mc; i += kMR) {
+      const int mr = int(std::min<int64_t>(kMR, blk.mc - i));
+      pick(mr, nv)(blk, blk.a + (i / kMR) * kMR * kcp, b, blk.c + i * blk.ldc + j, j, cols);
+    }
+  }
+}
+
+// q = clamp(rint(x / scale) + zp, 0, 255); max(v, 0) returns 0 for a NaN v.
+void quantize_vnni(uint8_t* q, const float* x, int64_t n, float scale, float zp) {
+  const __m512 vs = _mm512_set1_ps(scale), vz = _mm512_set1_ps(zp);
+  const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
+  int64_t i = 0;
+  auto one = [&](__m512 xv) {
+    __m512 v = _mm512_roundscale_ps(_mm512_div_ps(xv, vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, vz), lo), hi);
+    return _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(v));
+  };
+  for (; i + 16 <= n; i += 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), one(_mm512_loadu_ps(x + i)));
+  if (i < n) {
+    const __mmask16 m = tail_mask(n - i);
+    _mm_mask_storeu_epi8(q + i, m, one(_mm512_maskz_loadu_ps(m, x + i)));
+  }
+}
+
+bool minmax_vnni(float* mn, float* mx, const float* x, int64_t n) {
+  if (n <= 0) {
+    *mn = *mx = 0.0f;
+    return true;
+  }
+  __m512 lo = _mm512_set1_ps(x[0]), hi = lo;
+  __mmask16 bad = 0;
+  const __m512 inf = _mm512_set1_ps(INFINITY);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    lo = _mm512_min_ps(lo, v);
+    hi = _mm512_max_ps(hi, v);
+    // NaN or ±inf: |v| is not < inf.
+    bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(v), inf, _CMP_NLT_UQ);
+  }
+  if (i < n) {
+    const __mmask16 m = tail_mask(n - i);
+    const __m512 v = _mm512_mask_loadu_ps(lo, m, x + i);
+    lo = _mm512_min_ps(lo, v);
+    hi = _mm512_max_ps(hi, _mm512_mask_loadu_ps(hi, m, x + i));
+    bad |= _mm512_mask_cmp_ps_mask(m, _mm512_abs_ps(v), inf, _CMP_NLT_UQ);
+  }
+  *mn = _mm512_reduce_min_ps(lo);
+  *mx = _mm512_reduce_max_ps(hi);
+  return bad == 0;
+}
+
+}  // namespace
+
+// mc 96 rows × kc ≤ 1024 K values of A (96 KiB, L2); a micro-panel of B is kc × 64
+// bytes per panel (L1/L2).
+const QKernel& qkernel_vnni() {
+  static const QKernel k{"avx512vnni", kPanel, 4, 1, kMR, 1024, 96,
+                         macro_vnni, quantize_vnni, minmax_vnni};
+  return k;
+}
+
+}  // namespace fastnn::qgemm_detail
+
+#else  // not built for AVX-512 VNNI: never selected, but keep the symbol for the driver.
+namespace fastnn::qgemm_detail {
+const QKernel& qkernel_vnni() { return qkernel_generic(); }
+}  // namespace fastnn::qgemm_detail
+#endif
