@@ -1,9 +1,12 @@
 """Inference: fastnn's predict vs ONNX Runtime running the same model exported by
-fastnn.onnx.export, side by side.
+fastnn.onnx.export, side by side, in float32 and in int8.
 
 Groups: one per model and batch, e.g. ``predict mnist-cnn batch=32``; impl = fastnn
 (``model.predict(x)``) or onnxruntime (``InferenceSession.run`` with intra-op threads =
-FASTNN_BENCH_THREADS, default 2; skipped when onnx or onnxruntime is missing). Models:
+FASTNN_BENCH_THREADS, default 2; skipped when onnx or onnxruntime is missing), and their
+int8 forms: fastnn-int8 (``fn.quantization.quantize(model)``, dynamic) and
+onnxruntime-int8 (the exported file through ONNX Runtime's own
+``onnxruntime.quantization.quantize_dynamic`` with its defaults). Models:
 the MNIST MLP (784-128-10) and CNN of ``python -m fastnn train``, and the IMDB
 transformer (token + position embedding, one encoder block C=32, masked pooling, maxlen
 80). Weights are random: the time does not depend on them.
@@ -50,9 +53,13 @@ def built(tmp_path_factory):
             model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
             model.build()
             path = tmp_path_factory.mktemp("onnx") / f"{name}.onnx"
+            qpath = path.with_name(f"{name}.int8.onnx")
             if _have_onnxruntime():
+                from onnxruntime.quantization import quantize_dynamic
+
                 fn.onnx.export(model, path)
-            cache[name] = (model, path)
+                quantize_dynamic(str(path), str(qpath))
+            cache[name] = (model, fn.quantization.quantize(model), path, qpath)
         return cache[name]
     return get
 
@@ -66,15 +73,16 @@ def _have_onnxruntime() -> bool:
     return True
 
 
-@pytest.mark.parametrize("impl", ["fastnn", "onnxruntime"])
+@pytest.mark.parametrize("impl", ["fastnn", "onnxruntime", "fastnn-int8", "onnxruntime-int8"])
 @pytest.mark.parametrize("batch", [1, 32, 256])
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_predict(benchmark, built, impl, batch, name):
     fn.set_num_threads(THREADS)
-    model, path = built(name)
+    model, qmodel, path, qpath = built(name)
     x = MODELS[name][1](batch, np.random.default_rng(0)).astype(np.float32)
-    if impl == "fastnn":
-        run = lambda: model.predict(x, verbose=0)  # noqa: E731
+    if impl.startswith("fastnn"):
+        m = qmodel if impl.endswith("int8") else model
+        run = lambda: m.predict(x, verbose=0)  # noqa: E731
     else:
         if not _have_onnxruntime():
             pytest.skip("onnx / onnxruntime not installed")
@@ -82,7 +90,8 @@ def test_predict(benchmark, built, impl, batch, name):
 
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = THREADS, 1
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(qpath if impl.endswith("int8") else path), so,
+                                    providers=["CPUExecutionProvider"])
         feed = {sess.get_inputs()[0].name: x}
         run = lambda: sess.run(None, feed)  # noqa: E731
     benchmark.group = f"predict {name} batch={batch}"

@@ -223,3 +223,27 @@ def test_bad_files(tmp_path):
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     with pytest.raises(ValueError, match="fixed"):
         fn.onnx.load(path)
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_int8_models_run_in_onnxruntime(images, rng, tmp_path, mode):
+    """Quantized models export as ONNX's integer operators (DynamicQuantizeLinear or
+    QuantizeLinear, MatMulInteger, ConvInteger) and give fastnn's int8 outputs."""
+    x, y = images
+    tokens = np.where(np.arange(20) < 15, rng.integers(1, 100, (12, 20)), 0)
+    transformer = fn.Sequential([
+        L.PositionalEmbedding(20, 16, input_dim=100, mask_zero=True, input_shape=(20,)),
+        L.TransformerEncoder(2, 8, 16), L.GlobalAveragePooling1D(),
+        L.Dense(2, activation="softmax")], seed=0)
+    for model, xx in ((mnist_mlp_model([64], seed=1), x),
+                      (mnist_cnn_model(seed=1), x.reshape(-1, 28, 28, 1)),
+                      (transformer, tokens)):
+        _trained(model, xx, y % 2)
+        q = fn.quantization.quantize(model, mode, calibration_data=xx if mode == "static" else None)
+        path = tmp_path / "q.onnx"
+        onnx.checker.check_model(fn.onnx.export(q, path))
+        for batch in (xx, xx[:1]):  # dynamic ranges are per batch: predict each one
+            got, want = _ort_run(path, batch)[0], q.predict(batch)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+        assert "MatMulInteger" in ops or "ConvInteger" in ops

@@ -26,9 +26,11 @@ from . import graph, io
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optim as optim_mod
+from . import quantization
 from .graph import KerasTensor, Plan, Variable
 from .layers.base import Layer, bind_variable, layer_class, register
 from .layers.core import Activated, InputLayer
+from .layers.quantized import QuantKernels
 from .ops._util import as_f32, from_any
 
 FORMAT_VERSION = "1"
@@ -358,6 +360,10 @@ class Model(Layer):
                 params = 0
             else:
                 typ = type(layer).__name__
+                modes = {la.quantization for la in layer.all_layers()
+                         if isinstance(la, QuantKernels) and la.quantization}
+                if modes:
+                    typ += ", int8 " + "/".join(sorted(modes))
                 params = 0 if id(layer) in counted else (
                     _inner_param_count(n) if n.kind == "composite" else _param_count(layer))
                 counted.add(id(layer))
@@ -375,7 +381,15 @@ class Model(Layer):
         out += [fmt(r[:len(cols)]) for r in rows]
         n_train = self._n_trainable
         out += ["=" * len(line), f"Total params: {self._params.size:,}",
-                f"Trainable params: {n_train:,}", f"Non-trainable params: {self._params.size - n_train:,}", line]
+                f"Trainable params: {n_train:,}", f"Non-trainable params: {self._params.size - n_train:,}"]
+        qlayers = [la for leaf in self._leaf_layers for la in leaf.all_layers()
+                   if isinstance(la, QuantKernels) and la.quantization]
+        if qlayers:
+            n8 = sum(la.quantized_count() for la in qlayers)
+            out += [f"Int8 weights: {n8:,} in {len(qlayers)} quantized layers "
+                    f"(float32 params above: biases and unquantized layers)",
+                    f"Weights in memory: {quantization.model_bytes(self):,} bytes"]
+        out.append(line)
         print_fn("\n".join(out))
 
     # --- training configuration ------------------------------------------------------
@@ -956,10 +970,12 @@ class Model(Layer):
         cfg = super().get_config()
         return cfg
 
-    def save(self, path) -> None:
+    def save(self, path, include_optimizer: bool = True) -> None:
         """Save architecture, weights, compile settings and optimizer state to one file
         (safetensors layout). The file is replaced atomically: a failed save never
-        leaves a half-written file in place of a good one."""
+        leaves a half-written file in place of a good one. include_optimizer=False
+        leaves the optimizer's state out (a file for inference; training would resume
+        with fresh moments)."""
         self._require_ready("save")
         tensors = {}
         for i, v in enumerate(self._weight_order()):
@@ -971,10 +987,13 @@ class Model(Layer):
             arch["build_input_shape"] = _shape_json(self.input_shape)
         meta = {"fastnn_format": FORMAT_VERSION, "architecture": json.dumps(arch),
                 "weight_paths": json.dumps([v.path for v in self._weight_order()])}
+        qlayers = quantization.saved_record(self)
+        if qlayers:
+            meta["quantized"] = json.dumps(qlayers)
         if self._compile_args is not None:
             meta["compile"] = json.dumps({"optimizer": self.optimizer.get_config(),
                                           **self._compile_args})
-            if self.optimizer is not None and self.optimizer.iterations:
+            if include_optimizer and self.optimizer is not None and self.optimizer.iterations:
                 meta["optimizer_iterations"] = str(self.optimizer.iterations)
                 for k, v in self.optimizer.state().items():
                     tensors[f"optimizer.{k}"] = v
@@ -1161,8 +1180,13 @@ def _sample_shapes(input_shape) -> list[tuple]:
 
 
 def _param_count(layer) -> int:
-    return sum(v.size for v in layer.variables_list()) if not isinstance(layer, Model) else (
+    """Parameters, int8 kernels of quantized layers included (as Keras counts them)."""
+    return sum(v.size for v in layer.variables_list()) + _int8_count(layer) if not isinstance(layer, Model) else (
         sum(v.size for v in layer._variables) if layer._ready else _graph_param_count(layer))
+
+
+def _int8_count(layer) -> int:
+    return sum(la.quantized_count() for la in layer.all_layers() if isinstance(la, QuantKernels))
 
 
 def _inner_param_count(node) -> int:
@@ -1465,6 +1489,11 @@ def load_model(path) -> Model:
     except (KeyError, TypeError, json.JSONDecodeError) as e:
         raise ValueError(f"load_model: {path!r} has a corrupt model description ({e})") from None
     model._require_ready("load_model")
+    if "quantized" in meta:
+        try:
+            quantization.apply_saved(model, json.loads(meta["quantized"]))
+        except (ValueError, TypeError, json.JSONDecodeError) as e:
+            raise ValueError(f"load_model: {path!r} has a corrupt quantization record ({e})") from None
     if "architecture" in meta:
         _load_weights(model, tensors, path)
     else:

@@ -14,6 +14,7 @@ from .. import _core
 from .base import Layer, register
 from .core import Dense, Dropout
 from .normalization_layer import LayerNormalization
+from .quantized import QuantKernels, observe
 
 _LINEAR = _core.Act.linear
 
@@ -81,7 +82,7 @@ def _standalone(layer: Layer, shape) -> None:
 
 
 @register
-class MultiHeadAttention(_SeedsDropouts, Layer):
+class MultiHeadAttention(QuantKernels, _SeedsDropouts, Layer):
     """Multi-head attention (Keras MultiHeadAttention).
 
     In a Sequential it is self-attention on (N, T, C). Called directly it also takes
@@ -110,6 +111,7 @@ class MultiHeadAttention(_SeedsDropouts, Layer):
     """
 
     supports_masking = True
+    quantizable_kernels = ("query_kernel", "key_kernel", "value_kernel", "output_kernel")
 
     def __init__(self, num_heads: int, key_dim: int, value_dim: int | None = None,
                  dropout: float = 0.0, use_bias: bool = True, output_shape=None,
@@ -147,10 +149,10 @@ class MultiHeadAttention(_SeedsDropouts, Layer):
         cout = self.out_dim or cq
         k_init, b_init = self.kernel_initializer, self.bias_initializer
         for name, cin in (("query", cq), ("key", ck), ("value", cv)):
-            self.add_weight(f"{name}_kernel", (cin, h), k_init)
+            self.add_kernel(f"{name}_kernel", (cin, h), k_init)
             if self.use_bias:
                 self.add_weight(f"{name}_bias", (h,), b_init)
-        self.add_weight("output_kernel", (h, cout), k_init)
+        self.add_kernel("output_kernel", (h, cout), k_init)
         if self.use_bias:
             self.add_weight("output_bias", (cout,), b_init)
         self._drop = None
@@ -227,9 +229,18 @@ class MultiHeadAttention(_SeedsDropouts, Layer):
         """x (N, T, C) @ kernel + bias → (N, T, h) scratch."""
         n, t, c = x.shape
         y = self.buffer(key, (n, t, h))
-        _core.dense_forward(y.reshape(-1, h), None, x.reshape(-1, c),
-                            getattr(self, name + "_kernel"), self._b(name), _LINEAR)
+        self._dense(y.reshape(-1, h), x.reshape(-1, c), name, training)
         return y
+
+    def _dense(self, y2, x2, name, training):
+        """y2 = x2 @ <name>_kernel + <name>_bias, in float32 or through the int8 kernel."""
+        if self.quantization is not None:
+            self.check_inference(training)
+            self.qdense_into(y2, x2, name + "_kernel", self._b(name), _LINEAR)
+            return
+        if not training:
+            observe(self, name + "_kernel", x2)
+        _core.dense_forward(y2, None, x2, getattr(self, name + "_kernel"), self._b(name), _LINEAR)
 
     def forward(self, query, value=None, key=None, mask=None, training=False,
                 use_causal_mask=False):
@@ -256,10 +267,9 @@ class MultiHeadAttention(_SeedsDropouts, Layer):
         causal = bool(use_causal_mask)
         _core.attention_forward(o, lse, q, k, v, m, nh, causal, None)
         od = self._drop.forward(o, training) if self._drop is not None else o
-        cout = self.output_kernel.shape[1]
+        cout = self.out_dim or xq.shape[-1]
         y = self.buffer("y", (n, tq, cout)) if training else np.empty((n, tq, cout), np.float32)
-        _core.dense_forward(y.reshape(-1, cout), None, od.reshape(-1, h), self.output_kernel,
-                            self._b("output"), _LINEAR)
+        self._dense(y.reshape(-1, cout), od.reshape(-1, h), "output", training)
         if training:
             # (inputs, which inputs were separate, the core's operands and results)
             self._saved = (xq, xk, xv, value is not None, key is not None,

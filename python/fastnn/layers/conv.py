@@ -7,6 +7,7 @@ from .. import _core
 from ..ops.conv2d import _explicit_padding, _pair, conv2d_geometry
 from .base import register
 from .core import Activated, _init_name
+from .quantized import QuantKernels, observe
 
 
 def _padding_config(padding):
@@ -21,7 +22,7 @@ def _padding_config(padding):
 
 
 @register
-class Conv2D(Activated):
+class Conv2D(QuantKernels, Activated):
     """y = activation(conv(x, kernel) + bias) over images x (N, H, W, C).
 
     kernel is (KH, KW, C/groups, filters) as in Keras. strides, dilation_rate and
@@ -29,6 +30,8 @@ class Conv2D(Activated):
     a pair (ph, pw) or ((top, bottom), (left, right)). groups splits the channels into
     independent groups (groups == C: depthwise).
     """
+
+    quantizable_kernels = ("kernel",)
 
     def __init__(self, filters: int, kernel_size, strides=1, padding="valid", dilation_rate=1,
                  groups: int = 1, activation=None, use_bias: bool = True,
@@ -65,7 +68,7 @@ class Conv2D(Activated):
         self._geo = conv2d_geometry((H, W), self.kernel_size, self.strides, padding,
                                     self.dilation_rate, op=self.name)
         KH, KW = self.kernel_size
-        self.add_weight("kernel", (KH, KW, C // self.groups, self.filters), self.kernel_initializer)
+        self.add_kernel("kernel", (KH, KW, C // self.groups, self.filters), self.kernel_initializer)
         if self.use_bias:
             self.add_weight("bias", (self.filters,), self.bias_initializer)
         return (self._geo.out_h, self._geo.out_w, self.filters)
@@ -73,12 +76,22 @@ class Conv2D(Activated):
     def _core_args(self):
         return self._geo.core_args(self.groups)
 
+    def can_quantize(self) -> bool:
+        return self.groups == 1
+
     def forward(self, x, training=False):
         if x.ndim != 4 or x.shape[1:] != self.input_shape:
             want = ", ".join(map(str, self.input_shape))
             raise ValueError(f"{self.name}: expected input (N, {want}), got shape {x.shape}")
         shape = (x.shape[0],) + self.output_shape
         act = self._fused_act()
+        if self.quantization is not None:
+            self.check_inference(training)
+            y = np.empty(shape, np.float32)
+            self.qconv2d_into(y, x, self._geo, self.bias if self.use_bias else None, act)
+            return self._finish(y)
+        if not training:
+            observe(self, "kernel", x)
         y = self.buffer("y", shape) if training else np.empty(shape, np.float32)
         z = None
         if training and act == _core.Act.gelu:

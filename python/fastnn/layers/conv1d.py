@@ -13,6 +13,7 @@ from .. import _core
 from ..ops.conv2d import conv2d_geometry
 from .base import register
 from .conv import Conv2D
+from .quantized import observe
 
 PADDINGS_1D = ("valid", "same", "causal")
 
@@ -110,7 +111,7 @@ class Conv1D(Conv2D):
                              f"padding='same' or 'causal', or longer inputs")
         self._geo = conv2d_geometry((1, T), (1, k), (1, s), self._padding_2d, (1, d),
                                     op=self.name)
-        self.add_weight("kernel", (k, C // self.groups, self.filters), self.kernel_initializer)
+        self.add_kernel("kernel", (k, C // self.groups, self.filters), self.kernel_initializer)
         if self.use_bias:
             self.add_weight("bias", (self.filters,), self.bias_initializer)
         return (self._geo.out_w, self.filters)
@@ -125,6 +126,13 @@ class Conv1D(Conv2D):
         x4 = x.reshape(n, 1, t, c)
         shape = (n, 1) + self.output_shape
         act = self._fused_act()
+        if self.quantization is not None:
+            self.check_inference(training)
+            y = np.empty(shape, np.float32)
+            self.qconv2d_into(y, x4, self._geo, self.bias if self.use_bias else None, act)
+            return self._finish(y).reshape((n,) + self.output_shape)
+        if not training:
+            observe(self, "kernel", x4)
         y = self.buffer("y", shape) if training else np.empty(shape, np.float32)
         z = None
         if training and act == _core.Act.gelu:

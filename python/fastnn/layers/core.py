@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import _core
 from .base import Layer, register
+from .quantized import QuantKernels, observe
 
 # Activations the dense/conv epilogues fuse; softmax runs as its own kernel after them.
 _ACT = {None: _core.Act.linear, "linear": _core.Act.linear, "relu": _core.Act.relu,
@@ -52,8 +53,10 @@ class Activated(Layer):
 
 
 @register
-class Dense(Activated):
+class Dense(QuantKernels, Activated):
     """y = activation(x @ kernel + bias) over the last axis; kernel is (in, units)."""
+
+    quantizable_kernels = ("kernel",)
 
     def __init__(self, units: int, activation=None, use_bias: bool = True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kw):
@@ -66,7 +69,7 @@ class Dense(Activated):
         self.bias_initializer = bias_initializer
 
     def build(self, input_shape):
-        self.add_weight("kernel", (input_shape[-1], self.units), self.kernel_initializer)
+        self.add_kernel("kernel", (input_shape[-1], self.units), self.kernel_initializer)
         if self.use_bias:
             self.add_weight("bias", (self.units,), self.bias_initializer)
         return tuple(input_shape[:-1]) + (self.units,)
@@ -76,6 +79,13 @@ class Dense(Activated):
         x2 = x.reshape(-1, x.shape[-1])
         n = x2.shape[0]
         act = self._fused_act()
+        if self.quantization is not None:
+            self.check_inference(training)
+            y = np.empty((n, self.units), np.float32)
+            self.qdense_into(y, x2, "kernel", self.bias if self.use_bias else None, act)
+            return self._finish(y).reshape(lead + (self.units,))
+        if not training:
+            observe(self, "kernel", x2)
         y = self.buffer("y", (n, self.units)) if training else np.empty((n, self.units), np.float32)
         z = None
         if training and act == _core.Act.gelu:

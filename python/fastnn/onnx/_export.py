@@ -61,6 +61,40 @@ def _matmul_bias(b, x, w, bias, hint):
     return y
 
 
+def _kernel_product(b, l, x, kname, bias, hint):
+    """x @ l.<kname> + bias: MatMul, or for an int8 layer (fastnn.layers.quantized) the
+    integer form ONNX Runtime runs: the input quantized per tensor to uint8
+    (DynamicQuantizeLinear, or QuantizeLinear with the calibrated scale and zero point),
+    MatMulInteger with the int8 kernel, then float32 (acc · (x_scale · w_scale[o])) + bias,
+    the operations of fastnn's epilogue in its order."""
+    if getattr(l, "quantization", None) is None:
+        return _matmul_bias(b, x, getattr(l, kname), bias, hint)
+    xq, xs, xz = _quantize_input(b, l, x, kname, hint)
+    wq = l._q[kname]["int8"]
+    acc = b.op("MatMulInteger", [xq, b.const(wq, hint + "_kernel_int8", np.int8), xz], hint)
+    return _dequantize(b, l, acc, xs, kname, bias, hint, (-1,))
+
+
+def _quantize_input(b, l, x, kname, hint):
+    if l.quantization == "dynamic":
+        return b.op("DynamicQuantizeLinear", [x], hint + "_x", n_out=3)
+    scale, zp = l.qinput(kname)
+    xs = b.const(np.float32(scale), hint + "_x_scale")
+    xz = b.const(np.uint8(zp), hint + "_x_zero_point", np.uint8)
+    return b.op("QuantizeLinear", [x, xs, xz], hint + "_x"), xs, xz
+
+
+def _dequantize(b, l, acc, xs, kname, bias, hint, shape):
+    """float(acc) · (x_scale · w_scale) + bias, with w_scale and bias shaped to broadcast
+    over acc's output-channel axis."""
+    ws = l._q[kname]["scale"].reshape(shape)
+    scale = b.op("Mul", [xs, b.const(ws, hint + "_kernel_scale")], hint + "_scale")
+    y = b.op("Mul", [b.op("Cast", [acc], hint, to=b.onnx.TensorProto.FLOAT), scale], hint)
+    if bias is not None:
+        y = b.op("Add", [y, b.const(np.asarray(bias).reshape(shape), hint + "_bias")], hint)
+    return y
+
+
 def _activation(b, x, act, hint):
     if act in (None, "linear"):
         return x
@@ -100,7 +134,7 @@ def _mask_f32(b, mask, hint="mask"):
 
 # --- converters: (builder, layer, input names, input mask) -> (outputs, output mask) ----
 def _dense(b, l, xs, m):
-    y = _matmul_bias(b, xs[0], l.kernel, l.bias if l.use_bias else None, l.name)
+    y = _kernel_product(b, l, xs[0], "kernel", l.bias if l.use_bias else None, l.name)
     return [_activation(b, y, l.activation, l.name)], m if l.supports_masking else None
 
 
@@ -130,25 +164,39 @@ def _reshape(b, l, xs, m):
 
 
 def _conv_nchw(b, l, x, kernel4, geo, groups):
-    """Conv over an NHWC tensor x with a (KH, KW, C/g, F) kernel, back to NHWC."""
+    """Conv over an NHWC tensor x with a (KH, KW, C/g, F) kernel, back to NHWC; an int8
+    layer as ConvInteger (its input quantized as in _kernel_product)."""
     w = np.transpose(kernel4, (3, 2, 0, 1))  # (F, C/g, KH, KW)
+    attrs = dict(strides=[geo.stride_h, geo.stride_w],
+                 pads=[geo.pad_top, geo.pad_left, geo.pad_bottom, geo.pad_right],
+                 dilations=[geo.dil_h, geo.dil_w], group=groups,
+                 kernel_shape=list(kernel4.shape[:2]))
+    if getattr(l, "quantization", None) is not None:
+        xq, xs, xz = _quantize_input(b, l, _nhwc_to_nchw(b, x), "kernel", l.name)
+        acc = b.op("ConvInteger", [xq, b.const(w, l.name + "_kernel_int8", np.int8), xz],
+                   l.name, **attrs)
+        y = _dequantize(b, l, acc, xs, "kernel", l.bias if l.use_bias else None, l.name,
+                        (1, -1, 1, 1))
+        return _activation(b, _nchw_to_nhwc(b, y), l.activation, l.name)
     ins = [_nhwc_to_nchw(b, x), b.const(w, l.name + "_kernel")]
     if l.use_bias:
         ins.append(b.const(l.bias, l.name + "_bias"))
-    y = b.op("Conv", ins, l.name, strides=[geo.stride_h, geo.stride_w],
-             pads=[geo.pad_top, geo.pad_left, geo.pad_bottom, geo.pad_right],
-             dilations=[geo.dil_h, geo.dil_w], group=groups,
-             kernel_shape=list(kernel4.shape[:2]))
+    y = b.op("Conv", ins, l.name, **attrs)
     return _activation(b, _nchw_to_nhwc(b, y), l.activation, l.name)
 
 
+def _conv_kernel(l):
+    """The layer's (KH, KW, C/g, F) kernel: float32, or int8 for a quantized layer."""
+    return l.kernel if getattr(l, "quantization", None) is None else l._q["kernel"]["int8"]
+
+
 def _conv2d(b, l, xs, m):
-    return [_conv_nchw(b, l, xs[0], l.kernel, l._geo, l.groups)], None
+    return [_conv_nchw(b, l, xs[0], _conv_kernel(l), l._geo, l.groups)], None
 
 
 def _conv1d(b, l, xs, m):
     x4 = b.op("Unsqueeze", [xs[0], b.ints([1])], l.name)  # (N, 1, T, C)
-    y4 = _conv_nchw(b, l, x4, l.kernel[None], l._geo, l.groups)
+    y4 = _conv_nchw(b, l, x4, _conv_kernel(l)[None], l._geo, l.groups)
     return [b.op("Squeeze", [y4, b.ints([1])], l.name)], None
 
 
@@ -267,9 +315,9 @@ def _heads(b, x, nh, d, hint):
 def _mha_node(b, l, xq, xk, xv, mask, causal):
     nh, d = l.num_heads, l.key_dim
     bias = (lambda n: getattr(l, n + "_bias")) if l.use_bias else (lambda n: None)  # noqa: E731
-    q = _heads(b, _matmul_bias(b, xq, l.query_kernel, bias("query"), l.name + "_q"), nh, d, "q")
-    k = _heads(b, _matmul_bias(b, xk, l.key_kernel, bias("key"), l.name + "_k"), nh, d, "k")
-    v = _heads(b, _matmul_bias(b, xv, l.value_kernel, bias("value"), l.name + "_v"), nh, d, "v")
+    q = _heads(b, _kernel_product(b, l, xq, "query_kernel", bias("query"), l.name + "_q"), nh, d, "q")
+    k = _heads(b, _kernel_product(b, l, xk, "key_kernel", bias("key"), l.name + "_k"), nh, d, "k")
+    v = _heads(b, _kernel_product(b, l, xv, "value_kernel", bias("value"), l.name + "_v"), nh, d, "v")
     kt = b.op("Transpose", [k], "kt", perm=[0, 1, 3, 2])
     s = b.op("Mul", [b.op("MatMul", [q, kt]), b.const(np.float32(1.0 / np.sqrt(d)))], "scores")
     big = np.float32(-1e30)
@@ -287,7 +335,7 @@ def _mha_node(b, l, xq, xk, xv, mask, causal):
         anyk = _reduce(b, "ReduceMax", _mask_f32(b, keep), [3], True, "any_key")
         o = b.op("Mul", [o, anyk], "attn")
     o = b.op("Reshape", [b.op("Transpose", [o], "attn", perm=[0, 2, 1, 3]), b.ints([0, 0, nh * d])])
-    return _matmul_bias(b, o, l.output_kernel, bias("output"), l.name + "_out")
+    return _kernel_product(b, l, o, "output_kernel", bias("output"), l.name + "_out")
 
 
 def _mha(b, l, xs, m, kwargs):
