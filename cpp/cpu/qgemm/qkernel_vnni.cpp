@@ -145,18 +145,17 @@ void quantize_vnni(uint8_t* q, const float* x, int64_t n, float scale, float zp)
   const __m512 rel = _mm512_set1_ps(9.5367431640625e-07f);  // 2^-20
   constexpr int kNear = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
   auto one = [&](__m512 xv) {
-    __m512 r;
+    __m512 v;
     if (use_inv) {
-      r = _mm512_mul_ps(xv, inv);
-      const __m512 fr = _mm512_sub_ps(r, _mm512_roundscale_ps(r, kNear));
-      const __m512 dist = _mm512_abs_ps(_mm512_sub_ps(_mm512_abs_ps(fr), half));
+      const __m512 r = _mm512_mul_ps(xv, inv);
+      v = _mm512_roundscale_ps(r, kNear);
+      const __m512 dist = _mm512_abs_ps(_mm512_sub_ps(_mm512_abs_ps(_mm512_sub_ps(r, v)), half));
       const __mmask16 near =
           _mm512_cmp_ps_mask(dist, _mm512_mul_ps(_mm512_abs_ps(r), rel), _CMP_LE_OQ);
-      if (near) r = _mm512_mask_div_ps(r, near, xv, vs);
+      if (near) v = _mm512_roundscale_ps(_mm512_mask_div_ps(r, near, xv, vs), kNear);
     } else {
-      r = _mm512_div_ps(xv, vs);
+      v = _mm512_roundscale_ps(_mm512_div_ps(xv, vs), kNear);
     }
-    __m512 v = _mm512_roundscale_ps(r, kNear);
     v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, vz), lo), hi);
     return _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(v));
   };
@@ -178,11 +177,27 @@ bool minmax_vnni(float* mn, float* mx, const float* x, int64_t n) {
   __mmask16 bad = 0;
   const __m512 inf = _mm512_set1_ps(INFINITY);
   int64_t i = 0;
+  // Four independent chains (min/max latency, not throughput, bounds one chain).
+  __m512 lo1 = lo, lo2 = lo, lo3 = lo, hi1 = hi, hi2 = hi, hi3 = hi;
+  for (; i + 64 <= n; i += 64) {
+    const __m512 v0 = _mm512_loadu_ps(x + i), v1 = _mm512_loadu_ps(x + i + 16);
+    const __m512 v2 = _mm512_loadu_ps(x + i + 32), v3 = _mm512_loadu_ps(x + i + 48);
+    lo = _mm512_min_ps(lo, v0), hi = _mm512_max_ps(hi, v0);
+    lo1 = _mm512_min_ps(lo1, v1), hi1 = _mm512_max_ps(hi1, v1);
+    lo2 = _mm512_min_ps(lo2, v2), hi2 = _mm512_max_ps(hi2, v2);
+    lo3 = _mm512_min_ps(lo3, v3), hi3 = _mm512_max_ps(hi3, v3);
+    // NaN or ±inf: |v| is not < inf.
+    bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(v0), inf, _CMP_NLT_UQ) |
+           _mm512_cmp_ps_mask(_mm512_abs_ps(v1), inf, _CMP_NLT_UQ) |
+           _mm512_cmp_ps_mask(_mm512_abs_ps(v2), inf, _CMP_NLT_UQ) |
+           _mm512_cmp_ps_mask(_mm512_abs_ps(v3), inf, _CMP_NLT_UQ);
+  }
+  lo = _mm512_min_ps(_mm512_min_ps(lo, lo1), _mm512_min_ps(lo2, lo3));
+  hi = _mm512_max_ps(_mm512_max_ps(hi, hi1), _mm512_max_ps(hi2, hi3));
   for (; i + 16 <= n; i += 16) {
     const __m512 v = _mm512_loadu_ps(x + i);
     lo = _mm512_min_ps(lo, v);
     hi = _mm512_max_ps(hi, v);
-    // NaN or ±inf: |v| is not < inf.
     bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(v), inf, _CMP_NLT_UQ);
   }
   if (i < n) {
