@@ -223,9 +223,8 @@ void pack_a(const QKernel& kr, uint8_t* dst, const uint8_t* A, int64_t lda, int6
         const int64_t full = kc / 4;
         for (int64_t g = 0; g < full; ++g) std::memcpy(d + (g * mr + i) * 4, a + 4 * g, 4);
         if (kc % 4) {
-          uint8_t tail[4] = {0, 0, 0, 0};
-          std::memcpy(tail, a + 4 * full, size_t(kc % 4));
-          std::memcpy(d + (full * mr + i) * 4, tail, 4);
+          uint8_t* t4 = d + (full * mr + i) * 4;
+          for (int64_t k = 0; k < 4; ++k) t4[k] = 4 * full + k < kc ? a[4 * full + k] : 0;
         }
       } else if (kr.eb == 1) {  // G == 1
         for (int64_t k = 0; k < kc; ++k) d[k * mr + i] = a[k];
@@ -447,26 +446,64 @@ bool quantize_u8_dynamic(uint8_t* q, float* scale, int32_t* zero_point, const fl
 
 // ---- convolution ------------------------------------------------------------------
 
+namespace {
+// Byte runs for im2col: short ones inline (kept loops: GCC would turn them back into
+// library calls), long ones by memcpy.
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) inline void copy_run(
+    uint8_t* d, const uint8_t* src, int64_t n) {
+  if (n >= 32) {
+    std::memcpy(d, src, size_t(n));
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) d[i] = src[i];
+}
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) inline void fill_run(
+    uint8_t* d, uint8_t v, int64_t n) {
+  if (n >= 32) {
+    std::memset(d, v, size_t(n));
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) d[i] = v;
+}
+}  // namespace
+
 // col (N·OH·OW, KH·KW·C) = zero-point-padded patches of x (N,H,W,C)
 void qim2col_u8(uint8_t* col, const uint8_t* x, int64_t N, int64_t H, int64_t W, int64_t C,
                 int64_t KH, int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_top,
                 int64_t pad_left, int64_t dil_h, int64_t dil_w, int64_t OH, int64_t OW,
                 uint8_t zero_point) {
-  const int64_t rows = N * OH * OW, K = KH * KW * C;
+  const int64_t K = KH * KW * C;
   const int64_t grain = std::max<int64_t>(1, 262144 / std::max<int64_t>(K, 1));
-  parallel_for(rows, grain, [=](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t n = r / (OH * OW), oh = (r / OW) % OH, ow = r % OW;
+  // Short runs (C of 1 or 3 channels) are copied inline: a memcpy call per byte or
+  // three cost more than the whole product. With dil_w = 1 a kernel row that lies
+  // inside the image is one run of KW·C bytes.
+  // Parallel over output rows (n, oh); each covers OW rows of col.
+  parallel_for(N * OH, std::max<int64_t>(1, grain / std::max<int64_t>(OW, 1)),
+               [=](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q)
+    for (int64_t ow = 0; ow < OW; ++ow) {
+      const int64_t n = q / OH, oh = q % OH, r = q * OW + ow;
       uint8_t* d = col + r * K;
+      const int64_t iw0 = ow * stride_w - pad_left;
+      const bool row_inside = dil_w == 1 && iw0 >= 0 && iw0 + KW <= W;
       for (int64_t kh = 0; kh < KH; ++kh) {
         const int64_t ih = oh * stride_h - pad_top + kh * dil_h;
+        uint8_t* dk = d + kh * KW * C;
+        if (ih < 0 || ih >= H) {
+          fill_run(dk, zero_point, KW * C);
+          continue;
+        }
+        const uint8_t* src = x + ((n * H + ih) * W) * C;
+        if (row_inside) {
+          copy_run(dk, src + iw0 * C, KW * C);
+          continue;
+        }
         for (int64_t kw = 0; kw < KW; ++kw) {
-          const int64_t iw = ow * stride_w - pad_left + kw * dil_w;
-          uint8_t* dd = d + (kh * KW + kw) * C;
-          if (ih < 0 || ih >= H || iw < 0 || iw >= W)
-            std::memset(dd, zero_point, size_t(C));
+          const int64_t iw = iw0 + kw * dil_w;
+          if (iw < 0 || iw >= W)
+            fill_run(dk + kw * C, zero_point, C);
           else
-            std::memcpy(dd, x + ((n * H + ih) * W + iw) * C, size_t(C));
+            copy_run(dk + kw * C, src + iw * C, C);
         }
       }
     }

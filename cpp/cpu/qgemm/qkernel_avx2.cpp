@@ -28,33 +28,49 @@ inline __m256i tail_mask(int64_t cols) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), iota);
 }
 
+// acc (MR×NV ymm) = [C +] A tile · NV panels over `groups` K pairs (apart from the
+// epilogue, so that the accumulators stay in registers).
 template <int MR, int NV>
-void micro(const Block& blk, const uint8_t* a, const uint8_t* b, int32_t* c, int64_t j,
-           int64_t cols) {
+__attribute__((noinline)) void kloop(__m256i* out, const uint8_t* a, const uint8_t* b,
+                                     int64_t ps, int64_t groups, const int32_t* c,
+                                     int64_t ldc, bool first, const __m256i* mask) {
   __m256i acc[MR][NV];
-  __m256i mask[NV];
-  for (int v = 0; v < NV; ++v) mask[v] = tail_mask(cols - 8 * v);
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 2
     for (int v = 0; v < NV; ++v)
-      acc[r][v] = blk.first ? _mm256_setzero_si256()
-                            : _mm256_maskload_epi32(c + r * blk.ldc + 8 * v, mask[v]);
-  const int64_t groups = (blk.kc + 1) / 2;
-  const int64_t ps = blk.b_panel_stride;
+      acc[r][v] = first ? _mm256_setzero_si256() : _mm256_maskload_epi32(c + r * ldc + 8 * v, mask[v]);
   for (int64_t g = 0; g < groups; ++g) {
     __m256i bv[NV];
+#pragma GCC unroll 2
     for (int v = 0; v < NV; ++v)
       bv[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + v * ps + g * 32));
+#pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
-      int32_t a2;
-      std::memcpy(&a2, a + (g * kMR + r) * 4, 4);
-      const __m256i av = _mm256_set1_epi32(a2);
+      const __m256i av =
+          _mm256_set1_epi32(*reinterpret_cast<const int32_t*>(a + (g * kMR + r) * 4));
+#pragma GCC unroll 2
       for (int v = 0; v < NV; ++v)
         acc[r][v] = _mm256_add_epi32(acc[r][v], _mm256_madd_epi16(av, bv[v]));
     }
   }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) out[r * NV + v] = acc[r][v];
+}
+
+template <int MR, int NV>
+void micro(const Block& blk, const uint8_t* a, const uint8_t* b, int32_t* c, int64_t j,
+           int64_t cols) {
+  __m256i mask[NV];
+  for (int v = 0; v < NV; ++v) mask[v] = tail_mask(cols - 8 * v);
+  __m256i accs[MR * NV];
+  kloop<MR, NV>(accs, a, b, blk.b_panel_stride, (blk.kc + 1) / 2, c, blk.ldc, blk.first, mask);
+  auto acc = [&](int r, int v) { return accs[r * NV + v]; };
   if (!(blk.last && blk.epi)) {
     for (int r = 0; r < MR; ++r)
-      for (int v = 0; v < NV; ++v) _mm256_maskstore_epi32(c + r * blk.ldc + 8 * v, mask[v], acc[r][v]);
+      for (int v = 0; v < NV; ++v) _mm256_maskstore_epi32(c + r * blk.ldc + 8 * v, mask[v], acc(r, v));
     return;
   }
   const Epilogue& e = *blk.epi;
@@ -72,7 +88,7 @@ void micro(const Block& blk, const uint8_t* a, const uint8_t* b, int32_t* c, int
   for (int r = 0; r < MR; ++r) {
     float* y = reinterpret_cast<float*>(c + r * blk.ldc);
     for (int v = 0; v < NV; ++v) {
-      __m256 z = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[r][v], corr[v])), s[v]);
+      __m256 z = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc(r, v), corr[v])), s[v]);
       if (e.bias) z = _mm256_add_ps(z, bias[v]);
       if (relu) z = _mm256_max_ps(z, _mm256_setzero_ps());
       _mm256_maskstore_ps(y + 8 * v, mask[v], z);
@@ -113,30 +129,52 @@ void macro_avx2(const Block& blk) {
   }
 }
 
-// 8 floats → 8 bytes of q.
-inline void quant8(uint8_t* q, __m256 xv, __m256 vs, __m256 vz, int64_t count) {
-  const __m256 lo = _mm256_setzero_ps(), hi = _mm256_set1_ps(255.0f);
-  __m256 v = _mm256_round_ps(_mm256_div_ps(xv, vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, vz), lo), hi);
-  const __m256i i32 = _mm256_cvtps_epi32(v);
-  const __m128i i16 = _mm_packus_epi32(_mm256_castsi256_si128(i32), _mm256_extracti128_si256(i32, 1));
-  const __m128i u8 = _mm_packus_epi16(i16, i16);
-  if (count == 8) {
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(q), u8);
-  } else {
-    uint8_t tmp[16];
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(tmp), u8);
-    std::memcpy(q, tmp, size_t(count));
+// 8 floats → 8 bytes of q. As quantize_vnni: x · (1/scale) unless a lane lies near a
+// half-integer, where the IEEE quotient decides.
+struct Quant8 {
+  __m256 vs, vz, inv;
+  bool use_inv;
+  void operator()(uint8_t* q, __m256 xv, int64_t count) const {
+    const __m256 lo = _mm256_setzero_ps(), hi = _mm256_set1_ps(255.0f);
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    constexpr int kNear = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    __m256 r;
+    if (use_inv) {
+      r = _mm256_mul_ps(xv, inv);
+      const __m256 fr = _mm256_sub_ps(r, _mm256_round_ps(r, kNear));
+      const __m256 dist =
+          _mm256_and_ps(_mm256_sub_ps(_mm256_and_ps(fr, absmask), _mm256_set1_ps(0.5f)), absmask);
+      const __m256 tol = _mm256_mul_ps(_mm256_and_ps(r, absmask), _mm256_set1_ps(9.5367431640625e-07f));
+      const __m256 near = _mm256_cmp_ps(dist, tol, _CMP_LE_OQ);
+      if (_mm256_movemask_ps(near)) r = _mm256_blendv_ps(r, _mm256_div_ps(xv, vs), near);
+    } else {
+      r = _mm256_div_ps(xv, vs);
+    }
+    __m256 v = _mm256_round_ps(r, kNear);
+    v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, vz), lo), hi);
+    const __m256i i32 = _mm256_cvtps_epi32(v);
+    const __m128i i16 =
+        _mm_packus_epi32(_mm256_castsi256_si128(i32), _mm256_extracti128_si256(i32, 1));
+    const __m128i u8 = _mm_packus_epi16(i16, i16);
+    if (count == 8) {
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(q), u8);
+    } else {
+      uint8_t tmp[16];
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(tmp), u8);
+      std::memcpy(q, tmp, size_t(count));
+    }
   }
-}
+};
 
 void quantize_avx2(uint8_t* q, const float* x, int64_t n, float scale, float zp) {
-  const __m256 vs = _mm256_set1_ps(scale), vz = _mm256_set1_ps(zp);
+  const float inv_s = 1.0f / scale;
+  const Quant8 quant{_mm256_set1_ps(scale), _mm256_set1_ps(zp), _mm256_set1_ps(inv_s),
+                     std::isfinite(inv_s) && inv_s >= 1.17549435e-38f};
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) quant8(q + i, _mm256_loadu_ps(x + i), vs, vz, 8);
+  for (; i + 8 <= n; i += 8) quant(q + i, _mm256_loadu_ps(x + i), 8);
   if (i < n) {
     const __m256i m = tail_mask(n - i);
-    quant8(q + i, _mm256_maskload_ps(x + i, m), vs, vz, n - i);
+    quant(q + i, _mm256_maskload_ps(x + i, m), n - i);
   }
 }
 

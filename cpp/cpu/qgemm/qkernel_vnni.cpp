@@ -13,6 +13,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "../vmath.h"
@@ -26,33 +27,50 @@ inline __mmask16 tail_mask(int64_t cols) {
   return cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1u);
 }
 
+// acc (MR×NV zmm) = [C +] A tile · NV panels over `groups` K groups. Kept apart from the
+// epilogue so that the 24 accumulators, 4 B vectors and the broadcast stay in registers.
+template <int MR, int NV>
+__attribute__((noinline)) void kloop(__m512i* out, const uint8_t* a, const uint8_t* b,
+                                     int64_t ps, int64_t groups, const int32_t* c,
+                                     int64_t ldc, bool first, const __mmask16* mask) {
+  __m512i acc[MR][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      acc[r][v] = first ? _mm512_setzero_si512()
+                        : _mm512_maskz_loadu_epi32(mask[v], c + r * ldc + 16 * v);
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512i bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(b + v * ps + g * 64);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const __m512i av =
+          _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(a + (g * kMR + r) * 4));
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, bv[v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) out[r * NV + v] = acc[r][v];
+}
+
 // C[0:MR, 0:cols] (+)= A tile · NV panels; then the epilogue or the int32 store.
 template <int MR, int NV>
 void micro(const Block& blk, const uint8_t* a, const uint8_t* b, int32_t* c, int64_t j,
            int64_t cols) {
-  __m512i acc[MR][NV];
   __mmask16 mask[NV];
   for (int v = 0; v < NV; ++v) mask[v] = tail_mask(cols - 16 * v);
-  for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v)
-      acc[r][v] = blk.first ? _mm512_setzero_si512()
-                            : _mm512_maskz_loadu_epi32(mask[v], c + r * blk.ldc + 16 * v);
-  const int64_t groups = (blk.kc + 3) / 4;
-  const int64_t ps = blk.b_panel_stride;
-  for (int64_t g = 0; g < groups; ++g) {
-    __m512i bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(b + v * ps + g * 64);
-    for (int r = 0; r < MR; ++r) {
-      int32_t a4;
-      std::memcpy(&a4, a + (g * kMR + r) * 4, 4);
-      const __m512i av = _mm512_set1_epi32(a4);
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, bv[v]);
-    }
-  }
+  __m512i accs[MR * NV];
+  kloop<MR, NV>(accs, a, b, blk.b_panel_stride, (blk.kc + 3) / 4, c, blk.ldc, blk.first, mask);
+  auto acc = [&](int r, int v) { return accs[r * NV + v]; };
   if (!(blk.last && blk.epi)) {
     for (int r = 0; r < MR; ++r)
       for (int v = 0; v < NV; ++v)
-        _mm512_mask_storeu_epi32(c + r * blk.ldc + 16 * v, mask[v], acc[r][v]);
+        _mm512_mask_storeu_epi32(c + r * blk.ldc + 16 * v, mask[v], acc(r, v));
     return;
   }
   // z = float(acc − x_zp·colsum) · (x_scale·w_scale) + bias, then act (qgemm.h).
@@ -71,7 +89,7 @@ void micro(const Block& blk, const uint8_t* a, const uint8_t* b, int32_t* c, int
   for (int r = 0; r < MR; ++r) {
     float* y = reinterpret_cast<float*>(c + r * blk.ldc);
     for (int v = 0; v < NV; ++v) {
-      __m512 z = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][v], corr[v])), s[v]);
+      __m512 z = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc(r, v), corr[v])), s[v]);
       if (e.bias) z = _mm512_add_ps(z, bias[v]);
       if (relu) z = _mm512_max_ps(z, _mm512_setzero_ps());
       _mm512_mask_storeu_ps(y + 16 * v, mask[v], z);
@@ -114,16 +132,36 @@ void macro_vnni(const Block& blk) {
 }
 
 // q = clamp(rint(x / scale) + zp, 0, 255); max(v, 0) returns 0 for a NaN v.
+// The quotient is first taken as x · (1/scale), within a relative 2^-22 of x / scale, so
+// both round to the same integer unless that product lies within 2^-20 (relative) of a
+// half-integer; only vectors holding such a lane pay for the IEEE division (ties are
+// rare but exact: the result is bit for bit that of rint(x / scale)).
 void quantize_vnni(uint8_t* q, const float* x, int64_t n, float scale, float zp) {
   const __m512 vs = _mm512_set1_ps(scale), vz = _mm512_set1_ps(zp);
   const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
-  int64_t i = 0;
+  const float inv_s = 1.0f / scale;
+  const bool use_inv = std::isfinite(inv_s) && inv_s >= 1.17549435e-38f;
+  const __m512 inv = _mm512_set1_ps(inv_s), half = _mm512_set1_ps(0.5f);
+  const __m512 rel = _mm512_set1_ps(9.5367431640625e-07f);  // 2^-20
+  constexpr int kNear = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
   auto one = [&](__m512 xv) {
-    __m512 v = _mm512_roundscale_ps(_mm512_div_ps(xv, vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 v;
+    if (use_inv) {
+      const __m512 r = _mm512_mul_ps(xv, inv);
+      v = _mm512_roundscale_ps(r, kNear);
+      const __m512 dist = _mm512_abs_ps(_mm512_sub_ps(_mm512_abs_ps(_mm512_sub_ps(r, v)), half));
+      const __mmask16 near =
+          _mm512_cmp_ps_mask(dist, _mm512_mul_ps(_mm512_abs_ps(r), rel), _CMP_LE_OQ);
+      if (near) v = _mm512_roundscale_ps(_mm512_mask_div_ps(r, near, xv, vs), kNear);
+    } else {
+      v = _mm512_roundscale_ps(_mm512_div_ps(xv, vs), kNear);
+    }
     v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, vz), lo), hi);
     return _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(v));
   };
-  for (; i + 16 <= n; i += 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), one(_mm512_loadu_ps(x + i)));
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), one(_mm512_loadu_ps(x + i)));
   if (i < n) {
     const __mmask16 m = tail_mask(n - i);
     _mm_mask_storeu_epi8(q + i, m, one(_mm512_maskz_loadu_ps(m, x + i)));
@@ -139,11 +177,27 @@ bool minmax_vnni(float* mn, float* mx, const float* x, int64_t n) {
   __mmask16 bad = 0;
   const __m512 inf = _mm512_set1_ps(INFINITY);
   int64_t i = 0;
+  // Four independent chains (min/max latency, not throughput, bounds one chain).
+  __m512 lo1 = lo, lo2 = lo, lo3 = lo, hi1 = hi, hi2 = hi, hi3 = hi;
+  for (; i + 64 <= n; i += 64) {
+    const __m512 v0 = _mm512_loadu_ps(x + i), v1 = _mm512_loadu_ps(x + i + 16);
+    const __m512 v2 = _mm512_loadu_ps(x + i + 32), v3 = _mm512_loadu_ps(x + i + 48);
+    lo = _mm512_min_ps(lo, v0), hi = _mm512_max_ps(hi, v0);
+    lo1 = _mm512_min_ps(lo1, v1), hi1 = _mm512_max_ps(hi1, v1);
+    lo2 = _mm512_min_ps(lo2, v2), hi2 = _mm512_max_ps(hi2, v2);
+    lo3 = _mm512_min_ps(lo3, v3), hi3 = _mm512_max_ps(hi3, v3);
+    // NaN or ±inf: |v| is not < inf.
+    bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(v0), inf, _CMP_NLT_UQ) |
+           _mm512_cmp_ps_mask(_mm512_abs_ps(v1), inf, _CMP_NLT_UQ) |
+           _mm512_cmp_ps_mask(_mm512_abs_ps(v2), inf, _CMP_NLT_UQ) |
+           _mm512_cmp_ps_mask(_mm512_abs_ps(v3), inf, _CMP_NLT_UQ);
+  }
+  lo = _mm512_min_ps(_mm512_min_ps(lo, lo1), _mm512_min_ps(lo2, lo3));
+  hi = _mm512_max_ps(_mm512_max_ps(hi, hi1), _mm512_max_ps(hi2, hi3));
   for (; i + 16 <= n; i += 16) {
     const __m512 v = _mm512_loadu_ps(x + i);
     lo = _mm512_min_ps(lo, v);
     hi = _mm512_max_ps(hi, v);
-    // NaN or ±inf: |v| is not < inf.
     bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(v), inf, _CMP_NLT_UQ);
   }
   if (i < n) {

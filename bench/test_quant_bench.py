@@ -1,0 +1,201 @@
+"""Int8 inference: fastnn.ops.qdense / qconv2d against fastnn's float dense / conv2d.
+
+    FASTNN_BENCH_THREADS=1 python -m pytest bench/test_quant_bench.py --benchmark-only
+    python bench/test_quant_bench.py [--threads 1,2]   # compact table with the ratios
+
+Groups: one per layer and batch, e.g. ``qdense N=32 784->128 relu``; in each, impl =
+float (fastnn.ops.dense / conv2d, float32 weights), int8 (qdense / qconv2d with dynamic
+per-tensor quantization of each batch, the default), int8_static (a fixed x_scale /
+x_zero_point) and ort_int8 (onnxruntime's quantize_dynamic of the same layer: a
+DynamicQuantizeLinear + MatMulInteger graph; skipped when onnx/onnxruntime are absent).
+extra_info holds the operation count (2·M·N·K: one multiply and one add per product)
+and GFLOP/s (float) or GOP/s (int8) at the median time; every int8 time includes the
+quantization of the input and the dequantizing epilogue.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pytest
+
+import _common
+
+# (K, N, activation): the 784-128-10 MLP's layers and a square 1024 layer.
+DENSE = [(784, 128, "relu"), (128, 10, "linear"), (1024, 1024, "relu")]
+BATCHES = [1, 32, 256]
+# The seed CNN's conv layers at batch 64 (3×3, 'valid', relu): (H, W, C, OC).
+CONV_N = 64
+CONVS = [(28, 28, 1, 32), (13, 13, 32, 64)]
+IMPLS = ["float", "int8", "int8_static", "ort_int8"]
+
+
+def dense_data(n, k, oc, seed=0):
+    rng = np.random.default_rng(seed)
+    lim = np.sqrt(6.0 / (k + oc))
+    x = rng.uniform(0.0, 1.0, (n, k)).astype(np.float32)
+    w = rng.uniform(-lim, lim, (k, oc)).astype(np.float32)
+    b = rng.uniform(-0.1, 0.1, oc).astype(np.float32)
+    return x, w, b
+
+
+def ort_dense(x, w, b, act):
+    """An onnxruntime session of y = act(x @ w + b), quantized by quantize_dynamic."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    k, oc = w.shape
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["xw"]),
+             helper.make_node("Add", ["xw", "b"], ["z" if act == "relu" else "y"])]
+    if act == "relu":
+        nodes.append(helper.make_node("Relu", ["z"], ["y"]))
+    graph = helper.make_graph(
+        nodes, "dense",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", oc])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with tempfile.TemporaryDirectory() as d:
+        src, dst = os.path.join(d, "f.onnx"), os.path.join(d, "q.onnx")
+        onnx.save(model, src)
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        so = ort.SessionOptions()
+        n = int(os.environ.get("FASTNN_BENCH_THREADS", "2"))
+        so.intra_op_num_threads = n
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(dst, so, providers=["CPUExecutionProvider"])
+    return lambda: sess.run(None, {"x": x})[0]
+
+
+def setup_dense(impl, n, k, oc, act):
+    """A closure running one forward of the layer with impl (outputs preallocated)."""
+    from fastnn import ops
+
+    x, w, b = dense_data(n, k, oc)
+    y = np.empty((n, oc), np.float32)
+    if impl == "float":
+        return lambda: ops.dense(x, w, b, activation=act, out=y)
+    if impl == "ort_int8":
+        return ort_dense(x, w, b, act)
+    qw = ops.pack_qweight(w)
+    if impl == "int8":
+        fn = lambda: ops.qdense(x, qw, b, activation=act, out=y)  # noqa: E731
+    else:
+        _, s, z = ops.quantize_u8_dynamic(x)
+        fn = lambda: ops.qdense(x, qw, b, activation=act, x_scale=s, x_zero_point=z, out=y)  # noqa: E731
+    fn()
+    ref = ops.dense(x, w, b, activation=act)
+    assert np.abs(y - ref).max() <= 0.02 * max(np.abs(ref).max(), 1.0)
+    return fn
+
+
+def setup_conv(impl, h, w_, c, oc):
+    from fastnn import ops
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.0, 1.0, (CONV_N, h, w_, c)).astype(np.float32)
+    lim = np.sqrt(6.0 / (9 * c + oc))
+    k = rng.uniform(-lim, lim, (3, 3, c, oc)).astype(np.float32)
+    b = rng.uniform(-0.1, 0.1, oc).astype(np.float32)
+    y = np.empty((CONV_N, h - 2, w_ - 2, oc), np.float32)
+    if impl == "float":
+        return lambda: ops.conv2d(x, k, b, activation="relu", out=y)
+    if impl == "ort_int8":
+        pytest.skip("ort_int8: dense layers only")
+    qk = ops.pack_qweight(k)
+    if impl == "int8":
+        fn = lambda: ops.qconv2d(x, qk, b, activation="relu", out=y)  # noqa: E731
+    else:
+        _, s, z = ops.quantize_u8_dynamic(x)
+        fn = lambda: ops.qconv2d(x, qk, b, activation="relu", x_scale=s, x_zero_point=z,  # noqa: E731
+                                 out=y)
+    fn()
+    ref = ops.conv2d(x, k, b, activation="relu")
+    assert np.abs(y - ref).max() <= 0.02 * max(np.abs(ref).max(), 1.0)
+    return fn
+
+
+def _record(benchmark, impl, ops_count):
+    _common.record_rate(benchmark, flops=ops_count, impl=impl)
+    key = "gflops" if impl == "float" else "gops"
+    if "gflops" in benchmark.extra_info and key != "gflops":
+        benchmark.extra_info[key] = benchmark.extra_info.pop("gflops")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("k, oc, act", DENSE, ids=[f"{k}x{oc}" for k, oc, _ in DENSE])
+def test_qdense(benchmark, impl, n, k, oc, act):
+    fn = setup_dense(impl, n, k, oc, act)
+    benchmark.group = f"qdense N={n} {k}->{oc} {act}"
+    benchmark(fn)
+    _record(benchmark, impl, 2 * n * k * oc)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("h, w, c, oc", CONVS, ids=[f"{h}x{w}x{c}-{oc}" for h, w, c, oc in CONVS])
+def test_qconv(benchmark, impl, h, w, c, oc):
+    fn = setup_conv(impl, h, w, c, oc)
+    benchmark.group = f"qconv N={CONV_N} {h}x{w}x{c}->{oc} 3x3 relu"
+    benchmark(fn)
+    _record(benchmark, impl, 2 * CONV_N * (h - 2) * (w - 2) * 9 * c * oc)
+
+
+# ---- python bench/test_quant_bench.py: one table, impls timed side by side -------------
+
+def _best(fns, rounds=7, min_time=0.05):
+    """Best time per call of each fn, over interleaved rounds of ~min_time each."""
+    reps = []
+    for fn in fns:
+        fn()
+        t0, r = time.perf_counter(), 0
+        while time.perf_counter() - t0 < min_time / 5:
+            fn()
+            r += 1
+        reps.append(max(r * 5, 3))
+    best = [float("inf")] * len(fns)
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            for _ in range(reps[i]):
+                fn()
+            best[i] = min(best[i], (time.perf_counter() - t0) / reps[i])
+    return best
+
+
+def main(argv):
+    threads = [2]
+    for i, a in enumerate(argv):
+        if a == "--threads":
+            threads = [int(t) for t in argv[i + 1].split(",")]
+    import fastnn
+    from fastnn import _core
+
+    print(f"fastnn {fastnn.build_info()}")
+    print(f"int8 ISA {_core.qgemm_isa()}, float GEMM ISA {_core.gemm_isa()}")
+    print(f"{'threads':>7} {'layer':<28} {'float us':>10} {'int8 us':>10} {'ratio':>6} "
+          f"{'int8 GOP/s':>10}")
+    for nt in threads:
+        _common.pin_threads(nt, fastnn=True, torch=False)
+        os.environ["FASTNN_BENCH_THREADS"] = str(nt)
+        rows = [(f"dense N={n} {k}->{oc}", lambda n=n, k=k, oc=oc, a=a: [
+                    setup_dense(i, n, k, oc, a) for i in ("float", "int8")], 2 * n * k * oc)
+                for (k, oc, a) in DENSE for n in BATCHES]
+        rows += [(f"conv N={CONV_N} {h}x{w}x{c}->{oc}", lambda h=h, w=w, c=c, oc=oc: [
+                     setup_conv(i, h, w, c, oc) for i in ("float", "int8")],
+                  2 * CONV_N * (h - 2) * (w - 2) * 9 * c * oc) for (h, w, c, oc) in CONVS]
+        for name, make, count in rows:
+            tf, ti = _best(make())
+            print(f"{nt:>7} {name:<28} {tf * 1e6:>10.1f} {ti * 1e6:>10.1f} {tf / ti:>6.2f} "
+                  f"{count / ti / 1e9:>10.1f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
