@@ -103,7 +103,7 @@ def test_transformer_projections(rng):
     q = fn.quantization.quantize(m)
     enc = q.layers[1].name
     assert set(fn.quantization.quantized_layers(q)) == {
-        f"{enc}/attention", f"{enc}/ffn1", f"{enc}/ffn2", q.layers[-1].name}
+        q.layers[0].name, f"{enc}/attention", f"{enc}/ffn1", f"{enc}/ffn2", q.layers[-1].name}
     f, g = m.predict(tokens), q.predict(tokens)
     np.testing.assert_allclose(g, f, atol=0.02)
     assert not np.array_equal(g, f)
@@ -192,3 +192,18 @@ def test_bad_input(rng, digits):
     with pytest.raises(RuntimeError, match="inference only"):
         q.fit(x, y, epochs=1, verbose=0)
     assert q.evaluate(x, y, verbose=0) > 0  # evaluating is fine
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_embedding_tables(rng, tmp_path, mode):
+    ids = rng.integers(0, 30, (6, 9)).astype(np.int32)
+    m = fn.Sequential([L.Embedding(30, 12, input_shape=(9,)), L.Flatten()], seed=0)
+    m.build()
+    table = m.layers[0].embeddings.copy()
+    q = fn.quantization.quantize(m, mode, calibration_data=ids if mode == "static" else None)
+    wq, ws = ref.quantize_weight(table)
+    want = (wq[ids].astype(np.float32) * ws).reshape(6, -1)
+    np.testing.assert_array_equal(q.predict(ids), want)
+    assert np.abs(want - m.predict(ids)).max() <= ws.max() / 2 + 1e-7
+    q.save(tmp_path / "e.fastnn")
+    np.testing.assert_array_equal(fn.models.load_model(tmp_path / "e.fastnn").predict(ids), want)

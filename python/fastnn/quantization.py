@@ -9,12 +9,13 @@ ONNX Runtime's quantize_dynamic / quantize_static).
 
 Every Dense, Conv2D (groups 1; Conv1D too) and MultiHeadAttention projection (so the
 attention, feed-forward and output layers of a TransformerEncoder) gets int8 kernels,
-symmetric per output channel. Its input is quantized per tensor to uint8 with a zero
+symmetric per output channel; Embedding and PositionalEmbedding token tables become int8
+too (per channel, gathered and scaled: weight-only, no input range). Its input is quantized per tensor to uint8 with a zero
 point: from each batch's range at run time ("dynamic"), or from the range its layer saw
 on ``calibration_data`` ("static"; ``method="minmax"`` or ``"percentile"``, which clips
 the (100 - percentile)% most extreme values on each side). Products accumulate in int32
 and are dequantized, biased and activated in one pass; see fastnn.layers.quantized. Other
-layers (embeddings, normalization, recurrent layers, pooling) stay float32.
+layers (normalization, recurrent layers, pooling, position tables) stay float32.
 
 The model given is not changed: quantize works on a copy. The copy predicts, evaluates,
 saves and loads (the int8 kernels and their scales are int8 / float32 tensors in the
@@ -150,7 +151,7 @@ def quantize(model, mode: str = "dynamic", calibration_data=None, method: str = 
         if not isinstance(layer, QuantKernels) or not layer.can_quantize():
             continue
         r = None
-        if ranges is not None:
+        if ranges is not None and not layer.weight_only:
             r = {k: ranges.range(layer, k) for k in layer.quantizable_kernels}
             if any(v is None for v in r.values()):
                 continue  # never reached by the calibration data: left in float32

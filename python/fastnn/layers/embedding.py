@@ -7,6 +7,7 @@ import numpy as np
 from .. import _core
 from ..ops.embedding import as_ids
 from .base import Layer, register
+from .quantized import QuantKernels
 
 _INIT_ALIASES = {"uniform": "random_uniform", "normal": "random_normal"}
 
@@ -45,7 +46,7 @@ def sinusoidal_table(length: int, dim: int, max_wavelength: float = 10000.0) -> 
 
 
 @register
-class Embedding(Layer):
+class Embedding(QuantKernels, Layer):
     """Turns token ids (N, T) into vectors (N, T, output_dim): row ``id`` of a trainable
     table (input_dim, output_dim).
 
@@ -54,6 +55,9 @@ class Embedding(Layer):
     TransformerEncoder, GlobalAveragePooling1D) use to ignore padded steps; input_dim must
     then count the padding id 0.
     """
+
+    quantizable_kernels = ("embeddings",)
+    weight_only = True
 
     def __init__(self, input_dim: int, output_dim: int, embeddings_initializer="uniform",
                  mask_zero: bool = False, **kw):
@@ -64,7 +68,7 @@ class Embedding(Layer):
         self.mask_zero = bool(mask_zero)
 
     def build(self, input_shape):
-        self.add_weight("embeddings", (self.input_dim, self.output_dim),
+        self.add_kernel("embeddings", (self.input_dim, self.output_dim),
                         _init(self.embeddings_initializer))
         return tuple(input_shape) + (self.output_dim,)
 
@@ -76,6 +80,10 @@ class Embedding(Layer):
         n, t = ids.shape
         shape = (n, t, self.output_dim)
         y = self.buffer("y", shape) if training else np.empty(shape, np.float32)
+        if self.quantization is not None:
+            self.check_inference(training)
+            self.gather_int8(y, ids, "embeddings")
+            return y.reshape(tuple(x.shape) + (self.output_dim,))
         _core.embedding_forward(y, ids, self.embeddings, None)
         if training:
             self._ids = ids
@@ -96,7 +104,7 @@ class Embedding(Layer):
 
 
 @register
-class PositionalEmbedding(Layer):
+class PositionalEmbedding(QuantKernels, Layer):
     """Token + position embedding: y[n, t] = token_table[ids[n, t]] + position_table[t].
 
     Args:
@@ -111,6 +119,15 @@ class PositionalEmbedding(Layer):
     One kernel call does the gather and the add; its backward scatters into the token
     table and sums over the batch into the position table.
     """
+
+    weight_only = True
+
+    @property
+    def quantizable_kernels(self):
+        return ("token_embeddings",) if self.input_dim is not None else ()
+
+    def can_quantize(self) -> bool:
+        return self.input_dim is not None
 
     def __init__(self, maxlen: int, output_dim: int, input_dim: int | None = None,
                  positional: str = "learned", mask_zero: bool = False,
@@ -138,7 +155,7 @@ class PositionalEmbedding(Layer):
                 raise ValueError(f"{self.name}: expects token ids of shape (T,) per sample, "
                                  f"got {input_shape}")
             out = input_shape + (self.output_dim,)
-            self.add_weight("token_embeddings", (self.input_dim, self.output_dim),
+            self.add_kernel("token_embeddings", (self.input_dim, self.output_dim),
                             _init(self.embeddings_initializer))
         else:
             if len(input_shape) != 2 or input_shape[1] != self.output_dim:
@@ -177,6 +194,11 @@ class PositionalEmbedding(Layer):
             raise ValueError(f"{self.name}: sequences of length {t} exceed maxlen {self.maxlen}")
         shape = (n, t, self.output_dim)
         y = self.buffer("y", shape) if training else np.empty(shape, np.float32)
+        if self.quantization is not None:
+            self.check_inference(training)
+            self.gather_int8(y, ids, "token_embeddings")
+            y += self._pos()[:t]
+            return y
         _core.embedding_forward(y, ids, self.token_embeddings, self._pos()[:t])
         if training:
             self._ids = ids

@@ -63,6 +63,8 @@ class QuantKernels:
 
     #: names of the kernels (2-D (in, out), or (..., in, out) folded to 2-D) to quantize
     quantizable_kernels: tuple = ()
+    #: an embedding table: int8 rows gathered and scaled, no product, so no input range
+    weight_only = False
     quantization: str | None = None
 
     def can_quantize(self) -> bool:
@@ -104,7 +106,7 @@ class QuantKernels:
                 q, s = quantize_weight(w.reshape(-1, w.shape[-1]))
                 arrs["int8"][...] = q.reshape(w.shape)
                 arrs["scale"][...] = s
-                if mode == "static":
+                if mode == "static" and not self.weight_only:
                     scale, zp = input_params(*ranges[name])
                     arrs["input"][...] = (scale, zp)
             self._vars.remove(var)
@@ -117,13 +119,12 @@ class QuantKernels:
         for name, arrs in getattr(self, "_q", {}).items():
             st[f"{name}_int8"] = arrs["int8"]
             st[f"{name}_scale"] = arrs["scale"]
-            if self.quantization == "static":
+            if self.quantization == "static" and not self.weight_only:
                 st[f"{name}_input"] = arrs["input"]
         return st
 
     def quantized_bytes(self) -> int:
-        return sum(a.nbytes for arrs in getattr(self, "_q", {}).values()
-                   for k, a in arrs.items() if k != "input" or self.quantization == "static")
+        return sum(a.nbytes for k, a in self.state().items() if k.endswith(("_int8", "_scale", "_input")))
 
     def quantized_count(self) -> int:
         return sum(arrs["int8"].size for arrs in getattr(self, "_q", {}).values())
@@ -160,6 +161,12 @@ class QuantKernels:
         qw = self.qweight(name)
         xq = self.buffer("xq_" + name, x2.shape, np.uint8)
         _core.qdense_f32(y2, xq, x2, qw.packed, qw.scale, bias, xs, xz or 0, act)
+
+    def gather_int8(self, y: np.ndarray, ids: np.ndarray, name: str) -> None:
+        """y (N, T, C) = the dequantized rows ids (N, T) of an int8 embedding table:
+        scale[c] · q[id, c] in float32 (the NumPy twin is this line itself)."""
+        a = self._q[name]
+        np.multiply(a["int8"][ids], a["scale"], out=y)
 
     def qconv2d_into(self, y: np.ndarray, x: np.ndarray, geo, bias, act) -> None:
         """y (N, OH, OW, OC) = act(conv(x, dequantized kernel) + bias) through the int8

@@ -290,9 +290,20 @@ def _padding_mask(b, ids):
     return b.op("Not", [b.op("Equal", [ids, b.const(np.int64(0), "zero", np.int64)])], "mask")
 
 
+def _gather_table(b, l, kname, ids):
+    """Rows ids of an embedding table; an int8 table (fastnn.layers.quantized) as Gather,
+    Cast and Mul by its per-channel scale, the order of fastnn's gather_int8."""
+    if getattr(l, "quantization", None) is None:
+        return b.op("Gather", [b.const(getattr(l, kname), l.name + "_table"), ids], l.name, axis=0)
+    a = l._q[kname]
+    rows = b.op("Gather", [b.const(a["int8"], l.name + "_table_int8", np.int8), ids], l.name, axis=0)
+    rows = b.op("Cast", [rows], l.name, to=b.onnx.TensorProto.FLOAT)
+    return b.op("Mul", [rows, b.const(a["scale"], l.name + "_table_scale")], l.name)
+
+
 def _embedding(b, l, xs, m):
     ids = _ids_int64(b, xs[0])
-    y = b.op("Gather", [b.const(l.embeddings, l.name + "_table"), ids], l.name, axis=0)
+    y = _gather_table(b, l, "embeddings", ids)
     return [y], (_padding_mask(b, ids) if l.mask_zero else None)
 
 
@@ -302,7 +313,7 @@ def _positional_embedding(b, l, xs, m):
     if l.input_dim is None:
         return [b.op("Add", [xs[0], pos], l.name)], m
     ids = _ids_int64(b, xs[0])
-    y = b.op("Gather", [b.const(l.token_embeddings, l.name + "_table"), ids], l.name, axis=0)
+    y = _gather_table(b, l, "token_embeddings", ids)
     return [b.op("Add", [y, pos], l.name)], (_padding_mask(b, ids) if l.mask_zero else None)
 
 
