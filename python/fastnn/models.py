@@ -788,6 +788,7 @@ class Model(Layer):
                 t0 = time.perf_counter()
                 for step in range(steps):
                     idx = order[step * batch_size:(step + 1) * batch_size]
+                    cbs.on_train_batch_begin(step, {})
                     if dist is not None:  # each rank takes its shards' rows only
                         loss_sum, pred = dist.train_batch(self, xs, ys, idx,
                                                           (epoch - initial_epoch) * steps + step, seeded)
@@ -934,6 +935,9 @@ class Model(Layer):
                 raise ValueError(f"set_weights: {v.path} has shape {v.shape}, got {new.shape}")
         for v, new in zip(targets, weights):
             v.value[...] = new
+        for layer in self._leaf_layers:  # cached sparse kernels (fastnn.pruning)
+            if layer.__dict__.get("_sparse") is not None:
+                layer._sparse.stale = True
 
     def _weight_order(self) -> list[Variable]:
         """Weights layer by layer in graph order (not trainable-first)."""
@@ -978,6 +982,8 @@ class Model(Layer):
                 meta["optimizer_iterations"] = str(self.optimizer.iterations)
                 for k, v in self.optimizer.state().items():
                     tensors[f"optimizer.{k}"] = v
+        from . import pruning
+        pruning._on_save(self, tensors, meta)  # compact sparse kernels, pruning masks
         io.save_safetensors(os.fspath(path), tensors, meta)
 
     # --- checks ---------------------------------------------------------------------
@@ -1465,6 +1471,8 @@ def load_model(path) -> Model:
     except (KeyError, TypeError, json.JSONDecodeError) as e:
         raise ValueError(f"load_model: {path!r} has a corrupt model description ({e})") from None
     model._require_ready("load_model")
+    from . import pruning
+    pruning._expand(model, tensors, meta)  # compact sparse kernels back to arrays
     if "architecture" in meta:
         _load_weights(model, tensors, path)
     else:
@@ -1479,6 +1487,7 @@ def load_model(path) -> Model:
                 key = f"optimizer.{k}"
                 if key in tensors and tensors[key].shape == v.shape:
                     v[...] = tensors[key]
+    pruning._on_load(model, tensors, meta)  # masks and step of a pruned model
     return model
 
 

@@ -76,6 +76,11 @@ class Dense(Activated):
         x2 = x.reshape(-1, x.shape[-1])
         n = x2.shape[0]
         act = self._fused_act()
+        sparse = None if training else self.__dict__.get("_sparse")  # fastnn.pruning
+        if sparse is not None:
+            y = sparse.forward(x2, act)
+            if y is not None:
+                return self._finish(y).reshape(lead + (self.units,))
         y = self.buffer("y", (n, self.units)) if training else np.empty((n, self.units), np.float32)
         z = None
         if training and act == _core.Act.gelu:

@@ -18,6 +18,7 @@ from .norm import BatchNormSaved, batch_norm, batch_norm_backward
 from .optim import adagrad_step, adam_step, sgd_step
 from .pool import (avg_pool2d, avg_pool2d_backward, global_avg_pool2d,
                    global_avg_pool2d_backward, max_pool2d, max_pool2d_backward)
+from .sparse_dense import sparse_dense
 from .rnn import (gru, gru_backward, gru_from_torch, lstm, lstm_backward, lstm_from_torch,
                   simple_rnn, simple_rnn_backward, simple_rnn_from_torch)
 
