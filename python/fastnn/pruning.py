@@ -398,12 +398,12 @@ class UpdatePruningStep(Callback):
 
     def on_train_begin(self, logs=None):
         st = self._state()
-        self.step = max(st.step, 0)
+        self.step = st.step + 1  # the step after the last one trained (0 at first)
 
     def on_train_batch_begin(self, batch, logs=None):
         st = self._state()
         if self.step is None:
-            self.step = max(st.step, 0)
+            self.step = st.step + 1
         st.step = self.step
         st.update(self.step)
         st.pending = True
