@@ -243,7 +243,12 @@ def test_sparse_predict_equals_dense_path(n):
     x = rng.random((n, 784)).astype(np.float32)
     layer = s._leaf_layers[0]
     assert layer._sparse is not None
-    y_sparse = s.predict(x, batch_size=n)
+    before = fn.get_num_threads()
+    fn.set_num_threads(1)
+    try:
+        y_sparse = s.predict(x, batch_size=n)
+    finally:
+        fn.set_num_threads(before)
     used = layer._sparse.csc is not None
     assert used == (n >= pruning.SPARSE_MIN_BATCH)
     sp, layer._sparse = layer._sparse, None
@@ -260,7 +265,15 @@ def test_sparse_predict_equals_dense_path(n):
     np.testing.assert_allclose(s.predict(x, batch_size=n), y2, rtol=1e-5, atol=1e-6)
 
 
-def test_sparse_cache_follows_training():
+@pytest.fixture
+def one_thread():
+    before = fn.get_num_threads()
+    fn.set_num_threads(1)
+    yield
+    fn.set_num_threads(before)
+
+
+def test_sparse_cache_follows_training(one_thread):
     rng = np.random.default_rng(0)
     m = mlp(ic=784, hidden=128, out=10)
     xs, ys = data(64, 784, 10)

@@ -46,7 +46,7 @@ from .callbacks import Callback
 
 __all__ = ["PruningSchedule", "PolynomialDecay", "ConstantSparsity", "prune_low_magnitude",
            "UpdatePruningStep", "strip_pruning", "get_sparsity", "is_pruned",
-           "SPARSE_MIN_BATCH", "SPARSE_MAX_DENSITY"]
+           "SPARSE_MIN_BATCH", "SPARSE_MAX_DENSITY", "enable_sparse_inference"]
 
 
 # --- schedules -------------------------------------------------------------------------
@@ -452,20 +452,26 @@ def strip_pruning(model):
 
 # --- sparse inference ------------------------------------------------------------------------
 # When Dense uses the sparse kernel in predict (inference only). Measured on this project's
-# 2-core Xeon (AVX-512) for the 784->128 relu layer of the MNIST MLP at 90% sparsity,
-# fastnn._core.dense_forward vs sparse_dense_forward, 1 thread, best of 7 x 300 calls:
-#   N:      1     2     4     8    16    32    64   256
-#   dense  4.0   6.1   7.0   9.3  19.1  37.2  73.9  269  us
-#   sparse 6.0   7.9  12.8  14.9  15.4  21.4  49.9  196  us
-# (2 threads on the shared machine: within noise of each other from N = 16.) Below a
-# batch of 16 the GEMV/small GEMM streams the dense kernel from cache faster than the
-# sparse kernel can do its indexed loads (~1 cycle per nonzero against 1/32 per dense
-# multiply-add), so the rule is: batch >= SPARSE_MIN_BATCH and kernel density <=
-# SPARSE_MAX_DENSITY (at 10% density the gain at N = 16 is 1.2x; it shrinks linearly
-# with density) and at least 16K weights (smaller layers are a few us either way).
+# shared 2-core Xeon (AVX-512, GCC 12) for the 784->128 relu layer of the MNIST MLP at 90%
+# sparsity, fastnn._core.dense_forward vs sparse_dense_forward, best of 7 x 300 calls, us:
+#   N:            1     2     4     8    16    32    64   256
+#   1 thread:
+#     dense      4.0   6.1   7.0   9.3  19.1  37.2  73.9  269
+#     sparse     6.0   7.9  12.8  14.9  15.4  21.4  49.9  196
+#   2 threads:
+#     dense      4.0   6.1   6.9   6.6  12.2  23.1  43.9   141
+#     sparse     6.2   7.9  12.5  22.1  25.4  33.9  57.9   165
+# Below a batch of 16 the GEMV/small GEMM streams the dense kernel from cache faster than
+# the sparse kernel can do its indexed loads (~1 cycle per nonzero against 1/32 per dense
+# multiply-add). With 2 threads the GEMM scales and the sparse kernel (transpose, then
+# columns split between threads) does not, so it never won. The rule: one thread, batch
+# >= SPARSE_MIN_BATCH, kernel density <= SPARSE_MAX_DENSITY (the gain at 10% density and
+# N = 16 is 1.2x and shrinks linearly with density) and at least SPARSE_MIN_WEIGHTS
+# weights (smaller layers take a few us either way).
 SPARSE_MIN_BATCH = 16
 SPARSE_MAX_DENSITY = 0.12
 SPARSE_MIN_WEIGHTS = 16384
+SPARSE_MAX_THREADS = 1
 
 
 class _SparseKernel:
@@ -481,7 +487,7 @@ class _SparseKernel:
         from . import _core
         from .ops.sparse_dense import dense_to_csc, scratch_size
         n = x2.shape[0]
-        if n < SPARSE_MIN_BATCH:
+        if n < SPARSE_MIN_BATCH or _core.num_threads() > SPARSE_MAX_THREADS:
             return None
         if self.stale:
             self.csc = dense_to_csc(self.layer.kernel)

@@ -76,7 +76,8 @@ class Dense(Activated):
         x2 = x.reshape(-1, x.shape[-1])
         n = x2.shape[0]
         act = self._fused_act()
-        sparse = None if training else self.__dict__.get("_sparse")  # fastnn.pruning
+        # fastnn.pruning: a cached sparse kernel, for batches of pruning.SPARSE_MIN_BATCH (16) up
+        sparse = None if training or n < 16 else self.__dict__.get("_sparse")
         if sparse is not None:
             y = sparse.forward(x2, act)
             if y is not None:
