@@ -49,10 +49,9 @@ void def(py::module_& m, Fn fn) {
         const int64_t nnz = P.data[OC];
         auto I = nonzeros<int32_t>(op, "indices", indices, nnz);
         auto V = nonzeros<float>(op, "values", values, nnz);
-        // Every index must lie in [0, IC): one pass of min/max (vectorised).
+        // Every index must lie in [0, IC): one pass of min/max.
         int32_t lo = 0, hi = 0;
         const int32_t* ip = I.data;
-#pragma omp simd reduction(min : lo) reduction(max : hi)
         for (int64_t p = 0; p < nnz; ++p) {
           lo = ip[p] < lo ? ip[p] : lo;
           hi = ip[p] > hi ? ip[p] : hi;

@@ -21,8 +21,12 @@ def set_update_hook(params: np.ndarray, hook) -> None:
     import weakref
     if hook is None:
         _UPDATE_HOOKS.pop(id(params), None)
-    else:
-        _UPDATE_HOOKS[id(params)] = (weakref.ref(params), hook)
+        return
+    # Bound methods are held weakly, so a hook does not keep its model alive.
+    ref = weakref.WeakMethod(hook) if hasattr(hook, "__self__") else (lambda: hook)
+    for k in [k for k, (p, h) in _UPDATE_HOOKS.items() if p() is None or h() is None]:
+        del _UPDATE_HOOKS[k]
+    _UPDATE_HOOKS[id(params)] = (weakref.ref(params), ref)
 
 
 def _update_hook(params: np.ndarray):
@@ -31,9 +35,10 @@ def _update_hook(params: np.ndarray):
         return None, 0
     base = params if params.base is None else params.base
     entry = _UPDATE_HOOKS.get(id(base))
-    if entry is None or entry[0]() is not base:
+    hook = None if entry is None or entry[0]() is not base else entry[1]()
+    if hook is None:
         return None, 0
-    return entry[1], (params.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // 4
+    return hook, (params.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // 4
 
 
 class Optimizer:
