@@ -95,6 +95,7 @@ inline void require(bool cond, const char* op, const char* name, const std::stri
 void bind_runtime(py::module_& m);
 void bind_gemm(py::module_& m);
 void bind_dense(py::module_& m);
+void bind_sparse_dense(py::module_& m);
 void bind_activation(py::module_& m);
 void bind_loss(py::module_& m);
 void bind_optim(py::module_& m);

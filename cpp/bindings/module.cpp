@@ -12,6 +12,7 @@ PYBIND11_MODULE(_core, m) {
   bind_runtime(m);
   bind_gemm(m);
   bind_dense(m);
+  bind_sparse_dense(m);
   bind_activation(m);
   bind_loss(m);
   bind_optim(m);

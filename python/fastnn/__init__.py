@@ -13,6 +13,7 @@ from . import _core
 from ._runtime import build_info, get_num_threads, set_num_threads
 from . import callbacks, data, datasets, initializers, layers, losses, metrics, ops, optim, reference, text
 from . import distribute, models, onnx, saving, utils
+from . import pruning
 from .models import Input, Model, Sequential, load_model, set_random_seed
 from .tape import GradientTape
 
@@ -20,4 +21,4 @@ __version__ = _core.__version__
 
 __all__ = ["Input", "Model", "Sequential", "GradientTape", "load_model", "set_random_seed", "build_info", "get_num_threads",
            "set_num_threads", "callbacks", "data", "datasets", "initializers", "layers", "losses",
-           "metrics", "models", "ops", "saving", "utils", "optim", "reference", "text", "__version__"]
+           "metrics", "models", "ops", "pruning", "saving", "utils", "optim", "reference", "text", "__version__"]

@@ -802,6 +802,7 @@ class Model(Layer):
                 t0 = time.perf_counter()
                 for step in range(steps):
                     idx = order[step * batch_size:(step + 1) * batch_size]
+                    cbs.on_train_batch_begin(step, {})
                     if dist is not None:  # each rank takes its shards' rows only
                         loss_sum, pred = dist.train_batch(self, xs, ys, idx,
                                                           (epoch - initial_epoch) * steps + step, seeded)
@@ -948,6 +949,9 @@ class Model(Layer):
                 raise ValueError(f"set_weights: {v.path} has shape {v.shape}, got {new.shape}")
         for v, new in zip(targets, weights):
             v.value[...] = new
+        for layer in self._leaf_layers:  # cached sparse kernels (fastnn.pruning)
+            if layer.__dict__.get("_sparse") is not None:
+                layer._sparse.stale = True
 
     def _weight_order(self) -> list[Variable]:
         """Weights layer by layer in graph order (not trainable-first)."""
@@ -997,6 +1001,8 @@ class Model(Layer):
                 meta["optimizer_iterations"] = str(self.optimizer.iterations)
                 for k, v in self.optimizer.state().items():
                     tensors[f"optimizer.{k}"] = v
+        from . import pruning
+        pruning._on_save(self, tensors, meta)  # compact sparse kernels, pruning masks
         io.save_safetensors(os.fspath(path), tensors, meta)
 
     # --- checks ---------------------------------------------------------------------
@@ -1494,6 +1500,8 @@ def load_model(path) -> Model:
             quantization.apply_saved(model, json.loads(meta["quantized"]))
         except (ValueError, TypeError, json.JSONDecodeError) as e:
             raise ValueError(f"load_model: {path!r} has a corrupt quantization record ({e})") from None
+    from . import pruning
+    pruning._expand(model, tensors, meta)  # compact sparse kernels back to arrays
     if "architecture" in meta:
         _load_weights(model, tensors, path)
     else:
@@ -1508,6 +1516,7 @@ def load_model(path) -> Model:
                 key = f"optimizer.{k}"
                 if key in tensors and tensors[key].shape == v.shape:
                     v[...] = tensors[key]
+    pruning._on_load(model, tensors, meta)  # masks and step of a pruned model
     return model
 
 

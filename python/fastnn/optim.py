@@ -10,6 +10,37 @@ from . import _core
 from . import schedules
 
 
+# Hooks around the updates of a model's flat parameter buffer, by id of that buffer:
+# hook(phase, lo, hi) runs with phase "pre" before and "post" after an update of
+# params[lo:hi]. fastnn.pruning keeps pruned weights at exactly zero with one.
+_UPDATE_HOOKS: dict = {}
+
+
+def set_update_hook(params: np.ndarray, hook) -> None:
+    """Register hook (or None to remove it) for updates of the flat buffer params."""
+    import weakref
+    if hook is None:
+        _UPDATE_HOOKS.pop(id(params), None)
+        return
+    # Bound methods are held weakly, so a hook does not keep its model alive.
+    ref = weakref.WeakMethod(hook) if hasattr(hook, "__self__") else (lambda: hook)
+    for k in [k for k, (p, h) in _UPDATE_HOOKS.items() if p() is None or h() is None]:
+        del _UPDATE_HOOKS[k]
+    _UPDATE_HOOKS[id(params)] = (weakref.ref(params), ref)
+
+
+def _update_hook(params: np.ndarray):
+    """(hook, offset of params in its flat buffer), or (None, 0)."""
+    if not _UPDATE_HOOKS:
+        return None, 0
+    base = params if params.base is None else params.base
+    entry = _UPDATE_HOOKS.get(id(base))
+    hook = None if entry is None or entry[0]() is not base else entry[1]()
+    if hook is None:
+        return None, 0
+    return hook, (params.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // 4
+
+
 class Optimizer:
     """Base class: ``build(n)`` allocates state, ``step(params, grads)`` updates in place."""
 
@@ -56,8 +87,13 @@ class Optimizer:
     def step(self, params: np.ndarray, grads: np.ndarray, zero_grads: bool = False) -> None:
         """One update of params from grads; with zero_grads, grads is 0 afterwards."""
         lr = self.learning_rate
+        hook, lo = _update_hook(params)
+        if hook is not None:
+            hook("pre", lo, lo + params.size)
         self.iterations += 1
         self._apply(params, grads, lr, zero_grads)
+        if hook is not None:
+            hook("post", lo, lo + params.size)
 
     def apply_gradients(self, grads_and_vars) -> None:
         """Keras' spelling: one step for (gradient, Variable) pairs of one model.
@@ -101,17 +137,24 @@ class Optimizer:
             elif not ranges or lo >= ranges[-1][1]:
                 ranges.append([lo, hi])
         lr = self.learning_rate
+        hook = _update_hook(flat)[0]
+        if hook is not None:
+            for lo, hi in ranges:
+                hook("pre", lo, hi)
         self.iterations += 1
         if ranges == [[0, self._n]]:
             self._apply(flat[:self._n], grads_flat[:self._n], lr, True)
-            return
-        full = self._state
-        try:
+        else:
+            full = self._state
+            try:
+                for lo, hi in ranges:
+                    self._state = {k: a[lo:hi] for k, a in full.items()}
+                    self._apply(flat[lo:hi], grads_flat[lo:hi], lr, True)
+            finally:
+                self._state = full
+        if hook is not None:
             for lo, hi in ranges:
-                self._state = {k: a[lo:hi] for k, a in full.items()}
-                self._apply(flat[lo:hi], grads_flat[lo:hi], lr, True)
-        finally:
-            self._state = full
+                hook("post", lo, hi)
 
     def state(self) -> dict:
         return dict(self._state) if self._n is not None else {}

@@ -86,6 +86,12 @@ class Dense(QuantKernels, Activated):
             return self._finish(y).reshape(lead + (self.units,))
         if not training:
             observe(self, "kernel", x2)
+        # fastnn.pruning: a cached sparse kernel, for batches of pruning.SPARSE_MIN_BATCH (16) up
+        sparse = None if training or n < 16 else self.__dict__.get("_sparse")
+        if sparse is not None:
+            y = sparse.forward(x2, act)
+            if y is not None:
+                return self._finish(y).reshape(lead + (self.units,))
         y = self.buffer("y", (n, self.units)) if training else np.empty((n, self.units), np.float32)
         z = None
         if training and act == _core.Act.gelu:

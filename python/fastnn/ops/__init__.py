@@ -46,6 +46,7 @@ from .loss import (binary_cross_entropy_with_logits, categorical_cross_entropy,
                    mean_squared_error, softmax_cross_entropy)
 from .norm import BatchNormSaved, batch_norm, batch_norm_backward
 from .optim import adagrad_step, adam_step, sgd_step
+from .sparse_dense import CSC, dense_to_csc, sparse_dense
 from .recurrent import (gru, gru_backward, lstm, lstm_backward, simple_rnn,
                         simple_rnn_backward)
 from .quant import (QWeight, dequantize_u8, pack_qweight, qconv2d, qdense, qgemm_s32,
