@@ -63,6 +63,7 @@ class Value:
     flip: int | None = None
     fill: tuple | None = None
     dirs: "Dirs | None" = None
+    origin: tuple | None = None  # (Dirs.joined, k): direction k of a Bidirectional's states
 
 
 @dataclass
@@ -84,9 +85,15 @@ class Importer:
         self.g = proto.graph
         self.env: dict[str, Value] = {}
         self.weights: list[tuple] = []  # (layer, {attribute: array}) set after the build
+        live = {o.name for o in self.g.output}  # nodes that reach an output, in order
+        self.nodes = []
+        for node in reversed(self.g.node):
+            if any(o in live for o in node.output):
+                self.nodes.insert(0, node)
+                live.update(node.input)
         self.uses: dict[str, int] = {}
         self.consumers: dict[str, list] = {}
-        for node in self.g.node:
+        for node in self.nodes:
             for i in node.input:
                 self.uses[i] = self.uses.get(i, 0) + 1
                 self.consumers.setdefault(i, []).append(node)
@@ -384,6 +391,12 @@ class Importer:
             if axis % rank == d0.axis and all(v.dirs.parts and v.dirs.axis == d0.axis
                                                and v.dirs.perm == d0.perm for v in vs):
                 return Value(dirs=Dirs([p for v in vs for p in v.dirs.parts], d0.axis, d0.perm))
+        joined = vs[0].origin[0] if vs[0].origin else None
+        if joined is not None and axis in (-1, len(self.tensor_shape(ins[0])) - 1) and \
+                all(v.origin is not None and v.origin[0] is joined and v.origin[1] == k
+                    for k, v in enumerate(vs)) and len(vs) == 2 and \
+                all(v.perm is None for v in vs):  # the final states of both directions, in order
+            return joined
         xs = [self.tensor(i) for i in ins]
         return Value(t=L.Concatenate(axis=axis)(xs))
 
@@ -415,7 +428,7 @@ class Importer:
                              f"directions of {name!r} (a Bidirectional's sequence) are only "
                              "imported concatenated")
         p = d.parts[i]
-        return Value(t=p.t, perm=d.perm, flip=p.flip)
+        return Value(t=p.t, perm=d.perm, flip=p.flip, origin=p.origin)
 
     def take(self, node, name, axis, i):
         """ONNX Gather of index i on a non-batch axis: the step moved to the last axis and
@@ -594,6 +607,9 @@ class Importer:
             seq = Dirs(None, 0, joined=Value(t=ys[0])) if need_seq else None
             states = [[Value(t=ys[1 + k * n_states + j]) for k in range(2)]
                       for j in range(n_states)] if state else None
+            if state and not need_seq:  # the layer's output joins the final h of both
+                joined = Value(t=ys[0])
+                states[0] = [Value(t=p.t, origin=(joined, k)) for k, p in enumerate(states[0])]
         else:  # one layer per direction (a reverse one reads backwards: go_backwards)
             backwards = [direction == "reverse"] if nd == 1 else [False, True]
             state = need_c or need_h and need_seq
@@ -681,7 +697,7 @@ class Importer:
                 elif n.op_type == "Transpose":
                     perm = [int(p) for p in self.helper.get_attribute_value(n.attribute[0])]
                     todo.append((n.output[0], perm.index(axis)))
-                elif n.op_type in ("Gather", "Slice", "Split"):
+                elif n.op_type in ("Gather", "Slice") and self.uses.get(n.output[0], 0):
                     return True
         return False
 
@@ -783,7 +799,7 @@ def load_model(path):
         t = fn.Input(tuple(dims[1:]), name=vi.name)
         imp.env[vi.name] = Value(t=t)
         inputs.append(t)
-    for node in g.node:
+    for node in imp.nodes:  # the nodes no output depends on are left out
         imp.run(node)
     outputs = [imp.tensor(o.name) for o in g.output]
     model = fn.Model(inputs if len(inputs) > 1 else inputs[0],
