@@ -656,16 +656,14 @@ class Importer:
             raise ValueError(f"{where}: activations {acts} are not supported (fastnn runs "
                              f"{default if op != 'RNN' else 'Tanh or Relu'} per direction)")
         if len(ins) > 4 and ins[4]:
-            raise ValueError(f"{where}: sequence_lens is not supported (fastnn runs every "
-                             "sequence to its end)")
-        for k, what in ((5, "initial_h"), (6, "initial_c")):
+            raise ValueError(_recurrent_input_error(node, 4))
+        for k in (5, 6):
             if len(ins) > k and ins[k]:
                 v = self.env[ins[k]]
                 zero = (v.fill is not None and v.fill[1] == 0) or (
                     v.const is not None and v.const.dtype != object and not np.any(v.const))
                 if not zero:
-                    raise ValueError(f"{where}: a non-zero or graph-input {what} is not "
-                                     "supported (fastnn's imported layers start from zeros)")
+                    raise ValueError(_recurrent_input_error(node, k))
         if len(ins) > 7 and ins[7]:
             p = self.const(ins[7])
             if p is None or np.any(p):
@@ -719,6 +717,15 @@ class Importer:
             return Value(t=y, perm=NCHW if (axes == [2, 3] and keep) else None)
         raise ValueError(f"fastnn.onnx.load: {op} over axes {axes} of a rank-{rank} tensor is "
                          "not supported (only pooling over time or space)")
+
+
+def _recurrent_input_error(node, k):
+    where = f"fastnn.onnx.load: {node.op_type} node {_node_name(node)}"
+    if k == 4:
+        return f"{where}: sequence_lens is not supported (fastnn runs every sequence to its end)"
+    what = "initial_h" if k == 5 else "initial_c"
+    return (f"{where}: a non-zero or graph-input {what} is not supported (fastnn's imported "
+            "layers start from zero states)")
 
 
 def _node_name(node):
@@ -788,6 +795,12 @@ def load_model(path):
     inits = {t.name for t in g.initializer}
     for t in g.initializer:
         imp.env[t.name] = Value(const=nh.to_array(t))
+    for node in imp.nodes:  # a graph input as a recurrent node's state or lengths: its error
+        if node.op_type in ("LSTM", "GRU", "RNN"):
+            for k in (4, 5, 6):
+                if len(node.input) > k and node.input[k] and node.input[k] not in inits:
+                    if any(vi.name == node.input[k] for vi in g.input):
+                        raise ValueError(_recurrent_input_error(node, k))
     inputs = []
     for vi in g.input:
         if vi.name in inits:
