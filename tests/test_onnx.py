@@ -247,3 +247,155 @@ def test_int8_models_run_in_onnxruntime(images, rng, tmp_path, mode):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
         ops = {n.op_type for n in onnx.load(str(path)).graph.node}
         assert "MatMulInteger" in ops or "ConvInteger" in ops
+
+
+# --- recurrent import ----------------------------------------------------------------------
+def _close(got, want, rtol):
+    scale = max(float(np.abs(want).max()), 1e-6)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale)
+
+
+_RNN_MODELS = {
+    "lstm": lambda rs: [L.LSTM(5, return_sequences=rs)],
+    "gru": lambda rs: [L.GRU(5, return_sequences=rs)],
+    "gru_reset_before": lambda rs: [L.GRU(5, reset_after=False, return_sequences=rs)],
+    "simple_rnn": lambda rs: [L.SimpleRNN(5, activation="relu", return_sequences=rs)],
+    "bidirectional_lstm": lambda rs: [L.Bidirectional(L.LSTM(5, return_sequences=rs))],
+    "bidirectional_gru_ave": lambda rs: [L.Bidirectional(L.GRU(4, return_sequences=rs),
+                                                         merge_mode="ave")],
+    "go_backwards": lambda rs: [L.LSTM(4, go_backwards=True, return_sequences=rs)],
+    "stacked": lambda rs: [L.LSTM(5, return_sequences=True),
+                           L.Bidirectional(L.GRU(4, return_sequences=True)),
+                           L.GRU(3, go_backwards=True, return_sequences=True),
+                           L.SimpleRNN(3, return_sequences=rs)],
+}
+
+
+@pytest.mark.parametrize("return_sequences", [True, False])
+@pytest.mark.parametrize("kind", sorted(_RNN_MODELS))
+def test_import_recurrent_round_trips(kind, return_sequences, rng, tmp_path):
+    """fastnn's recurrent layers exported as ONNX LSTM/GRU/RNN nodes come back as the same
+    layers (Bidirectional included) and predict the same."""
+    model = fn.Sequential([L.InputLayer((7, 3)), *_RNN_MODELS[kind](return_sequences),
+                           L.Dense(2)], seed=8)
+    x = rng.standard_normal((4, 7, 3)).astype(np.float32)
+    path = tmp_path / "rnn.onnx"
+    fn.onnx.export(model, path)
+    loaded = fn.onnx.load(path)
+    want = model.predict(x)
+    _close(loaded.predict(x), want, 1e-5)
+    _close(loaded.predict(x[:1]), want[:1], 1e-5)
+    kinds = {type(lay).__name__ for lay in loaded.layers}
+    assert kinds & {"LSTM", "GRU", "SimpleRNN", "Bidirectional"}
+    if kind == "bidirectional_lstm":  # the concatenated directions: one Bidirectional
+        assert "Bidirectional" in kinds and "Concatenate" not in kinds
+
+
+def test_import_recurrent_states(rng, tmp_path):
+    """Y, Y_h and Y_c as outputs: return_sequences and return_state (Bidirectional's too)."""
+    x = fn.Input((6, 3))
+    y, h, c = L.LSTM(4, return_sequences=True, return_state=True)(x)
+    z, hf, cf, hb, cb = L.Bidirectional(L.LSTM(3, return_state=True))(y)
+    model = fn.Model(x, [y, h, c, z, hf, cb], seed=9)
+    xs = rng.standard_normal((3, 6, 3)).astype(np.float32)
+    path = _check_export(model, xs, tmp_path)
+    for got, want in zip(fn.onnx.load(path).predict(xs), model.predict(xs)):
+        _close(got, want, 1e-5)
+
+
+def _torch_recurrent(torch, kind, layers=1, bidirectional=False, on="last", **kw):
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = getattr(torch.nn, kind)(3, 5, num_layers=layers, batch_first=True,
+                                               bidirectional=bidirectional, **kw)
+            self.fc = torch.nn.Linear(5 * (2 if bidirectional else 1), 2)
+
+        def forward(self, x):
+            y, h = self.rnn(x)
+            if on == "all":  # a Linear on every step
+                return self.fc(y)
+            if on == "h_n":  # the last layer's final states
+                h = h[0] if isinstance(h, tuple) else h
+                return self.fc(torch.cat([h[-2], h[-1]], 1) if bidirectional else h[-1])
+            return self.fc(y[:, -1])
+    return Net()
+
+
+_TORCH_RNNS = {
+    "lstm": dict(kind="LSTM"),
+    "lstm_2_layers_all_steps": dict(kind="LSTM", layers=2, on="all"),
+    "lstm_bidirectional": dict(kind="LSTM", bidirectional=True),
+    "lstm_2_layers_bidirectional_h_n": dict(kind="LSTM", layers=2, bidirectional=True, on="h_n"),
+    "lstm_no_bias": dict(kind="LSTM", bias=False),
+    "gru": dict(kind="GRU", on="all"),
+    "gru_bidirectional_h_n": dict(kind="GRU", bidirectional=True, on="h_n"),
+    "rnn_tanh": dict(kind="RNN", nonlinearity="tanh"),
+    "rnn_relu_2_layers": dict(kind="RNN", layers=2, nonlinearity="relu", on="h_n"),
+}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's TorchScript exporter
+@pytest.mark.filterwarnings("ignore:Converting a tensor")  # its tracer on nn.RNN's checks
+@pytest.mark.filterwarnings("ignore:Exporting a model to ONNX with a batch_size")
+@pytest.mark.parametrize("name", sorted(_TORCH_RNNS))
+def test_import_torch_recurrent(name, tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = _torch_recurrent(torch, **_TORCH_RNNS[name]).eval()
+    x = torch.randn(4, 9, 3)
+    path = tmp_path / "torch_rnn.onnx"
+    torch.onnx.export(net, (x,), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, dynamo=False)
+    model = fn.onnx.load(path)
+    with torch.no_grad():
+        want = net(x).numpy()
+    _close(model.predict(x.numpy()), want, 2e-5 if "2_layers" in name else 1e-5)
+    again = tmp_path / "again.onnx"  # the imported model exports again
+    fn.onnx.export(model, again)
+    _close(_ort_run(again, x.numpy())[0], want, 2e-5)
+
+
+def _lstm_file(path, attrs=None, extra=(), inputs=(), layout=0):
+    """x (N, 4, 3) -> Transpose -> ONNX LSTM (hidden 2) -> Y_h squeezed (layout 1: no
+    Transpose); extra: more LSTM inputs after W, R, B (as (name, array or None) pairs),
+    inputs: more graph inputs."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("W", (1, 8, 3)), ("R", (1, 8, 2)), ("B", (1, 16)))]
+    names = ["xt" if layout == 0 else "x", "W", "R", "B"]
+    for n, a in extra:
+        names.append(n)
+        if a is not None:
+            inits.append(numpy_helper.from_array(a, n))
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2])] if layout == 0 else []
+    nodes += [helper.make_node("LSTM", names, ["", "h"], name="lstm0", hidden_size=2,
+                               layout=layout, **(attrs or {})),
+              helper.make_node("Squeeze", ["h", "axes"], ["y"])]
+    inits.append(numpy_helper.from_array(np.array([layout], np.int64), "axes"))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 3])]
+                          + [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_import_recurrent_unsupported_attributes(tmp_path, rng):
+    path = _lstm_file(tmp_path / "ok.onnx", extra=[("", None), ("h0", np.zeros((1, 3, 2), np.float32))])
+    x = rng.standard_normal((3, 4, 3)).astype(np.float32)
+    _close(fn.onnx.load(path).predict(x), _ort_run(path, x)[0], 1e-5)  # a zero initial_h
+    path = _lstm_file(tmp_path / "batch_major.onnx", layout=1)
+    want = _ort_run(_lstm_file(tmp_path / "time_major.onnx"), x)[0]
+    _close(fn.onnx.load(path).predict(x), want, 1e-5)  # layout 1: (N, T, C), Y_h (N, D, U)
+    bad = [({"clip": 3.0}, (), (), "clip"),
+           ({"input_forget": 1}, (), (), "input_forget"),
+           ({"activations": ["Sigmoid", "Relu", "Tanh"]}, (), (), "activations"),
+           ({}, [("", None), ("h0", np.ones((1, 3, 2), np.float32))], (), "initial_h"),
+           ({}, [("", None), ("h0", None)], [("h0", [1, "N", 2])], "initial_h"),
+           ({}, [("lens", None)], [("lens", ["N"])], "sequence_lens")]
+    for k, (attrs, extra, inputs, what) in enumerate(bad):
+        path = _lstm_file(tmp_path / f"bad{k}.onnx", attrs, extra, inputs)
+        with pytest.raises(ValueError, match=f"LSTM node 'lstm0'.*{what}"):
+            fn.onnx.load(path)

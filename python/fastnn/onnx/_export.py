@@ -479,26 +479,31 @@ def _rnn(b, l, xs, m):
 def _bidirectional(b, l, xs, m):
     f, bk = l.forward_layer, l.backward_layer
     _check_rnn(l, m, xs[1:])
-    if f.go_backwards or not bk.go_backwards or l.return_state:
-        raise NotImplementedError(f"{l.name}: only a forward layer with its go_backwards copy, "
-                                  "without return_state, can be exported")
-    y, yh, _ = _rnn_node(b, [f, bk], xs[0], "bidirectional", l.name)
+    if f.go_backwards or not bk.go_backwards:
+        raise NotImplementedError(f"{l.name}: only a forward layer with its go_backwards copy "
+                                  "can be exported")
+    y, yh, yc = _rnn_node(b, [f, bk], xs[0], "bidirectional", l.name)
     u = f.units
+    states = []
+    if l.return_state:  # forward h (and c), then backward ones, as fastnn returns them
+        for i in range(2):
+            states += [b.op("Gather", [s, b.const(np.int64(i), "dir", np.int64)], l.name + "_state",
+                            axis=0) for s in (yh, yc) if s is not None]
     if l.return_sequences:
+        if l.merge_mode == "concat":
+            return [b.op("Reshape", [y, b.ints([0, 0, 2 * u])], l.name)] + states, m
         parts = [b.op("Gather", [y, b.const(np.int64(i), "dir", np.int64)], axis=2)
                  for i in range(2)]  # (N, T, U) each, both in time order
-        if l.merge_mode == "concat":
-            return [b.op("Reshape", [y, b.ints([0, 0, 2 * u])], l.name)], m
     else:
         parts = [b.op("Gather", [yh, b.const(np.int64(i), "dir", np.int64)], axis=0)
                  for i in range(2)]  # (N, U)
         if l.merge_mode == "concat":
-            return [b.op("Concat", parts, l.name, axis=-1)], None
+            return [b.op("Concat", parts, l.name, axis=-1)] + states, None
     op = {"sum": "Add", "mul": "Mul", "ave": "Add"}[l.merge_mode]
     out = b.op(op, parts, l.name)
     if l.merge_mode == "ave":
         out = b.op("Mul", [out, b.const(np.float32(0.5))], l.name)
-    return [out], (m if l.return_sequences else None)
+    return [out] + states, (m if l.return_sequences else None)
 
 
 CONVERTERS = {

@@ -6,6 +6,18 @@ tensor is kept as a fastnn tensor plus the permutation that turns it into the ON
 tensor, so a chain of convolutions and pools runs channels-last with no transposes, and
 a transpose is made only where a node needs the ONNX layout itself (Flatten, Reshape,
 ...). A MatMul by a constant followed by the addition of a constant vector is one Dense.
+
+The recurrent operators (LSTM, GRU, RNN) become fastnn's LSTM, GRU, SimpleRNN or
+Bidirectional layers. ONNX's recurrent tensors are time-major (T, N, C) and carry a
+direction axis (Y (T, D, N, U), Y_h (D, N, U)); fastnn's are batch-major (N, T, U) with
+the directions concatenated. So the permutation above may move the batch axis (a
+time-major view of a batch-major fastnn tensor costs nothing until a node needs that
+layout itself), an output with a direction axis is kept as one fastnn tensor per
+direction (`Dirs`) until a Squeeze, Gather or Reshape takes the directions apart or
+joins them, and a sequence read backwards (go_backwards) is kept with a `flip` mark that
+a reversing Slice cancels. The zero initial states torch writes as ConstantOfShape of a
+shape computed from the input's (Shape, Gather, Unsqueeze, Concat) are followed as shape
+vectors with None for the batch size.
 """
 from __future__ import annotations
 
@@ -24,17 +36,46 @@ SUPPORTED = ("Identity", "Dropout", "Cast", "Relu", "Sigmoid", "Tanh", "Softmax"
              "MatMul", "Add", "Sub", "Mul", "Div", "Conv", "MaxPool", "AveragePool",
              "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape", "Transpose", "Concat",
              "BatchNormalization", "LayerNormalization", "Gather", "ReduceMean", "ReduceMax",
-             "Constant")
+             "Constant", "LSTM", "GRU", "RNN", "Squeeze", "Unsqueeze", "Slice", "Shape",
+             "ConstantOfShape")
+# ops that take recurrent outputs with a direction axis, reversed sequences or
+# batch-sized constants as they are; every other op gets plain tensors (see Importer.plain)
+_LAYOUT_OPS = ("Identity", "Dropout", "Cast", "Transpose", "Squeeze", "Gather", "Slice",
+               "Reshape", "Concat", "Shape", "LSTM", "GRU", "RNN")
+_IOFC_TO_IFCO = [0, 2, 3, 1]  # ONNX LSTM gate blocks i, o, f, c -> fastnn/Keras i, f, c, o
+_DEFAULT_ACTS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"]}
 
 
 @dataclass
 class Value:
     """An ONNX value: a constant, or a fastnn tensor t with onnx = transpose(t, perm); or a
-    pending MatMul by a constant (x · kernel), made a Dense when its consumer is known."""
+    pending MatMul by a constant (x · kernel), made a Dense when its consumer is known.
+
+    perm may move the batch axis (a time-major view of a batch-major tensor); flip, an
+    axis of t, says that the ONNX tensor reads t backwards along it (a go_backwards
+    output in time order). A shape vector holds None for the batch size (an object
+    array in const); fill = (shape with None for the batch, value) is ConstantOfShape of
+    such a shape; dirs holds a recurrent output with a direction axis."""
     const: np.ndarray | None = None
     t: object = None
     perm: tuple | None = None
     matmul: tuple | None = None  # (fastnn tensor in ONNX layout, kernel)
+    flip: int | None = None
+    fill: tuple | None = None
+    dirs: "Dirs | None" = None
+    origin: tuple | None = None  # (Dirs.joined, k): direction k of a Bidirectional's states
+
+
+@dataclass
+class Dirs:
+    """An ONNX recurrent output with a direction axis (Y, Y_h, Y_c): one batch-major Value
+    per direction (None where only their concatenation exists, a Bidirectional's
+    sequence); the ONNX tensor stacks transpose(part, perm) at `axis`. joined: the
+    directions concatenated on the last axis, as fastnn's layers give them."""
+    parts: list | None
+    axis: int
+    perm: tuple | None = None
+    joined: Value | None = None
 
 
 class Importer:
@@ -44,26 +85,56 @@ class Importer:
         self.g = proto.graph
         self.env: dict[str, Value] = {}
         self.weights: list[tuple] = []  # (layer, {attribute: array}) set after the build
+        live = {o.name for o in self.g.output}  # nodes that reach an output, in order
+        self.nodes = []
+        for node in reversed(self.g.node):
+            if any(o in live for o in node.output):
+                self.nodes.insert(0, node)
+                live.update(node.input)
         self.uses: dict[str, int] = {}
-        for node in self.g.node:
+        self.consumers: dict[str, list] = {}
+        for node in self.nodes:
             for i in node.input:
                 self.uses[i] = self.uses.get(i, 0) + 1
+                self.consumers.setdefault(i, []).append(node)
+        for o in self.g.output:
+            self.uses[o.name] = self.uses.get(o.name, 0) + 1
 
     # --- values -------------------------------------------------------------------------
     def tensor(self, name):
         """The fastnn tensor holding ONNX value `name` in ONNX layout."""
+        v = self.plain(name)
+        if v.const is not None:
+            raise ValueError(f"fastnn.onnx.load: {name!r} is a constant where a tensor is needed")
+        if v.perm is not None and v.perm[0] != 0:
+            raise ValueError(f"fastnn.onnx.load: {name!r} has its batch axis at position "
+                             f"{v.perm.index(0)}; fastnn tensors keep the batch first (only "
+                             "recurrent operators take time-major tensors)")
+        return v.t if v.perm is None else fn.ops.transpose(v.t, v.perm)
+
+    def plain(self, name, node=None):
+        """env[name] as a plain Value: a pending MatMul made a Dense, a reversed sequence
+        put in order; a direction axis or a batch-sized constant is an error here."""
         v = self.env[name]
+        where = f"{node.op_type} node {_node_name(node)}" if node is not None else repr(name)
+        if v.dirs is not None:
+            raise ValueError(f"fastnn.onnx.load: {where}: {name!r} is a recurrent output with "
+                             "its direction axis; fastnn imports it after a Squeeze or Gather "
+                             "of one direction, or a Reshape that concatenates them")
+        if v.fill is not None:
+            raise ValueError(f"fastnn.onnx.load: {where}: ConstantOfShape of the batch size "
+                             "is supported as a recurrent node's zero initial state only")
         if v.matmul is not None:
             x, k = v.matmul
             v = self.env[name] = Value(t=self.dense(x, k, None))
-        if v.const is not None:
-            raise ValueError(f"fastnn.onnx.load: {name!r} is a constant where a tensor is needed")
-        return v.t if v.perm is None else fn.ops.transpose(v.t, v.perm)
+        if v.flip is not None:
+            v = self.env[name] = Value(t=_reverse(v.t, v.flip), perm=v.perm)
+        return v
 
     def nhwc(self, name):
         """The fastnn NHWC tensor of a 4-D ONNX (NCHW) value."""
-        v = self.env[name]
-        if v.perm == NCHW and v.matmul is None:
+        v = self.plain(name)
+        if v.perm == NCHW:
             return v.t
         return fn.ops.transpose(self.tensor(name), (0, 2, 3, 1))
 
@@ -93,6 +164,10 @@ class Importer:
         ins = list(node.input)
         out = node.output[0]
         env = self.env
+        if op not in _LAYOUT_OPS:
+            for i in ins:
+                if i:
+                    self.plain(i, node)
         if op == "Constant":
             env[out] = Value(const=self.nh.to_array(a["value"]))
         elif op in ("Identity", "Dropout", "Cast"):  # ids stay float32 in fastnn
@@ -136,8 +211,7 @@ class Importer:
         elif op == "Transpose":
             env[out] = self.transpose(a, ins)
         elif op == "Concat":
-            xs = [self.tensor(i) for i in ins]
-            env[out] = Value(t=L.Concatenate(axis=int(a["axis"]))(xs))
+            env[out] = self.concat(node, a, ins)
         elif op == "BatchNormalization":
             env[out] = self.batch_norm(a, ins)
         elif op == "LayerNormalization":
@@ -148,14 +222,27 @@ class Importer:
             w = {"gamma": gamma} if beta is None else {"gamma": gamma, "beta": beta}
             env[out] = Value(t=self.layer(layer, self.tensor(ins[0]), **w))
         elif op == "Gather":
-            table = self.const(ins[0])
-            if table is None or table.ndim != 2 or a.get("axis", 0) != 0:
-                raise ValueError("fastnn.onnx.load: Gather is supported as an embedding lookup "
-                                 "(a constant 2-D table, axis 0)")
-            layer = L.Embedding(table.shape[0], table.shape[1])
-            env[out] = Value(t=self.layer(layer, self.tensor(ins[1]), embeddings=table))
+            env[out] = self.gather(node, a, ins)
         elif op in ("ReduceMean", "ReduceMax"):
             env[out] = self.reduce(op, a, ins)
+        elif op in ("LSTM", "GRU", "RNN"):
+            self.recurrent(node, a, ins)
+        elif op == "Squeeze":
+            env[out] = self.squeeze(node, a, ins)
+        elif op == "Unsqueeze":
+            env[out] = self.unsqueeze(node, a, ins)
+        elif op == "Slice":
+            env[out] = self.slice(node, ins)
+        elif op == "Shape":
+            shape = np.array(self.tensor_shape(ins[0]), dtype=object)  # None: the batch size
+            env[out] = Value(const=shape[a.get("start", 0):a.get("end", len(shape))])
+        elif op == "ConstantOfShape":
+            shape = tuple(self.const(ins[0]))
+            value = self.nh.to_array(a["value"]).reshape(-1)[0] if "value" in a else np.float32(0)
+            if any(d is None for d in shape):
+                env[out] = Value(fill=(shape, value))
+            else:
+                env[out] = Value(const=np.full([int(d) for d in shape], value))
 
     def last_axis(self, node, axis, name):
         rank = len(self.tensor_shape(name))
@@ -165,6 +252,18 @@ class Importer:
 
     def tensor_shape(self, name):
         v = self.env[name]
+        if v.const is not None:
+            return tuple(v.const.shape)
+        if v.fill is not None:
+            return tuple(v.fill[0])
+        if v.dirs is not None:
+            d = v.dirs
+            part = d.parts[0] if d.parts else d.joined
+            s = list(part.t.shape)
+            if not d.parts:
+                s[-1] //= 2
+            s = [s[p] for p in d.perm] if d.perm is not None else s
+            return tuple(s[:d.axis] + [len(d.parts) if d.parts else 2] + s[d.axis:])
         if v.matmul is not None:
             return tuple(v.matmul[0].shape[:-1]) + (v.matmul[1].shape[1],)
         s = tuple(v.t.shape)
@@ -233,7 +332,15 @@ class Importer:
         return Value(t=cls(k, s, padding=padding)(x), perm=NCHW)
 
     def reshape(self, ins):
-        shape = [int(d) for d in self.const(ins[1])]
+        if self.env[ins[0]].dirs is not None:
+            return self.join_directions(ins)
+        shape = [-1 if d is None and i == 0 else d for i, d in enumerate(self.const(ins[1]))]
+        if any(d is None for d in shape):
+            raise ValueError("fastnn.onnx.load: Reshape may take the batch size at the first "
+                             "position only")
+        shape = [int(d) for d in shape]
+        if self.env[ins[0]].const is not None:
+            return Value(const=self.const(ins[0]).reshape(shape))
         src = self.tensor_shape(ins[0])
         shape = [src[i] if d == 0 else d for i, d in enumerate(shape)]
         if shape[0] not in (-1, None) and src[0] is not None and shape[0] != src[0]:
@@ -245,18 +352,22 @@ class Importer:
         return Value(t=L.Reshape(tuple(rest))(self.tensor(ins[0])))
 
     def transpose(self, a, ins):
+        """Only the permutation changes; it may move the batch axis (time-major views)."""
         c = self.const(ins[0])
         perm = tuple(a["perm"])
         if c is not None:
             return Value(const=np.transpose(c, perm))
-        if perm[0] != 0:
-            raise ValueError("fastnn.onnx.load: Transpose must keep the batch axis first")
         v = self.env[ins[0]]
-        if v.matmul is not None:
-            v = Value(t=self.tensor(ins[0]))
+        if v.dirs is not None:  # the direction axis moves; the parts' permutation follows
+            d = v.dirs
+            rest = [o for o in range(len(perm)) if o != d.axis]  # ONNX axes of a part
+            base = d.perm or tuple(range(len(rest)))
+            new = tuple(base[rest.index(p)] for p in perm if p != d.axis)
+            return Value(dirs=Dirs(d.parts, perm.index(d.axis), _perm_or_none(new), d.joined))
+        if v.matmul is not None or v.fill is not None:
+            v = self.plain(ins[0])
         base = v.perm or tuple(range(len(perm)))
-        new = tuple(base[p] for p in perm)
-        return Value(t=v.t, perm=None if new == tuple(range(len(new))) else new)
+        return Value(t=v.t, perm=_perm_or_none(tuple(base[p] for p in perm)), flip=v.flip)
 
     def batch_norm(self, a, ins):
         scale, bias, mean, var = (self.const(i) for i in ins[1:5])
@@ -268,6 +379,325 @@ class Importer:
         y = self.layer(layer, x, gamma=scale, beta=bias)
         self.weights.append((layer, {"moving_mean": mean, "moving_variance": var}))
         return Value(t=y, perm=NCHW if rank == 4 else None)
+
+    def concat(self, node, a, ins):
+        axis = int(a["axis"])
+        vs = [self.env[i] for i in ins]
+        if all(v.const is not None for v in vs):  # shape vectors
+            return Value(const=np.concatenate([v.const for v in vs], axis=axis))
+        if all(v.dirs is not None for v in vs):  # final states of stacked recurrent nodes
+            d0 = vs[0].dirs
+            rank = len(self.tensor_shape(ins[0]))
+            if axis % rank == d0.axis and all(v.dirs.parts and v.dirs.axis == d0.axis
+                                               and v.dirs.perm == d0.perm for v in vs):
+                return Value(dirs=Dirs([p for v in vs for p in v.dirs.parts], d0.axis, d0.perm))
+        joined = vs[0].origin[0] if vs[0].origin else None
+        if joined is not None and axis in (-1, len(self.tensor_shape(ins[0])) - 1) and \
+                all(v.origin is not None and v.origin[0] is joined and v.origin[1] == k
+                    for k, v in enumerate(vs)) and len(vs) == 2 and \
+                all(v.perm is None for v in vs):  # the final states of both directions, in order
+            return joined
+        xs = [self.tensor(i) for i in ins]
+        return Value(t=L.Concatenate(axis=axis)(xs))
+
+    def gather(self, node, a, ins):
+        table, idx = self.const(ins[0]), self.const(ins[1])
+        axis = int(a.get("axis", 0))
+        if table is not None and idx is not None:  # shape arithmetic
+            return Value(const=np.asarray(np.take(table, idx.astype(np.int64), axis=axis),
+                                          dtype=table.dtype))
+        if table is not None:
+            if table.ndim != 2 or axis != 0:
+                raise ValueError("fastnn.onnx.load: Gather is supported as an embedding lookup "
+                                 "(a constant 2-D table, axis 0) or as one index of a tensor")
+            layer = L.Embedding(table.shape[0], table.shape[1])
+            return Value(t=self.layer(layer, self.tensor(ins[1]), embeddings=table))
+        if idx is None or idx.ndim != 0:
+            raise ValueError(f"fastnn.onnx.load: Gather node {_node_name(node)}: a tensor is "
+                             "indexed with one constant index only")
+        v = self.env[ins[0]]
+        axis %= len(self.tensor_shape(ins[0]))
+        if v.dirs is not None and axis == v.dirs.axis:  # one direction
+            return self.direction(node, ins[0], int(idx))
+        return self.take(node, ins[0], axis, int(idx))
+
+    def direction(self, node, name, i):
+        d = self.env[name].dirs
+        if d.parts is None:
+            raise ValueError(f"fastnn.onnx.load: {node.op_type} node {_node_name(node)}: the "
+                             f"directions of {name!r} (a Bidirectional's sequence) are only "
+                             "imported concatenated")
+        p = d.parts[i]
+        return Value(t=p.t, perm=d.perm, flip=p.flip, origin=p.origin)
+
+    def take(self, node, name, axis, i):
+        """ONNX Gather of index i on a non-batch axis: the step moved to the last axis and
+        picked by a product with a one-hot column (exact), e.g. a sequence's last step."""
+        v = self.env[name]
+        if v.flip is None or v.matmul is not None:
+            v = self.plain(name, node)
+        p = v.perm or tuple(range(len(v.t.shape)))
+        ta = p[axis]
+        if ta == 0:
+            raise ValueError(f"fastnn.onnx.load: Gather node {_node_name(node)} indexes the "
+                             "batch axis")
+        size = v.t.shape[ta]
+        i %= size
+        t = v.t
+        if v.flip == ta:  # the ONNX step i is step size-1-i of t
+            i = size - 1 - i
+        elif v.flip is not None:
+            t = _reverse(t, v.flip)
+        rank = len(t.shape)
+        order = [k for k in range(rank) if k != ta] + [ta]
+        if order != list(range(rank)):
+            t = fn.ops.transpose(t, order)
+        onehot = np.zeros((size, 1), np.float32)
+        onehot[i] = 1.0
+        y = fn.ops.reshape(fn.ops.matmul(t, onehot), (-1,) + tuple(t.shape[1:-1]))
+        new = tuple(q - (q > ta) for k, q in enumerate(p) if k != axis)
+        return Value(t=y, perm=_perm_or_none(new))
+
+    def squeeze(self, node, a, ins):
+        axes = a.get("axes")
+        if axes is None and len(ins) > 1 and ins[1]:
+            axes = [int(d) for d in self.const(ins[1])]
+        c = self.const(ins[0])
+        if c is not None:
+            return Value(const=np.squeeze(c, axis=None if axes is None else tuple(axes)))
+        shape = self.tensor_shape(ins[0])
+        axes = [k for k, d in enumerate(shape) if d == 1] if axes is None else \
+            sorted(k % len(shape) for k in axes)
+        v = self.env[ins[0]]
+        if v.dirs is not None:
+            if axes == [v.dirs.axis] and v.dirs.parts and len(v.dirs.parts) == 1:
+                return self.direction(node, ins[0], 0)
+            raise ValueError(f"fastnn.onnx.load: Squeeze node {_node_name(node)}: only the "
+                             "direction axis of a one-direction recurrent output is squeezed")
+        v = self.plain(ins[0], node)
+        p = v.perm or tuple(range(len(shape)))
+        if any(shape[k] != 1 or p[k] == 0 for k in axes):
+            raise ValueError(f"fastnn.onnx.load: Squeeze node {_node_name(node)}: axes {axes} "
+                             f"of shape {shape} are not all of size 1 past the batch")
+        gone = sorted(p[k] for k in axes)  # axes of t, all of size 1
+        rest = [s for k, s in enumerate(v.t.shape) if k not in gone]
+        y = fn.ops.reshape(v.t, (-1,) + tuple(rest[1:]))
+        new = [q - sum(g < q for g in gone) for k, q in enumerate(p) if k not in axes]
+        return Value(t=y, perm=_perm_or_none(tuple(new)))
+
+    def unsqueeze(self, node, a, ins):
+        axes = a.get("axes")
+        if axes is None:
+            axes = [int(d) for d in self.const(ins[1])]
+        c = self.const(ins[0])
+        if c is not None:
+            return Value(const=np.expand_dims(c, tuple(axes)))
+        rank = len(self.tensor_shape(ins[0])) + len(axes)
+        axes = sorted(k % rank for k in axes)
+        v = self.plain(ins[0], node)
+        if v.perm is not None or 0 in axes:
+            raise ValueError(f"fastnn.onnx.load: Unsqueeze node {_node_name(node)}: axes are "
+                             "inserted after the batch axis of a batch-major tensor only")
+        shape = list(v.t.shape[1:])
+        for k in axes:
+            shape.insert(k - 1, 1)
+        return Value(t=fn.ops.reshape(v.t, (-1,) + tuple(shape)))
+
+    def slice(self, node, ins):
+        starts, ends = (self.const(i).astype(np.int64) for i in ins[1:3])
+        shape = self.tensor_shape(ins[0])
+        axes = self.const(ins[3]) if len(ins) > 3 and ins[3] else np.arange(len(starts))
+        steps = self.const(ins[4]) if len(ins) > 4 and ins[4] else np.ones(len(starts), np.int64)
+        cuts = {int(k) % len(shape): (int(s), int(e), int(st))
+                for k, s, e, st in zip(axes, starts, ends, steps)}
+        v = self.env[ins[0]]
+        if v.const is not None:
+            sl = tuple(slice(*cuts[k]) if k in cuts else slice(None) for k in range(len(shape)))
+            return Value(const=v.const[sl])
+        size = {k: len(range(*slice(*c).indices(shape[k]))) for k, c in cuts.items()
+                if shape[k] is not None}
+        whole = {k for k, c in cuts.items() if shape[k] is not None and c[2] == 1
+                 and size[k] == shape[k]}
+        where = f"fastnn.onnx.load: Slice node {_node_name(node)}"
+        if set(cuts) == whole:
+            return v
+        if v.fill is not None:  # a zero initial state cut per layer or direction
+            if any(shape[k] is None for k in cuts):
+                raise ValueError(f"{where}: the batch axis of a ConstantOfShape is not cut")
+            return Value(fill=(tuple(size.get(k, d) for k, d in enumerate(shape)), v.fill[1]))
+        if v.dirs is not None:
+            d = v.dirs
+            if set(cuts) - whole == {d.axis} and d.parts and cuts[d.axis][2] == 1:
+                return Value(dirs=Dirs(d.parts[slice(*cuts[d.axis][:2])], d.axis, d.perm))
+            raise ValueError(f"{where}: a recurrent output with a direction axis is cut "
+                             "along that axis only")
+        rest = set(cuts) - whole
+        if len(rest) == 1:
+            k = rest.pop()
+            s, e, st = cuts[k]
+            if st == -1 and size[k] == shape[k]:  # the whole axis read backwards
+                if v.matmul is not None:
+                    v = self.plain(ins[0], node)
+                ta = (v.perm or tuple(range(len(shape))))[k]
+                if v.flip in (None, ta) and ta != 0:
+                    return Value(t=v.t, perm=v.perm, flip=None if v.flip == ta else ta)
+        raise ValueError(f"{where}: only whole axes, read forwards or backwards, are "
+                         f"supported (got {cuts} on shape {shape})")
+
+    def join_directions(self, ins):
+        """Reshape (..., D, U) -> (..., D·U) of a recurrent output: its directions
+        concatenated, as fastnn's layers give them."""
+        d = self.env[ins[0]].dirs
+        src = list(self.tensor_shape(ins[0]))
+        rank = len(src)
+        want = src[:d.axis] + ([src[d.axis] * src[-1]] if d.axis == rank - 2 else [])
+        shape = list(self.const(ins[1]))
+        ok = d.axis == rank - 2 and (d.perm is None or d.perm[-1] == rank - 2) and \
+            len(shape) == len(want) and sum(1 for x in shape if x is not None and x == -1) <= 1
+        ok = ok and all((x is None and w is None) or (x is not None and x in (w, -1)) or
+                        (x == 0 and src[k] == w) for k, (x, w) in enumerate(zip(shape, want)))
+        if not ok:
+            raise ValueError("fastnn.onnx.load: a Reshape of a recurrent output with its "
+                             f"direction axis must join the directions (shape {src} -> "
+                             f"{shape}); other reshapes are not supported")
+        if d.joined is None:  # one layer per direction: a Concatenate of their sequences
+            ts = [p.t if p.flip is None else _reverse(p.t, p.flip) for p in d.parts]
+            d.joined = d.parts[0] if len(ts) == 1 else Value(t=L.Concatenate(axis=-1)(ts))
+        return Value(t=d.joined.t, perm=d.perm, flip=d.joined.flip)
+
+    # --- recurrent operators --------------------------------------------------------------
+    def recurrent(self, node, a, ins):
+        """ONNX LSTM / GRU / RNN -> fastnn LSTM / GRU / SimpleRNN (direction forward or
+        reverse: go_backwards) or Bidirectional (merge_mode concat), with return_sequences
+        and return_state as the graph uses Y, Y_h and Y_c. Outputs keep ONNX's direction
+        axis as Dirs until the graph squeezes, gathers or joins it."""
+        op = node.op_type
+        where = f"fastnn.onnx.load: {op} node {_node_name(node)}"
+        direction = _text(a.get("direction", "forward"))
+        layout = int(a.get("layout", 0))
+        nd = 2 if direction == "bidirectional" else 1
+        acts = self.recurrent_checks(node, a, ins, where, nd)
+        u = int(a["hidden_size"])
+        w, r = self.const(ins[1]), self.const(ins[2])
+        bias = self.const(ins[3]) if len(ins) > 3 and ins[3] else None
+        if w is None or r is None or (len(ins) > 3 and ins[3] and bias is None):
+            raise ValueError(f"{where}: W, R and B must be constants")
+        x = self.batch_major(node, ins[0], layout)
+        outs = list(node.output) + [""] * 3
+        need_seq, need_h, need_c = (bool(o) and self.uses.get(o, 0) > 0 for o in outs[:3])
+        if not (need_seq or need_h or need_c):
+            return
+        kw = dict(use_bias=bias is not None)
+        if op == "GRU":
+            kw["reset_after"] = bool(a.get("linear_before_reset", 0))
+        if op == "RNN":
+            kw["activation"] = acts[0].lower()
+        cls = {"LSTM": L.LSTM, "GRU": L.GRU, "RNN": L.SimpleRNN}[op]
+        weights = [_recurrent_weights(op, w[k], r[k], None if bias is None else bias[k], u,
+                                      kw.get("reset_after", False)) for k in range(nd)]
+        n_states = 2 if op == "LSTM" else 1
+        if nd == 2 and (not need_seq or not self.directions_apart(outs[0], layout)):
+            # one Bidirectional: its sequence is the two directions concatenated
+            state = need_h or need_c
+            layer = L.Bidirectional(cls(u, return_sequences=need_seq, return_state=state, **kw))
+            ys = layer(x)
+            ys = ys if isinstance(ys, list) else [ys]
+            for sub, wk in zip((layer.forward_layer, layer.backward_layer), weights):
+                self.weights.append((sub, wk))
+            seq = Dirs(None, 0, joined=Value(t=ys[0])) if need_seq else None
+            states = [[Value(t=ys[1 + k * n_states + j]) for k in range(2)]
+                      for j in range(n_states)] if state else None
+            if state and not need_seq:  # the layer's output joins the final h of both
+                joined = Value(t=ys[0])
+                states[0] = [Value(t=p.t, origin=(joined, k)) for k, p in enumerate(states[0])]
+        else:  # one layer per direction (a reverse one reads backwards: go_backwards)
+            backwards = [direction == "reverse"] if nd == 1 else [False, True]
+            state = need_c or need_h and need_seq
+            seqs, states = [], [[] for _ in range(n_states)]
+            for back, wk in zip(backwards, weights):
+                layer = cls(u, return_sequences=need_seq, return_state=state, go_backwards=back, **kw)
+                ys = self.layer(layer, x, **wk)
+                ys = ys if isinstance(ys, list) else [ys]
+                if need_seq:
+                    seqs.append(Value(t=ys[0], flip=1 if back else None))
+                for j in range(n_states):
+                    if state:
+                        states[j].append(Value(t=ys[1 + j]))
+                    elif j == 0:  # no sequence: the layer's output is the final state
+                        states[0].append(Value(t=ys[0]))
+            seq = Dirs(seqs, 0) if need_seq else None
+        # ONNX layouts: Y (T, D, N, U) or (N, T, D, U); Y_h, Y_c (D, N, U) or (N, D, U)
+        if seq is not None:
+            seq.axis, seq.perm = (1, (1, 0, 2)) if layout == 0 else (2, None)
+            self.env[outs[0]] = Value(dirs=seq)
+        for j, o in enumerate(outs[1:1 + n_states]):
+            if o and states is not None and states[j]:
+                self.env[o] = Value(dirs=Dirs(states[j], 0 if layout == 0 else 1))
+
+    def recurrent_checks(self, node, a, ins, where, nd):
+        """The attributes and inputs fastnn's layers can run; returns the activations."""
+        op = node.op_type
+        if "clip" in a:
+            raise ValueError(f"{where}: clip is not supported (fastnn's cells do not clip)")
+        if a.get("input_forget", 0):
+            raise ValueError(f"{where}: input_forget=1 (coupled input and forget gates) is not "
+                             "supported")
+        if "activation_alpha" in a or "activation_beta" in a:
+            raise ValueError(f"{where}: activation_alpha/activation_beta are not supported")
+        if int(a.get("layout", 0)) not in (0, 1):
+            raise ValueError(f"{where}: layout must be 0 or 1")
+        acts = [_text(x) for x in a.get("activations", [])]
+        default = _DEFAULT_ACTS.get(op, ["Tanh"])
+        per = len(default)
+        acts = acts or default * nd
+        ok = (acts == default * nd) if op != "RNN" else (
+            len(acts) == nd and acts[0] in ("Tanh", "Relu") and len(set(acts)) == 1)
+        if not ok:
+            raise ValueError(f"{where}: activations {acts} are not supported (fastnn runs "
+                             f"{default if op != 'RNN' else 'Tanh or Relu'} per direction)")
+        if len(ins) > 4 and ins[4]:
+            raise ValueError(_recurrent_input_error(node, 4))
+        for k in (5, 6):
+            if len(ins) > k and ins[k]:
+                v = self.env[ins[k]]
+                zero = (v.fill is not None and v.fill[1] == 0) or (
+                    v.const is not None and v.const.dtype != object and not np.any(v.const))
+                if not zero:
+                    raise ValueError(_recurrent_input_error(node, k))
+        if len(ins) > 7 and ins[7]:
+            p = self.const(ins[7])
+            if p is None or np.any(p):
+                raise ValueError(f"{where}: peephole weights P are not supported")
+        return acts[:per] if op != "RNN" else acts[:1]
+
+    def batch_major(self, node, name, layout):
+        """The fastnn (N, T, C) tensor of a recurrent node's input X."""
+        if layout == 1:
+            return self.tensor(name)
+        v = self.plain(name, node)
+        if v.perm != (1, 0, 2):
+            raise ValueError(f"fastnn.onnx.load: {node.op_type} node {_node_name(node)}: its "
+                             f"time-major input {name!r} must be a Transpose of a batch-major "
+                             "sequence or an earlier recurrent node's output (fastnn keeps "
+                             "the batch axis first)")
+        return v.t
+
+    def directions_apart(self, y, layout):
+        """Whether the graph takes the two directions of sequence y apart (a Gather on the
+        direction axis, after Transposes): then one layer per direction, not a
+        Bidirectional whose sequence is their concatenation."""
+        todo = [(y, 1 if layout == 0 else 2)]
+        while todo:
+            name, axis = todo.pop()
+            for n in self.consumers.get(name, []):
+                if n.op_type in ("Identity", "Dropout", "Cast"):
+                    todo.append((n.output[0], axis))
+                elif n.op_type == "Transpose":
+                    perm = [int(p) for p in self.helper.get_attribute_value(n.attribute[0])]
+                    todo.append((n.output[0], perm.index(axis)))
+                elif n.op_type in ("Gather", "Slice") and self.uses.get(n.output[0], 0):
+                    return True
+        return False
 
     def reduce(self, op, a, ins):
         axes = a.get("axes")
@@ -287,6 +717,57 @@ class Importer:
             return Value(t=y, perm=NCHW if (axes == [2, 3] and keep) else None)
         raise ValueError(f"fastnn.onnx.load: {op} over axes {axes} of a rank-{rank} tensor is "
                          "not supported (only pooling over time or space)")
+
+
+def _recurrent_input_error(node, k):
+    where = f"fastnn.onnx.load: {node.op_type} node {_node_name(node)}"
+    if k == 4:
+        return f"{where}: sequence_lens is not supported (fastnn runs every sequence to its end)"
+    what = "initial_h" if k == 5 else "initial_c"
+    return (f"{where}: a non-zero or graph-input {what} is not supported (fastnn's imported "
+            "layers start from zero states)")
+
+
+def _node_name(node):
+    return repr(node.name or node.output[0])
+
+
+def _text(v):
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _perm_or_none(perm):
+    return None if perm == tuple(range(len(perm))) else perm
+
+
+def _reverse(t, axis):
+    """t read backwards along `axis` (not the batch): the axis moved last and multiplied by
+    the exchange matrix, which is exact (each output is one input times 1)."""
+    rank, size = len(t.shape), t.shape[axis]
+    order = [k for k in range(rank) if k != axis] + [axis]
+    if order != list(range(rank)):
+        t = fn.ops.transpose(t, order)
+    y = fn.ops.matmul(t, np.eye(size, dtype=np.float32)[::-1].copy())
+    return y if order == list(range(rank)) else fn.ops.transpose(y, tuple(np.argsort(order)))
+
+
+def _recurrent_weights(op, w, r, b, u, reset_after):
+    """fastnn weights of one direction from ONNX's W (G·U, C), R (G·U, U), B (2·G·U):
+    kernel = Wᵀ and recurrent_kernel = Rᵀ (LSTM gate blocks reordered from ONNX's i, o, f,
+    c to Keras's i, f, c, o; GRU's z, r, h and RNN's single block are already in order);
+    the input and recurrent biases stay apart for GRU(reset_after=True)
+    (linear_before_reset=1, where the recurrent bias is inside the reset gate's product)
+    and are added otherwise, where ONNX only adds them."""
+    if op == "LSTM":
+        order = np.concatenate([np.arange(u) + k * u for k in _IOFC_TO_IFCO])
+        w, r = w[order], r[order]
+        if b is not None:
+            b = np.concatenate([b[:4 * u][order], b[4 * u:][order]])
+    weights = {"kernel": np.ascontiguousarray(w.T), "recurrent_kernel": np.ascontiguousarray(r.T)}
+    if b is not None:
+        gu = b.shape[0] // 2
+        weights["bias"] = np.stack([b[:gu], b[gu:]]) if reset_after else b[:gu] + b[gu:]
+    return weights
 
 
 def load_model(path):
@@ -314,6 +795,12 @@ def load_model(path):
     inits = {t.name for t in g.initializer}
     for t in g.initializer:
         imp.env[t.name] = Value(const=nh.to_array(t))
+    for node in imp.nodes:  # a graph input as a recurrent node's state or lengths: its error
+        if node.op_type in ("LSTM", "GRU", "RNN"):
+            for k in (4, 5, 6):
+                if len(node.input) > k and node.input[k] and node.input[k] not in inits:
+                    if any(vi.name == node.input[k] for vi in g.input):
+                        raise ValueError(_recurrent_input_error(node, k))
     inputs = []
     for vi in g.input:
         if vi.name in inits:
@@ -325,7 +812,7 @@ def load_model(path):
         t = fn.Input(tuple(dims[1:]), name=vi.name)
         imp.env[vi.name] = Value(t=t)
         inputs.append(t)
-    for node in g.node:
+    for node in imp.nodes:  # the nodes no output depends on are left out
         imp.run(node)
     outputs = [imp.tensor(o.name) for o in g.output]
     model = fn.Model(inputs if len(inputs) > 1 else inputs[0],
