@@ -139,6 +139,35 @@ def test_quantize_edges(qisa):
         ops.quantize_u8_dynamic(x)
 
 
+@pytest.mark.parametrize("scale", [0.1, 1.0 / 3.0, 7.3e-3, 2.0**-130])
+def test_quantize_edges_vectorised(qisa, scale):
+    """Edges spread over whole vectors (not only the tail): NaN, ±inf, huge, values near
+    the clamp ends and half-integer quotients with an inexact 1/scale."""
+    rng = np.random.default_rng(7)
+    s32 = np.float32(scale)
+    k = rng.integers(-1500, 1500, 4000).astype(np.float32)
+    x = np.concatenate([
+        (k + np.float32(0.5)) * s32,                   # near ties of x / scale
+        k * s32,
+        rng.uniform(-2000, 2000, 4000).astype(np.float32) * s32,
+        np.array([np.nan, np.inf, -np.inf, 1e30, -1e30, 3e38, -3e38], np.float32),
+    ]).astype(np.float32)
+    x = x[rng.permutation(x.size)]
+    for zp in (0, 37, 255):
+        np.testing.assert_array_equal(ops.quantize_u8(x, scale, zp), R.quantize_u8(x, scale, zp))
+    fin = x[np.isfinite(x)]
+    q, s, z = ops.quantize_u8_dynamic(fin)
+    qr, sr, zr = R.quantize_u8_dynamic(fin)
+    assert (np.float32(s), z) == (np.float32(sr), zr)
+    np.testing.assert_array_equal(q, qr)
+    for pos in (0, 17, 100, fin.size - 1):
+        for bad in (np.nan, np.inf, -np.inf):
+            y = fin.copy()
+            y[pos] = bad
+            with pytest.raises(ValueError, match="'x'.*NaN"):
+                ops.quantize_u8_dynamic(y)
+
+
 def test_weight_quantizer():
     rng = np.random.default_rng(2)
     w = rng.standard_normal((50, 9)).astype(np.float32)

@@ -131,40 +131,68 @@ void macro_vnni(const Block& blk) {
   }
 }
 
-// q = clamp(rint(x / scale) + zp, 0, 255); max(v, 0) returns 0 for a NaN v.
-// The quotient is first taken as x · (1/scale), within a relative 2^-22 of x / scale, so
-// both round to the same integer unless that product lies within 2^-20 (relative) of a
-// half-integer; only vectors holding such a lane pay for the IEEE division (ties are
-// rare but exact: the result is bit for bit that of rint(x / scale)).
-void quantize_vnni(uint8_t* q, const float* x, int64_t n, float scale, float zp) {
-  const __m512 vs = _mm512_set1_ps(scale), vz = _mm512_set1_ps(zp);
-  const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
-  const float inv_s = 1.0f / scale;
-  const bool use_inv = std::isfinite(inv_s) && inv_s >= 1.17549435e-38f;
-  const __m512 inv = _mm512_set1_ps(inv_s), half = _mm512_set1_ps(0.5f);
-  const __m512 rel = _mm512_set1_ps(9.5367431640625e-07f);  // 2^-20
-  constexpr int kNear = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-  auto one = [&](__m512 xv) {
-    __m512 v;
+// q = clamp(rint(x / scale) + zp, 0, 255), NaN → 0.
+// The quotient is first taken as r = x · (1/scale), within a relative 2^-22 of x / scale.
+// While |r| < 1024 that is within 2^-12 of it, so rint(r) = rint(x / scale) unless r lies
+// within 2^-12 of a half-integer; only vectors holding such a lane pay for the IEEE
+// division (ties are rare but exact: the result is bit for bit that of rint(x / scale)).
+// Past 1024 either quotient clamps to the same end (min(1024, r) keeps a NaN r, which
+// converts to INT_MIN and saturates to 0, as do −inf and large negative r). rint is the
+// conversion's round-to-nearest-even; the clamp to [0, 255] is the unsigned saturation
+// of the packs (vpackusdw, vpackuswb) or of max(i, 0) and vpmovusdb.
+struct Quantizer {
+  __m512 inv, vs, cap, near_lo;
+  __m512i zp;
+  bool use_inv;
+  Quantizer(float scale, float zpf) {
+    const float inv_s = 1.0f / scale;
+    use_inv = std::isfinite(inv_s) && inv_s >= 1.17549435e-38f;
+    inv = _mm512_set1_ps(inv_s);
+    vs = _mm512_set1_ps(scale);
+    cap = _mm512_set1_ps(1024.0f);
+    near_lo = _mm512_set1_ps(0.5f - 2.44140625e-4f);  // 0.5 − 2^-12
+    zp = _mm512_set1_epi32(int32_t(zpf));
+  }
+  // int32 rint(x / scale) + zp, not yet clamped (NaN: INT_MIN + zp, below 0).
+  __m512i operator()(__m512 xv) const {
+    constexpr int kNear = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    __m512i i;
     if (use_inv) {
-      const __m512 r = _mm512_mul_ps(xv, inv);
-      v = _mm512_roundscale_ps(r, kNear);
-      const __m512 dist = _mm512_abs_ps(_mm512_sub_ps(_mm512_abs_ps(_mm512_sub_ps(r, v)), half));
-      const __mmask16 near =
-          _mm512_cmp_ps_mask(dist, _mm512_mul_ps(_mm512_abs_ps(r), rel), _CMP_LE_OQ);
-      if (near) v = _mm512_roundscale_ps(_mm512_mask_div_ps(r, near, xv, vs), kNear);
+      const __m512 r = _mm512_min_ps(cap, _mm512_mul_ps(xv, inv));
+      i = _mm512_cvt_roundps_epi32(r, kNear);
+      const __m512 f = _mm512_abs_ps(_mm512_sub_ps(r, _mm512_cvtepi32_ps(i)));
+      const __mmask16 near = _mm512_cmp_ps_mask(f, near_lo, _CMP_GE_OQ);
+      if (near)
+        i = _mm512_mask_cvt_roundps_epi32(
+            i, near, _mm512_min_ps(cap, _mm512_maskz_div_ps(near, xv, vs)), kNear);
     } else {
-      v = _mm512_roundscale_ps(_mm512_div_ps(xv, vs), kNear);
+      i = _mm512_cvt_roundps_epi32(_mm512_min_ps(cap, _mm512_div_ps(xv, vs)), kNear);
     }
-    v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, vz), lo), hi);
-    return _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(v));
-  };
+    return _mm512_add_epi32(i, zp);
+  }
+};
+
+void quantize_vnni(uint8_t* q, const float* x, int64_t n, float scale, float zp) {
+  const Quantizer qz(scale, zp);
+  // packus works per 128-bit lane: dword k of the packed vector holds 4 bytes of input
+  // vector k % 4, lane k / 4; this permutation puts them back in order.
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   int64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    const __m512i a = qz(_mm512_loadu_ps(x + i)), b = qz(_mm512_loadu_ps(x + i + 16));
+    const __m512i c = qz(_mm512_loadu_ps(x + i + 32)), d = qz(_mm512_loadu_ps(x + i + 48));
+    const __m512i v = _mm512_packus_epi16(_mm512_packus_epi32(a, b), _mm512_packus_epi32(c, d));
+    _mm512_storeu_si512(q + i, _mm512_permutexvar_epi32(order, v));
+  }
+  const __m512i zero = _mm512_setzero_si512();
   for (; i + 16 <= n; i += 16)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), one(_mm512_loadu_ps(x + i)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i),
+                     _mm512_cvtusepi32_epi8(_mm512_max_epi32(qz(_mm512_loadu_ps(x + i)), zero)));
   if (i < n) {
     const __mmask16 m = tail_mask(n - i);
-    _mm_mask_storeu_epi8(q + i, m, one(_mm512_maskz_loadu_ps(m, x + i)));
+    _mm_mask_storeu_epi8(q + i, m,
+                         _mm512_cvtusepi32_epi8(_mm512_max_epi32(
+                             qz(_mm512_maskz_loadu_ps(m, x + i)), zero)));
   }
 }
 
@@ -186,11 +214,8 @@ bool minmax_vnni(float* mn, float* mx, const float* x, int64_t n) {
     lo1 = _mm512_min_ps(lo1, v1), hi1 = _mm512_max_ps(hi1, v1);
     lo2 = _mm512_min_ps(lo2, v2), hi2 = _mm512_max_ps(hi2, v2);
     lo3 = _mm512_min_ps(lo3, v3), hi3 = _mm512_max_ps(hi3, v3);
-    // NaN or ±inf: |v| is not < inf.
-    bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(v0), inf, _CMP_NLT_UQ) |
-           _mm512_cmp_ps_mask(_mm512_abs_ps(v1), inf, _CMP_NLT_UQ) |
-           _mm512_cmp_ps_mask(_mm512_abs_ps(v2), inf, _CMP_NLT_UQ) |
-           _mm512_cmp_ps_mask(_mm512_abs_ps(v3), inf, _CMP_NLT_UQ);
+    // NaN: unordered with itself (±inf shows in the final min or max).
+    bad |= _mm512_cmp_ps_mask(v0, v1, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(v2, v3, _CMP_UNORD_Q);
   }
   lo = _mm512_min_ps(_mm512_min_ps(lo, lo1), _mm512_min_ps(lo2, lo3));
   hi = _mm512_max_ps(_mm512_max_ps(hi, hi1), _mm512_max_ps(hi2, hi3));
@@ -198,15 +223,18 @@ bool minmax_vnni(float* mn, float* mx, const float* x, int64_t n) {
     const __m512 v = _mm512_loadu_ps(x + i);
     lo = _mm512_min_ps(lo, v);
     hi = _mm512_max_ps(hi, v);
-    bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(v), inf, _CMP_NLT_UQ);
+    bad |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
   }
   if (i < n) {
     const __mmask16 m = tail_mask(n - i);
     const __m512 v = _mm512_mask_loadu_ps(lo, m, x + i);
     lo = _mm512_min_ps(lo, v);
     hi = _mm512_max_ps(hi, _mm512_mask_loadu_ps(hi, m, x + i));
-    bad |= _mm512_mask_cmp_ps_mask(m, _mm512_abs_ps(v), inf, _CMP_NLT_UQ);
+    bad |= _mm512_mask_cmp_ps_mask(m, v, v, _CMP_UNORD_Q);
   }
+  // A NaN may have been dropped by a later min/max, but it set `bad`; an infinity stays.
+  bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(lo), inf, _CMP_NLT_UQ) |
+         _mm512_cmp_ps_mask(_mm512_abs_ps(hi), inf, _CMP_NLT_UQ);
   *mn = _mm512_reduce_min_ps(lo);
   *mx = _mm512_reduce_max_ps(hi);
   return bad == 0;
