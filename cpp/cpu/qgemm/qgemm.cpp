@@ -209,6 +209,7 @@ class PackBuffer {
 };
 
 thread_local PackBuffer t_pack_a;
+thread_local PackBuffer t_quant_a;  // a quantized mc×kc block of A before packing
 
 // dst = A[i0:i0+mc, k0:k0+kc] in the packed-A layout of kr (qgemm_internal.h).
 void pack_a(const QKernel& kr, uint8_t* dst, const uint8_t* A, int64_t lda, int64_t mc,
@@ -244,6 +245,10 @@ struct Problem {
   int64_t M, N, K;
   const Epilogue* epi;
   int64_t kc;
+  // When X is set, A is not given: each block of A is quantized from X (float, row
+  // stride K) with (xs, xz) just before it is packed, as quantize_u8 would.
+  const float* X = nullptr;
+  float xs = 1.0f, xz = 0.0f;
 };
 
 // Runs the loop nest on C[m0:m1, n0:n1] (n0 a multiple of the panel width).
@@ -253,13 +258,24 @@ bool run_block(const QKernel& kr, const Problem& p, int64_t m0, int64_t m1, int6
   const int64_t kcp = round_up(p.kc, kr.kgroup);
   uint8_t* abuf = t_pack_a.get(mc_max * kcp * kr.eb);
   if (!abuf) return false;
+  uint8_t* qbuf = nullptr;
+  if (p.X) {
+    qbuf = t_quant_a.get(mc_max * p.kc);
+    if (!qbuf) return false;
+  }
   const int64_t pb = panel_bytes(kr, p.K);
   const uint8_t* panels = panels_of(p.packed, p.N) + (n0 / kr.panel) * pb;
   for (int64_t pc = 0; pc < p.K; pc += p.kc) {
     const int64_t kc = std::min(p.kc, p.K - pc);
     for (int64_t ic = m0; ic < m1; ic += mc_max) {
       const int64_t mc = std::min(mc_max, m1 - ic);
-      pack_a(kr, abuf, p.A + ic * p.K + pc, p.K, mc, kc);
+      if (p.X) {
+        for (int64_t i = 0; i < mc; ++i)
+          kr.quantize(qbuf + i * kc, p.X + (ic + i) * p.K + pc, kc, p.xs, p.xz);
+        pack_a(kr, abuf, qbuf, kc, mc, kc);
+      } else {
+        pack_a(kr, abuf, p.A + ic * p.K + pc, p.K, mc, kc);
+      }
       Block blk;
       blk.c = p.C + ic * p.N + n0;
       blk.ldc = p.N;
@@ -349,6 +365,19 @@ void qdense_forward(float* y, const uint8_t* xq, const uint8_t* packed, const fl
   if (M <= 0 || N <= 0 || K <= 0) return;
   const Epilogue epi{qgemm_packed_colsum(packed), w_scale, b, x_scale, x_zp, act};
   run_qgemm(Problem{reinterpret_cast<int32_t*>(y), xq, packed, M, N, K, &epi, 0});
+}
+
+// y (M,N) = qdense_forward(quantize_u8(x, x_scale, x_zp), ...), quantized block by block
+void qdense_forward_f32(float* y, const float* x, const uint8_t* packed, const float* w_scale,
+                        const float* b, float x_scale, int32_t x_zp, int64_t M, int64_t N,
+                        int64_t K, Act act) {
+  if (M <= 0 || N <= 0 || K <= 0) return;
+  const Epilogue epi{qgemm_packed_colsum(packed), w_scale, b, x_scale, x_zp, act};
+  Problem p{reinterpret_cast<int32_t*>(y), nullptr, packed, M, N, K, &epi, 0};
+  p.X = x;
+  p.xs = x_scale;
+  p.xz = float(x_zp);
+  run_qgemm(p);
 }
 
 // ---- quantizers -------------------------------------------------------------------
@@ -442,6 +471,38 @@ bool quantize_u8_dynamic(uint8_t* q, float* scale, int32_t* zero_point, const fl
   }
 #endif
   return ok;
+}
+
+// (scale, zero point) of the dynamic quantization of x, without quantizing it
+bool quantize_range_u8(float* scale, int32_t* zero_point, const float* x, int64_t n) {
+  const QKernel& kr = current_qkernel();
+  const int nt = elementwise_threads(n);
+  float mn = 0.0f, mx = 0.0f;
+  bool ok = true;
+  if (nt <= 1) {
+    ok = kr.minmax(&mn, &mx, x, n);
+  } else {
+#if defined(_OPENMP)
+    float mns[64], mxs[64];
+    bool fin[64];
+    int used = 0;
+#pragma omp parallel num_threads(nt)
+    {
+      const int t = omp_get_thread_num(), T = omp_get_num_threads();
+      const int64_t b = n * t / T, e = n * (t + 1) / T;
+      fin[t] = kr.minmax(&mns[t], &mxs[t], x + b, e - b);
+      if (t == 0) used = T;
+    }
+    for (int i = 0; i < used; ++i) {
+      ok = ok && fin[i];
+      mn = std::min(mn, mns[i]);
+      mx = std::max(mx, mxs[i]);
+    }
+#endif
+  }
+  if (!ok) return false;
+  range_params(std::min(mn, 0.0f), std::max(mx, 0.0f), scale, zero_point);
+  return true;
 }
 
 // ---- convolution ------------------------------------------------------------------

@@ -187,9 +187,8 @@ def qdense(x, qw, b=None, activation="linear", x_scale=None, x_zero_point=None,
     s, z = _input_params(x_scale, x_zero_point, op)
     shape = x.shape[:-1] + (qw.N,)
     out = check_out(out, shape, op) if out is not None else np.empty(shape, np.float32)
-    x2 = x.reshape(-1, qw.K)
-    xq = np.empty(x2.shape, np.uint8)
-    _core.qdense_f32(out.reshape(-1, qw.N), xq, x2, qw.packed, qw.scale, b, s, z, act)
+    _core.qdense_f32(out.reshape(-1, qw.N), None, x.reshape(-1, qw.K), qw.packed, qw.scale, b,
+                     s, z, act)
     return out
 
 
