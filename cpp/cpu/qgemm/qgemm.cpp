@@ -535,15 +535,19 @@ void qim2col_u8(uint8_t* col, const uint8_t* x, int64_t N, int64_t H, int64_t W,
                 uint8_t zero_point) {
   const int64_t K = KH * KW * C;
   const int64_t grain = std::max<int64_t>(1, 262144 / std::max<int64_t>(K, 1));
+  const int64_t run = KW * C, wide = run <= 4 ? 4 : run <= 8 ? 8 : 16;
+  const uint8_t* const xend = x + N * H * W * C;
   // Short runs (C of 1 or 3 channels) are copied inline: a memcpy call per byte or
   // three cost more than the whole product. With dil_w = 1 a kernel row that lies
   // inside the image is one run of KW·C bytes.
   // Parallel over output rows (n, oh); each covers OW rows of col.
   parallel_for(N * OH, std::max<int64_t>(1, grain / std::max<int64_t>(OW, 1)),
                [=](int64_t q0, int64_t q1) {
-    for (int64_t q = q0; q < q1; ++q)
+    uint8_t* const qend = col + q1 * OW * K;  // end of this task's rows
+    for (int64_t q = q0; q < q1; ++q) {
+    const int64_t n = q / OH, oh = q % OH;
     for (int64_t ow = 0; ow < OW; ++ow) {
-      const int64_t n = q / OH, oh = q % OH, r = q * OW + ow;
+      const int64_t r = q * OW + ow;
       uint8_t* d = col + r * K;
       const int64_t iw0 = ow * stride_w - pad_left;
       const bool row_inside = dil_w == 1 && iw0 >= 0 && iw0 + KW <= W;
@@ -556,7 +560,16 @@ void qim2col_u8(uint8_t* col, const uint8_t* x, int64_t N, int64_t H, int64_t W,
         }
         const uint8_t* src = x + ((n * H + ih) * W) * C;
         if (row_inside) {
-          copy_run(dk, src + iw0 * C, KW * C);
+          // A short run (C of 1 or 3) as one 4/8/16-byte move when its overhang stays in
+          // this task's rows of col (later runs overwrite it) and inside x.
+          const uint8_t* s0 = src + iw0 * C;
+          if (run <= 16 && dk + wide <= qend && s0 + wide <= xend) {
+            if (wide == 4) std::memcpy(dk, s0, 4);
+            else if (wide == 8) std::memcpy(dk, s0, 8);
+            else std::memcpy(dk, s0, 16);
+          } else {
+            copy_run(dk, s0, run);
+          }
           continue;
         }
         for (int64_t kw = 0; kw < KW; ++kw) {
@@ -567,6 +580,7 @@ void qim2col_u8(uint8_t* col, const uint8_t* x, int64_t N, int64_t H, int64_t W,
             copy_run(dk + kw * C, src + iw * C, C);
         }
       }
+    }
     }
   });
 }
