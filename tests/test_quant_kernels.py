@@ -248,6 +248,34 @@ CONV_CASES = [  # x shape, kernel (KH, KW, OC), strides, padding, dilation
 ]
 
 
+def _im2col_ref(x, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, zp):
+    N, H, W, C = x.shape
+    xp = np.full((N, H + pt + KH * dh + sh * OH, W + pl + KW * dw + sw * OW, C), zp, np.uint8)
+    xp[:, pt:pt + H, pl:pl + W] = x
+    col = np.empty((N, OH, OW, KH, KW, C), np.uint8)
+    for kh in range(KH):
+        for kw in range(KW):
+            col[:, :, :, kh, kw] = xp[:, kh * dh:kh * dh + sh * OH:sh, kw * dw:kw * dw + sw * OW:sw]
+    return col.reshape(N * OH * OW, KH * KW * C)
+
+
+@pytest.mark.parametrize("C", [1, 2, 3, 5, 8, 17])
+@pytest.mark.parametrize("geo", [(3, 3, 1, 1, 0, 0, 1), (3, 3, 1, 1, 1, 1, 1), (2, 5, 2, 3, 0, 4, 1),
+                                 (1, 7, 1, 1, 3, 3, 1), (3, 3, 2, 2, 1, 0, 2), (4, 1, 3, 1, 2, 0, 1)])
+def test_qim2col_matches_numpy(restore_threads, C, geo):
+    KH, KW, sh, sw, pt, pl, dil = geo
+    rng = np.random.default_rng(C)
+    x = rng.integers(0, 256, (3, 9, 8, C), dtype=np.uint8)
+    OH = (9 + 2 * pt - dil * (KH - 1) - 1) // sh + 1
+    OW = (8 + 2 * pl - dil * (KW - 1) - 1) // sw + 1
+    ref = _im2col_ref(x, KH, KW, sh, sw, pt, pl, dil, dil, OH, OW, 77)
+    for nt in (1, 2):
+        fastnn.set_num_threads(nt)
+        col = np.full(ref.shape, 1, np.uint8)
+        _core.qim2col_u8(col, x, KH, KW, sh, sw, pt, pl, dil, dil, OH, OW, 77)
+        np.testing.assert_array_equal(col, ref)
+
+
 @pytest.mark.parametrize("xs,ks,st,pad,dil", CONV_CASES)
 @pytest.mark.parametrize("act", ["linear", "relu", "tanh"])
 def test_qconv2d_matches_twin(qisa, xs, ks, st, pad, dil, act):

@@ -528,6 +528,83 @@ __attribute__((optimize("no-tree-loop-distribute-patterns"))) inline void fill_r
 }
 }  // namespace
 
+namespace {
+// One row of col (the patch of output pixel (n, oh, ow)), run by run, exact.
+inline void im2col_pixel(uint8_t* d, const uint8_t* x, int64_t n, int64_t oh, int64_t ow,
+                         int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW,
+                         int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_left,
+                         int64_t dil_h, int64_t dil_w, uint8_t zero_point) {
+  const int64_t iw0 = ow * stride_w - pad_left;
+  const bool row_inside = dil_w == 1 && iw0 >= 0 && iw0 + KW <= W;
+  for (int64_t kh = 0; kh < KH; ++kh) {
+    const int64_t ih = oh * stride_h - pad_top + kh * dil_h;
+    uint8_t* dk = d + kh * KW * C;
+    if (ih < 0 || ih >= H) {
+      fill_run(dk, zero_point, KW * C);
+      continue;
+    }
+    const uint8_t* src = x + ((n * H + ih) * W) * C;
+    if (row_inside) {
+      copy_run(dk, src + iw0 * C, KW * C);
+      continue;
+    }
+    for (int64_t kw = 0; kw < KW; ++kw) {
+      const int64_t iw = iw0 + kw * dil_w;
+      if (iw < 0 || iw >= W)
+        fill_run(dk + kw * C, zero_point, C);
+      else
+        copy_run(dk + kw * C, src + iw * C, C);
+    }
+  }
+}
+
+// Output rows q0..q1 (q = n·OH + oh) of im2col for kernel rows of run = KW·C ≤ WIDE bytes
+// (dil_w = 1, KH ≤ 16): a pixel whose kernel rows all lie inside the image width moves
+// each as one WIDE-byte copy (or fill, for a padding row). The overhang past a run lands
+// on the next run of the same col row or on the next col row, both written later, so
+// the last pixel of each output row and any copy that would read past x go run by run.
+template <int WIDE>
+void im2col_short(uint8_t* col, const uint8_t* x, const uint8_t* xend, int64_t q0, int64_t q1,
+                  int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t stride_h,
+                  int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t dil_h,
+                  int64_t OH, int64_t OW, uint8_t zero_point) {
+  const int64_t run = KW * C, K = KH * run;
+  // Pixels ow in [lo, hi) have every kernel row inside the width; hi excludes OW − 1.
+  const int64_t lo = std::min(OW, (pad_left + stride_w - 1) / stride_w);
+  const int64_t hi = W - KW + pad_left < 0 ? 0
+                     : std::min(OW - 1, (W - KW + pad_left) / stride_w + 1);
+  uint8_t pad[16];
+  std::memset(pad, zero_point, sizeof pad);
+  for (int64_t q = q0; q < q1; ++q) {
+    const int64_t n = q / OH, oh = q % OH;
+    const uint8_t* rows[16];
+    bool fast = hi > lo;
+    for (int64_t kh = 0; kh < KH; ++kh) {
+      const int64_t ih = oh * stride_h - pad_top + kh * dil_h;
+      rows[kh] = ih < 0 || ih >= H ? nullptr : x + ((n * H + ih) * W) * C;
+      if (rows[kh] && fast && rows[kh] + ((hi - 1) * stride_w - pad_left) * C + WIDE > xend)
+        fast = false;
+    }
+    uint8_t* d = col + q * OW * K;
+    int64_t ow = 0;
+    if (fast) {
+      for (; ow < lo; ++ow)
+        im2col_pixel(d + ow * K, x, n, oh, ow, H, W, C, KH, KW, stride_h, stride_w, pad_top,
+                     pad_left, dil_h, 1, zero_point);
+      for (; ow < hi; ++ow) {
+        uint8_t* dk = d + ow * K;
+        const int64_t off = (ow * stride_w - pad_left) * C;
+        for (int64_t kh = 0; kh < KH; ++kh, dk += run)
+          std::memcpy(dk, rows[kh] ? rows[kh] + off : pad, WIDE);
+      }
+    }
+    for (; ow < OW; ++ow)
+      im2col_pixel(d + ow * K, x, n, oh, ow, H, W, C, KH, KW, stride_h, stride_w, pad_top,
+                   pad_left, dil_h, 1, zero_point);
+  }
+}
+}  // namespace
+
 // col (N·OH·OW, KH·KW·C) = zero-point-padded patches of x (N,H,W,C)
 void qim2col_u8(uint8_t* col, const uint8_t* x, int64_t N, int64_t H, int64_t W, int64_t C,
                 int64_t KH, int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_top,
@@ -535,7 +612,7 @@ void qim2col_u8(uint8_t* col, const uint8_t* x, int64_t N, int64_t H, int64_t W,
                 uint8_t zero_point) {
   const int64_t K = KH * KW * C;
   const int64_t grain = std::max<int64_t>(1, 262144 / std::max<int64_t>(K, 1));
-  const int64_t run = KW * C, wide = run <= 4 ? 4 : run <= 8 ? 8 : 16;
+  const int64_t run = KW * C;
   const uint8_t* const xend = x + N * H * W * C;
   // Short runs (C of 1 or 3 channels) are copied inline: a memcpy call per byte or
   // three cost more than the whole product. With dil_w = 1 a kernel row that lies
@@ -543,44 +620,17 @@ void qim2col_u8(uint8_t* col, const uint8_t* x, int64_t N, int64_t H, int64_t W,
   // Parallel over output rows (n, oh); each covers OW rows of col.
   parallel_for(N * OH, std::max<int64_t>(1, grain / std::max<int64_t>(OW, 1)),
                [=](int64_t q0, int64_t q1) {
-    uint8_t* const qend = col + q1 * OW * K;  // end of this task's rows
-    for (int64_t q = q0; q < q1; ++q) {
-    const int64_t n = q / OH, oh = q % OH;
-    for (int64_t ow = 0; ow < OW; ++ow) {
-      const int64_t r = q * OW + ow;
-      uint8_t* d = col + r * K;
-      const int64_t iw0 = ow * stride_w - pad_left;
-      const bool row_inside = dil_w == 1 && iw0 >= 0 && iw0 + KW <= W;
-      for (int64_t kh = 0; kh < KH; ++kh) {
-        const int64_t ih = oh * stride_h - pad_top + kh * dil_h;
-        uint8_t* dk = d + kh * KW * C;
-        if (ih < 0 || ih >= H) {
-          fill_run(dk, zero_point, KW * C);
-          continue;
-        }
-        const uint8_t* src = x + ((n * H + ih) * W) * C;
-        if (row_inside) {
-          // A short run (C of 1 or 3) as one 4/8/16-byte move when its overhang stays in
-          // this task's rows of col (later runs overwrite it) and inside x.
-          const uint8_t* s0 = src + iw0 * C;
-          if (run <= 16 && dk + wide <= qend && s0 + wide <= xend) {
-            if (wide == 4) std::memcpy(dk, s0, 4);
-            else if (wide == 8) std::memcpy(dk, s0, 8);
-            else std::memcpy(dk, s0, 16);
-          } else {
-            copy_run(dk, s0, run);
-          }
-          continue;
-        }
-        for (int64_t kw = 0; kw < KW; ++kw) {
-          const int64_t iw = iw0 + kw * dil_w;
-          if (iw < 0 || iw >= W)
-            fill_run(dk + kw * C, zero_point, C);
-          else
-            copy_run(dk + kw * C, src + iw * C, C);
-        }
-      }
+    if (dil_w == 1 && KH <= 16 && run <= 16) {
+      auto f = run <= 4 ? im2col_short<4> : run <= 8 ? im2col_short<8> : im2col_short<16>;
+      f(col, x, xend, q0, q1, H, W, C, KH, KW, stride_h, stride_w, pad_top, pad_left, dil_h,
+        OH, OW, zero_point);
+      return;
     }
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t n = q / OH, oh = q % OH;
+      for (int64_t ow = 0; ow < OW; ++ow)
+        im2col_pixel(col + (q * OW + ow) * K, x, n, oh, ow, H, W, C, KH, KW, stride_h,
+                     stride_w, pad_top, pad_left, dil_h, dil_w, zero_point);
     }
   });
 }
