@@ -258,28 +258,52 @@ bool run_block(const QKernel& kr, const Problem& p, int64_t m0, int64_t m1, int6
   const int64_t kcp = round_up(p.kc, kr.kgroup);
   uint8_t* abuf = t_pack_a.get(mc_max * kcp * kr.eb);
   if (!abuf) return false;
-  uint8_t* qbuf = nullptr;
-  if (p.X) {
-    qbuf = t_quant_a.get(mc_max * p.kc);
-    if (!qbuf) return false;
-  }
   const int64_t pb = panel_bytes(kr, p.K);
   const uint8_t* panels = panels_of(p.packed, p.N) + (n0 / kr.panel) * pb;
+  // Direct A: the kernel reads A in place (row-major) when its rows hold whole K groups:
+  // always for the quantized blocks (rows padded to kcp), for a given A when K and kc
+  // are multiples of kgroup. Otherwise each block is packed.
+  const bool direct = kr.direct_a && (p.X || (p.K % kr.kgroup == 0 && p.kc % kr.kgroup == 0));
+  uint8_t* qbuf = nullptr;
+  if (p.X) {
+    qbuf = t_quant_a.get(mc_max * kcp);
+    if (!qbuf) return false;
+  }
   for (int64_t pc = 0; pc < p.K; pc += p.kc) {
     const int64_t kc = std::min(p.kc, p.K - pc);
+    const int64_t kcb = round_up(kc, kr.kgroup);
     for (int64_t ic = m0; ic < m1; ic += mc_max) {
       const int64_t mc = std::min(mc_max, m1 - ic);
+      Block blk;
       if (p.X) {
-        for (int64_t i = 0; i < mc; ++i)
-          kr.quantize(qbuf + i * kc, p.X + (ic + i) * p.K + pc, kc, p.xs, p.xz);
-        pack_a(kr, abuf, qbuf, kc, mc, kc);
+        // Row stride kcb; the pad bytes meet B's zero rows (any value gives 0).
+        for (int64_t i = 0; i < mc; ++i) {
+          kr.quantize(qbuf + i * kcb, p.X + (ic + i) * p.K + pc, kc, p.xs, p.xz);
+          for (int64_t k = kc; k < kcb; ++k) qbuf[i * kcb + k] = 0;
+        }
+        if (direct) {
+          blk.a = qbuf;
+          blk.a_rs = kcb;
+        } else {
+          pack_a(kr, abuf, qbuf, kcb, mc, kc);
+        }
+      } else if (direct) {
+        blk.a = p.A + ic * p.K + pc;
+        blk.a_rs = p.K;
       } else {
         pack_a(kr, abuf, p.A + ic * p.K + pc, p.K, mc, kc);
       }
-      Block blk;
+      if (direct) {
+        blk.a_gs = kr.kgroup * kr.eb;
+        blk.a_ts = kr.mr * blk.a_rs;
+      } else {
+        blk.a = abuf;
+        blk.a_rs = kr.kgroup * kr.eb;
+        blk.a_gs = kr.mr * kr.kgroup * kr.eb;
+        blk.a_ts = kr.mr * kcb * kr.eb;  // pack_a rounds this block's kc
+      }
       blk.c = p.C + ic * p.N + n0;
       blk.ldc = p.N;
-      blk.a = abuf;
       blk.b = panels + pc * kr.panel * kr.eb;
       blk.b_panel_stride = pb;
       blk.mc = mc;

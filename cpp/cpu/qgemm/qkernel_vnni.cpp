@@ -30,9 +30,10 @@ inline __mmask16 tail_mask(int64_t cols) {
 // acc (MR×NV zmm) = [C +] A tile · NV panels over `groups` K groups. Kept apart from the
 // epilogue so that the 24 accumulators, 4 B vectors and the broadcast stay in registers.
 template <int MR, int NV>
-__attribute__((noinline)) void kloop(__m512i* out, const uint8_t* a, const uint8_t* b,
-                                     int64_t ps, int64_t groups, const int32_t* c,
-                                     int64_t ldc, bool first, const __mmask16* mask) {
+__attribute__((noinline)) void kloop(__m512i* out, const uint8_t* a, int64_t rs, int64_t gs,
+                                     const uint8_t* b, int64_t ps, int64_t groups,
+                                     const int32_t* c, int64_t ldc, bool first,
+                                     const __mmask16* mask) {
   __m512i acc[MR][NV];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
@@ -46,8 +47,9 @@ __attribute__((noinline)) void kloop(__m512i* out, const uint8_t* a, const uint8
     for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(b + v * ps + g * 64);
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
-      const __m512i av =
-          _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(a + (g * kMR + r) * 4));
+      int32_t a4;
+      std::memcpy(&a4, a + g * gs + r * rs, 4);
+      const __m512i av = _mm512_set1_epi32(a4);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, bv[v]);
     }
@@ -65,7 +67,8 @@ void micro(const Block& blk, const uint8_t* a, const uint8_t* b, int32_t* c, int
   __mmask16 mask[NV];
   for (int v = 0; v < NV; ++v) mask[v] = tail_mask(cols - 16 * v);
   __m512i accs[MR * NV];
-  kloop<MR, NV>(accs, a, b, blk.b_panel_stride, (blk.kc + 3) / 4, c, blk.ldc, blk.first, mask);
+  kloop<MR, NV>(accs, a, blk.a_rs, blk.a_gs, b, blk.b_panel_stride, (blk.kc + 3) / 4, c,
+                blk.ldc, blk.first, mask);
   auto acc = [&](int r, int v) { return accs[r * NV + v]; };
   if (!(blk.last && blk.epi)) {
     for (int r = 0; r < MR; ++r)
@@ -119,14 +122,13 @@ MicroFn pick(int mr, int nv) {
 
 // C block = A block · B block: column groups of 4 panels outer, row tiles inner.
 void macro_vnni(const Block& blk) {
-  const int64_t kcp = (blk.kc + 3) / 4 * 4;
   for (int64_t j = 0; j < blk.nc; j += kNV * kPanel) {
     const int64_t cols = std::min<int64_t>(kNV * kPanel, blk.nc - j);
     const int nv = int((cols + kPanel - 1) / kPanel);
     const uint8_t* b = blk.b + (j / kPanel) * blk.b_panel_stride;
     for (int64_t i = 0; i < blk.mc; i += kMR) {
       const int mr = int(std::min<int64_t>(kMR, blk.mc - i));
-      pick(mr, nv)(blk, blk.a + (i / kMR) * kMR * kcp, b, blk.c + i * blk.ldc + j, j, cols);
+      pick(mr, nv)(blk, blk.a + (i / kMR) * blk.a_ts, b, blk.c + i * blk.ldc + j, j, cols);
     }
   }
 }
@@ -246,7 +248,7 @@ bool minmax_vnni(float* mn, float* mx, const float* x, int64_t n) {
 // bytes per panel (L1/L2).
 const QKernel& qkernel_vnni() {
   static const QKernel k{"avx512vnni", kPanel, 4, 1, kMR, 512, 96,
-                         macro_vnni, quantize_vnni, minmax_vnni};
+                         macro_vnni, quantize_vnni, minmax_vnni, true};
   return k;
 }
 
