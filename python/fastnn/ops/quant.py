@@ -25,7 +25,7 @@ import numpy as np
 from .. import _core
 from ..reference.quant import dequantize_u8, quantize_weight
 from ._util import as_f32, from_any, new_out
-from .activation import act_kind, check_out
+from .activation import ACTIVATIONS, act_kind, check_out
 from .conv2d import conv2d_geometry
 
 __all__ = ["QWeight", "pack_qweight", "quantize_weight", "qdense", "qconv2d", "quantize_u8",
@@ -164,6 +164,15 @@ def _bias(b, n: int, op: str):
     return b
 
 
+_FAST_ACT = {None: _core.Act.linear, **{a: getattr(_core.Act, a) for a in ACTIVATIONS}}
+
+
+def _f32_ready(a, shape) -> bool:
+    """a is a float32 C-contiguous ndarray of exactly `shape` (no conversion needed)."""
+    return (type(a) is np.ndarray and a.dtype == np.float32 and a.shape == shape
+            and a.flags.c_contiguous)
+
+
 def qdense(x, qw, b=None, activation="linear", x_scale=None, x_zero_point=None,
            out=None) -> np.ndarray:
     """Return activation(dequantized(quantized(x) @ qw) + b) as float32 (..., N).
@@ -174,6 +183,21 @@ def qdense(x, qw, b=None, activation="linear", x_scale=None, x_zero_point=None,
     [min(x, 0), max(x, 0)]); else static, with x_zero_point (default 0) in [0, 255].
     out: optional float32 C-contiguous (..., N) array that receives the result.
     """
+    # The common call (2-D float32 x, dynamic quantization, arrays that need no conversion)
+    # goes straight to the binding, which checks shapes, overlaps and values again; any
+    # other call takes the checked path below.
+    if (type(qw) is QWeight and qw.kernel_shape is None and x_scale is None
+            and x_zero_point is None and type(x) is np.ndarray and x.ndim == 2
+            and x.shape[0] > 0 and _f32_ready(x, (x.shape[0], qw.K))
+            and (b is None or _f32_ready(b, (qw.N,)))
+            and (activation is None or isinstance(activation, str))):
+        act = _FAST_ACT.get(activation)
+        shape = (x.shape[0], qw.N)
+        if act is not None and (out is None or (_f32_ready(out, shape) and out.flags.writeable)):
+            if out is None:
+                out = np.empty(shape, np.float32)
+            _core.qdense_f32(out, None, x, qw.packed, qw.scale, b, None, 0, act)
+            return out
     op = "qdense"
     act = act_kind(activation, op)
     qw = _check_qw(qw, op, conv=False)
