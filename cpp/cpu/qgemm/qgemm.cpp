@@ -260,10 +260,12 @@ bool run_block(const QKernel& kr, const Problem& p, int64_t m0, int64_t m1, int6
   if (!abuf) return false;
   const int64_t pb = panel_bytes(kr, p.K);
   const uint8_t* panels = panels_of(p.packed, p.N) + (n0 / kr.panel) * pb;
-  // Direct A: the kernel reads A in place (row-major) when its rows hold whole K groups:
-  // always for the quantized blocks (rows padded to kcp), for a given A when K and kc
-  // are multiples of kgroup. Otherwise each block is packed.
-  const bool direct = kr.direct_a && (p.X || (p.K % kr.kgroup == 0 && p.kc % kr.kgroup == 0));
+  // Direct A: the kernel reads A in place (row-major), a whole K group at a time: the
+  // quantized blocks (rows padded to kcp) and a given A. When K is not a multiple of
+  // kgroup, the last group of a row also reads the first bytes of the next row, which
+  // meet B's zero-padded rows (any value gives 0); only a block holding A's last row,
+  // whose overhang would leave A, is packed instead.
+  const bool direct = kr.direct_a && p.kc % kr.kgroup == 0;
   uint8_t* qbuf = nullptr;
   if (p.X) {
     qbuf = t_quant_a.get(mc_max * kcp);
@@ -275,25 +277,26 @@ bool run_block(const QKernel& kr, const Problem& p, int64_t m0, int64_t m1, int6
     for (int64_t ic = m0; ic < m1; ic += mc_max) {
       const int64_t mc = std::min(mc_max, m1 - ic);
       Block blk;
+      const bool in_place = direct && (p.X || p.K % kr.kgroup == 0 || ic + mc < p.M);
       if (p.X) {
         // Row stride kcb; the pad bytes meet B's zero rows (any value gives 0).
         for (int64_t i = 0; i < mc; ++i) {
           kr.quantize(qbuf + i * kcb, p.X + (ic + i) * p.K + pc, kc, p.xs, p.xz);
           for (int64_t k = kc; k < kcb; ++k) qbuf[i * kcb + k] = 0;
         }
-        if (direct) {
+        if (in_place) {
           blk.a = qbuf;
           blk.a_rs = kcb;
         } else {
           pack_a(kr, abuf, qbuf, kcb, mc, kc);
         }
-      } else if (direct) {
+      } else if (in_place) {
         blk.a = p.A + ic * p.K + pc;
         blk.a_rs = p.K;
       } else {
         pack_a(kr, abuf, p.A + ic * p.K + pc, p.K, mc, kc);
       }
-      if (direct) {
+      if (in_place) {
         blk.a_gs = kr.kgroup * kr.eb;
         blk.a_ts = kr.mr * blk.a_rs;
       } else {
