@@ -245,6 +245,11 @@ CONV_CASES = [  # x shape, kernel (KH, KW, OC), strides, padding, dilation
     ((3, 10, 10, 4), (3, 3, 6), (1, 2), ((1, 0), (2, 1)), 2),
     ((2, 6, 6, 17), (1, 1, 19), 1, "valid", 1),
     ((1, 5, 5, 3), (5, 5, 2), 1, "same", 1),
+    # Windows inside the image, KW·C a multiple of 4: the VNNI kernel reads xq in place.
+    ((2, 13, 13, 32), (3, 3, 64), 1, "valid", 1),
+    ((1, 12, 15, 4), (3, 2, 70), (2, 3), "valid", 1),
+    ((2, 9, 9, 8), (2, 3, 5), 1, "valid", (2, 1)),
+    ((1, 7, 7, 64), (3, 3, 16), 1, "valid", 1),  # K = 576 > 512: through im2col
 ]
 
 

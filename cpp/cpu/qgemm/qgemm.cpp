@@ -662,6 +662,73 @@ void qim2col_u8(uint8_t* col, const uint8_t* x, int64_t N, int64_t H, int64_t W,
   });
 }
 
+namespace {
+// Implicit-GEMM convolution for kernels that read A in place, when every window lies
+// inside the image (no padding), dil_w = 1, a kernel row is whole K groups (KW·C a
+// multiple of kgroup) and K fits one K block: the rows of A are the windows themselves.
+// Output row (n, oh) is one block of OW rows, A row stride stride_w·C, and one K
+// segment per kernel row. Returns false (nothing written) when it does not apply.
+bool qconv2d_implicit(float* y, const uint8_t* xq, const uint8_t* packed, const Epilogue& epi,
+                      int64_t N, int64_t H, int64_t W, int64_t C, int64_t OC, int64_t KH,
+                      int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                      int64_t pad_left, int64_t dil_h, int64_t dil_w, int64_t OH, int64_t OW) {
+  Header h;
+  std::memcpy(&h, packed, sizeof h);
+  const QKernel& kr = kernel_for(kIsaNames[h.isa]);
+  const int64_t K = KH * KW * C;
+  if (!kr.direct_a || (KW * C) % kr.kgroup != 0 || pad_top != 0 || pad_left != 0 ||
+      dil_w != 1 || K > kr.kc_max || (OH - 1) * stride_h + (KH - 1) * dil_h >= H ||
+      (OW - 1) * stride_w + KW > W)
+    return false;
+  const int64_t pb = panel_bytes(kr, K);
+  const uint8_t* panels = panels_of(packed, OC);
+  auto rows = [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t n = q / OH, oh = q % OH;
+      Block blk;
+      blk.c = reinterpret_cast<int32_t*>(y + q * OW * OC);
+      blk.ldc = OC;
+      blk.a = xq + ((n * H + oh * stride_h) * W) * C;
+      blk.a_rs = stride_w * C;
+      blk.a_gs = kr.kgroup;
+      blk.a_ts = kr.mr * blk.a_rs;
+      blk.a_seg = KW * C / kr.kgroup;
+      blk.a_jump = dil_h * W * C - KW * C;
+      blk.b = panels;
+      blk.b_panel_stride = pb;
+      blk.mc = OW;
+      blk.nc = OC;
+      blk.kc = K;
+      blk.j0 = 0;
+      blk.first = blk.last = true;
+      blk.epi = &epi;
+      kr.macro(blk);
+    }
+  };
+  const int64_t Q = N * OH;
+  int nt = 1;
+#if defined(_OPENMP)
+  if (!omp_in_parallel()) {
+    const double work = double(Q * OW) * double(round_up(OC, kr.panel)) * double(K);
+    const double by_work = work / double(FASTNN_QGEMM_MIN_WORK_PER_THREAD);
+    nt = by_work < 1.0 ? 1 : int(std::min<double>({by_work, double(num_threads()), double(Q)}));
+  }
+#endif
+  if (nt <= 1) {
+    rows(0, Q);
+    return true;
+  }
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num(), T = omp_get_num_threads();
+    rows(Q * t / T, Q * (t + 1) / T);
+  }
+#endif
+  return true;
+}
+}  // namespace
+
 // y (N,OH,OW,OC) = act(qconv(xq, w) epilogue), via im2col into col
 void qconv2d_forward(float* y, uint8_t* col, const uint8_t* xq, const uint8_t* packed,
                      const float* w_scale, const float* b, float x_scale, int32_t x_zp,
@@ -669,6 +736,13 @@ void qconv2d_forward(float* y, uint8_t* col, const uint8_t* xq, const uint8_t* p
                      int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_top,
                      int64_t pad_left, int64_t dil_h, int64_t dil_w, int64_t OH, int64_t OW,
                      Act act) {
+  if (N <= 0 || OH <= 0 || OW <= 0 || OC <= 0) return;
+  {
+    const Epilogue epi{qgemm_packed_colsum(packed), w_scale, b, x_scale, x_zp, act};
+    if (qconv2d_implicit(y, xq, packed, epi, N, H, W, C, OC, KH, KW, stride_h, stride_w,
+                         pad_top, pad_left, dil_h, dil_w, OH, OW))
+      return;
+  }
   const uint8_t* a = xq;
   if (col) {
     qim2col_u8(col, xq, N, H, W, C, KH, KW, stride_h, stride_w, pad_top, pad_left, dil_h,

@@ -41,6 +41,9 @@ struct Block {
   // a_ts = mr·kcp·eb; direct (row-major A, row stride lda): a_rs = lda, a_gs = 4,
   // a_ts = mr·lda.
   int64_t a_rs, a_gs, a_ts;
+  // Direct A only: after every a_seg K groups (0: never) the A position jumps a_jump
+  // more bytes (an implicit-GEMM convolution: one segment per kernel row).
+  int64_t a_seg = 0, a_jump = 0;
   const uint8_t* b;     // packed B: the block's first panel, at the K block's first group
   int64_t b_panel_stride;  // bytes from one panel to the next
   int64_t mc, nc, kc;   // rows, columns, K values of the block (kc padded inside)

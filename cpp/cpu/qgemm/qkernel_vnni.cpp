@@ -31,8 +31,8 @@ inline __mmask16 tail_mask(int64_t cols) {
 // epilogue so that the 24 accumulators, 4 B vectors and the broadcast stay in registers.
 template <int MR, int NV>
 __attribute__((noinline)) void kloop(__m512i* out, const uint8_t* a, int64_t rs, int64_t gs,
-                                     const uint8_t* b, int64_t ps, int64_t groups,
-                                     const int32_t* c, int64_t ldc, bool first,
+                                     int64_t seg, int64_t jump, const uint8_t* b, int64_t ps,
+                                     int64_t groups, const int32_t* c, int64_t ldc, bool first,
                                      const __mmask16* mask) {
   __m512i acc[MR][NV];
 #pragma GCC unroll 8
@@ -41,18 +41,23 @@ __attribute__((noinline)) void kloop(__m512i* out, const uint8_t* a, int64_t rs,
     for (int v = 0; v < NV; ++v)
       acc[r][v] = first ? _mm512_setzero_si512()
                         : _mm512_maskz_loadu_epi32(mask[v], c + r * ldc + 16 * v);
-  for (int64_t g = 0; g < groups; ++g) {
-    __m512i bv[NV];
+  if (seg <= 0) seg = groups;
+  for (int64_t g0 = 0; g0 < groups; g0 += seg) {
+    const int64_t ge = std::min(groups, g0 + seg);
+    for (int64_t g = g0; g < ge; ++g, a += gs, b += 64) {
+      __m512i bv[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(b + v * ps + g * 64);
+      for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(b + v * ps);
 #pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      int32_t a4;
-      std::memcpy(&a4, a + g * gs + r * rs, 4);
-      const __m512i av = _mm512_set1_epi32(a4);
+      for (int r = 0; r < MR; ++r) {
+        int32_t a4;
+        std::memcpy(&a4, a + r * rs, 4);
+        const __m512i av = _mm512_set1_epi32(a4);
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, bv[v]);
+        for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, bv[v]);
+      }
     }
+    a += jump;
   }
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
@@ -67,8 +72,8 @@ void micro(const Block& blk, const uint8_t* a, const uint8_t* b, int32_t* c, int
   __mmask16 mask[NV];
   for (int v = 0; v < NV; ++v) mask[v] = tail_mask(cols - 16 * v);
   __m512i accs[MR * NV];
-  kloop<MR, NV>(accs, a, blk.a_rs, blk.a_gs, b, blk.b_panel_stride, (blk.kc + 3) / 4, c,
-                blk.ldc, blk.first, mask);
+  kloop<MR, NV>(accs, a, blk.a_rs, blk.a_gs, blk.a_seg, blk.a_jump, b, blk.b_panel_stride,
+                (blk.kc + 3) / 4, c, blk.ldc, blk.first, mask);
   auto acc = [&](int r, int v) { return accs[r * NV + v]; };
   if (!(blk.last && blk.epi)) {
     for (int r = 0; r < MR; ++r)
