@@ -335,7 +335,9 @@ void run_qgemm(Problem p) {
   int nt = 1;
 #if defined(_OPENMP)
   if (!omp_in_parallel()) {
-    const double work = double(M) * double(ntl * kr.panel) * double(K);
+    // Few rows: streaming B from L2/L3 (~4 products' time per byte), not the products,
+    // takes the time, and halves over threads that split the columns.
+    const double work = std::max(double(M), 4.0) * double(ntl * kr.panel) * double(K);
     const double by_work = work / double(FASTNN_QGEMM_MIN_WORK_PER_THREAD);
     nt = by_work < 1.0 ? 1 : int(std::min<double>(by_work, num_threads()));
     nt = int(std::min<int64_t>(nt, mt * ntl));
