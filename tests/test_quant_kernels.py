@@ -250,7 +250,23 @@ CONV_CASES = [  # x shape, kernel (KH, KW, OC), strides, padding, dilation
     ((1, 12, 15, 4), (3, 2, 70), (2, 3), "valid", 1),
     ((2, 9, 9, 8), (2, 3, 5), 1, "valid", (2, 1)),
     ((1, 7, 7, 64), (3, 3, 16), 1, "valid", 1),  # K = 576 > 512: through im2col
+    # KW·C not a multiple of 4: kernel rows padded in a copy of B.
+    ((2, 10, 11, 3), (3, 3, 8), (2, 1), "valid", (2, 1)),
+    ((1, 8, 9, 5), (2, 3, 18), 1, "valid", 1),
 ]
+
+
+@pytest.mark.parametrize("xs,ks", [((3, 28, 28, 1), (3, 3, 32)), ((2, 13, 13, 32), (3, 3, 64)),
+                                   ((2, 9, 9, 3), (3, 3, 20))])
+def test_qconv2d_threads_bitwise_equal(qisa, restore_threads, xs, ks):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(xs).astype(np.float32)
+    qw = ops.pack_qweight(rng.standard_normal((ks[0], ks[1], xs[3], ks[2])).astype(np.float32))
+    outs = []
+    for nt in (1, 2):
+        fastnn.set_num_threads(nt)
+        outs.append(ops.qconv2d(x, qw, None, activation="relu"))
+    np.testing.assert_array_equal(outs[0], outs[1])
 
 
 def _im2col_ref(x, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, zp):

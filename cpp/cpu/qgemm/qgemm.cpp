@@ -665,11 +665,18 @@ void qim2col_u8(uint8_t* col, const uint8_t* x, int64_t N, int64_t H, int64_t W,
 }
 
 namespace {
+thread_local PackBuffer t_conv_b;     // B with kernel rows padded to whole K groups
+thread_local PackBuffer t_conv_edge;  // the last output rows' windows, copied
+
 // Implicit-GEMM convolution for kernels that read A in place, when every window lies
-// inside the image (no padding), dil_w = 1, a kernel row is whole K groups (KW·C a
-// multiple of kgroup) and K fits one K block: the rows of A are the windows themselves.
-// Output row (n, oh) is one block of OW rows, A row stride stride_w·C, and one K
-// segment per kernel row. Returns false (nothing written) when it does not apply.
+// inside the image (no padding), dil_w = 1 and K fits one K block: the rows of A are
+// the windows themselves. Output row (n, oh) is one block of OW rows, A row stride
+// stride_w·C, and one K segment per kernel row. When a kernel row (KW·C bytes) is not
+// whole K groups, B is first copied with each kernel row padded to KWCp = KW·C rounded
+// up to kgroup by zero rows (small: only for small K·OC), so the overhang of the last
+// group of a kernel row meets zeros; the few output rows whose overhang would leave xq
+// read a copy of their windows instead. Returns false (nothing written) when it does
+// not apply.
 bool qconv2d_implicit(float* y, const uint8_t* xq, const uint8_t* packed, const Epilogue& epi,
                       int64_t N, int64_t H, int64_t W, int64_t C, int64_t OC, int64_t KH,
                       int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_top,
@@ -677,41 +684,78 @@ bool qconv2d_implicit(float* y, const uint8_t* xq, const uint8_t* packed, const 
   Header h;
   std::memcpy(&h, packed, sizeof h);
   const QKernel& kr = kernel_for(kIsaNames[h.isa]);
-  const int64_t K = KH * KW * C;
-  if (!kr.direct_a || (KW * C) % kr.kgroup != 0 || pad_top != 0 || pad_left != 0 ||
-      dil_w != 1 || K > kr.kc_max || (OH - 1) * stride_h + (KH - 1) * dil_h >= H ||
+  const int64_t G = kr.kgroup, run = KW * C, runp = round_up(run, G), Kp = KH * runp;
+  if (!kr.direct_a || kr.eb != 1 || pad_top != 0 || pad_left != 0 || dil_w != 1 ||
+      Kp > kr.kc_max || (OH - 1) * stride_h + (KH - 1) * dil_h >= H ||
       (OW - 1) * stride_w + KW > W)
     return false;
-  const int64_t pb = panel_bytes(kr, K);
+  const int64_t P = kr.panel, np = ceil_div(OC, P);
+  int64_t pb = panel_bytes(kr, KH * run);
   const uint8_t* panels = panels_of(packed, OC);
+  if (runp != run) {
+    if (Kp * np * P > 65536) return false;
+    const int64_t pbp = panel_bytes(kr, Kp);
+    uint8_t* nb = t_conv_b.get(np * pbp);
+    if (!nb) throw std::bad_alloc();
+    std::memset(nb, 0, size_t(np * pbp));
+    // Element (k, c) of a panel sits at ((k/G)·P + c)·G + k%G (qgemm_internal.h).
+    for (int64_t p = 0; p < np; ++p)
+      for (int64_t kh = 0; kh < KH; ++kh)
+        for (int64_t j = 0; j < run; ++j) {
+          const int64_t k = kh * run + j, kp = kh * runp + j;
+          for (int64_t c = 0; c < P; ++c)
+            nb[p * pbp + ((kp / G) * P + c) * G + kp % G] =
+                panels[p * pb + ((k / G) * P + c) * G + k % G];
+        }
+    panels = nb;
+    pb = pbp;
+  }
+  const int64_t total = N * H * W * C, Q = N * OH;
+  // Past the last byte a row's windows read, from the row's first window.
+  const int64_t reach = (KH - 1) * dil_h * W * C + (OW - 1) * stride_w * C + runp;
   auto rows = [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t n = q / OH, oh = q % OH;
+      const int64_t base = ((n * H + oh * stride_h) * W) * C;
       Block blk;
       blk.c = reinterpret_cast<int32_t*>(y + q * OW * OC);
       blk.ldc = OC;
-      blk.a = xq + ((n * H + oh * stride_h) * W) * C;
-      blk.a_rs = stride_w * C;
-      blk.a_gs = kr.kgroup;
+      if (base + reach <= total) {
+        blk.a = xq + base;
+        blk.a_rs = stride_w * C;
+        blk.a_seg = runp / G;
+        blk.a_jump = dil_h * W * C - runp;
+      } else {  // copy the windows, each kernel row zero-padded to runp
+        uint8_t* e = t_conv_edge.get(OW * Kp);
+        if (!e) throw std::bad_alloc();
+        for (int64_t ow = 0; ow < OW; ++ow)
+          for (int64_t kh = 0; kh < KH; ++kh) {
+            uint8_t* d = e + ow * Kp + kh * runp;
+            std::memcpy(d, xq + base + kh * dil_h * W * C + ow * stride_w * C, size_t(run));
+            std::memset(d + run, 0, size_t(runp - run));
+          }
+        blk.a = e;
+        blk.a_rs = Kp;
+        blk.a_seg = 0;
+        blk.a_jump = 0;
+      }
+      blk.a_gs = G;
       blk.a_ts = kr.mr * blk.a_rs;
-      blk.a_seg = KW * C / kr.kgroup;
-      blk.a_jump = dil_h * W * C - KW * C;
       blk.b = panels;
       blk.b_panel_stride = pb;
       blk.mc = OW;
       blk.nc = OC;
-      blk.kc = K;
+      blk.kc = Kp;
       blk.j0 = 0;
       blk.first = blk.last = true;
       blk.epi = &epi;
       kr.macro(blk);
     }
   };
-  const int64_t Q = N * OH;
   int nt = 1;
 #if defined(_OPENMP)
   if (!omp_in_parallel()) {
-    const double work = double(Q * OW) * double(round_up(OC, kr.panel)) * double(K);
+    const double work = double(Q * OW) * double(np * P) * double(Kp);
     const double by_work = work / double(FASTNN_QGEMM_MIN_WORK_PER_THREAD);
     nt = by_work < 1.0 ? 1 : int(std::min<double>({by_work, double(num_threads()), double(Q)}));
   }
@@ -720,13 +764,19 @@ bool qconv2d_implicit(float* y, const uint8_t* xq, const uint8_t* packed, const 
     rows(0, Q);
     return true;
   }
+  bool ok = true;
 #if defined(_OPENMP)
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) reduction(&& : ok)
   {
     const int t = omp_get_thread_num(), T = omp_get_num_threads();
-    rows(Q * t / T, Q * (t + 1) / T);
+    try {
+      rows(Q * t / T, Q * (t + 1) / T);
+    } catch (const std::bad_alloc&) {
+      ok = false;
+    }
   }
 #endif
+  if (!ok) throw std::bad_alloc();
   return true;
 }
 }  // namespace

@@ -97,7 +97,7 @@ void qim2col_u8(uint8_t* col, const uint8_t* x, int64_t N, int64_t H, int64_t W,
 // through qim2col_u8 into col (N·OH·OW·KH·KW·C bytes of scratch) and qdense_forward's
 // epilogue. col may be nullptr for a 1×1 kernel with unit strides and no padding (xq is
 // then the patch matrix itself). On the AVX-512 VNNI kernel, when every window lies
-// inside the image (no padding), dil_w = 1, KW·C is a multiple of 4 and K ≤ 512, the
+// inside the image (no padding), dil_w = 1 and KH·(KW·C rounded up to 4) ≤ 512, the
 // product reads the windows of xq in place (implicit GEMM) and col is not written.
 void qconv2d_forward(float* y, uint8_t* col, const uint8_t* xq, const uint8_t* packed,
                      const float* w_scale, const float* b, float x_scale, int32_t x_zp,
