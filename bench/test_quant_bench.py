@@ -14,6 +14,7 @@ quantization of the input and the dequantizing epilogue.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -65,7 +66,12 @@ def ort_dense(x, w, b, act):
     with tempfile.TemporaryDirectory() as d:
         src, dst = os.path.join(d, "f.onnx"), os.path.join(d, "q.onnx")
         onnx.save(model, src)
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        level = logging.getLogger().level  # quantize_dynamic warns about pre-processing
+        logging.getLogger().setLevel(logging.ERROR)
+        try:
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        finally:
+            logging.getLogger().setLevel(level)
         so = ort.SessionOptions()
         n = int(os.environ.get("FASTNN_BENCH_THREADS", "2"))
         so.intra_op_num_threads = n
