@@ -183,11 +183,14 @@ def qdense(x, qw, b=None, activation="linear", x_scale=None, x_zero_point=None,
     [min(x, 0), max(x, 0)]); else static, with x_zero_point (default 0) in [0, 255].
     out: optional float32 C-contiguous (..., N) array that receives the result.
     """
-    # The common call (2-D float32 x, dynamic quantization, arrays that need no conversion)
-    # goes straight to the binding, which checks shapes, overlaps and values again; any
-    # other call takes the checked path below.
-    if (type(qw) is QWeight and qw.kernel_shape is None and x_scale is None
-            and x_zero_point is None and type(x) is np.ndarray and x.ndim == 2
+    # The common call (2-D float32 x, dynamic quantization or a Python float x_scale and
+    # int zero point, arrays that need no conversion) goes straight to the binding, which
+    # checks shapes, overlaps and values again; any other call takes the checked path.
+    if (type(qw) is QWeight and qw.kernel_shape is None
+            and ((x_scale is None and x_zero_point is None)
+                 or (type(x_scale) is float and (x_zero_point is None
+                                                 or type(x_zero_point) is int)))
+            and type(x) is np.ndarray and x.ndim == 2
             and x.shape[0] > 0 and _f32_ready(x, (x.shape[0], qw.K))
             and (b is None or _f32_ready(b, (qw.N,)))
             and (activation is None or isinstance(activation, str))):
@@ -196,7 +199,8 @@ def qdense(x, qw, b=None, activation="linear", x_scale=None, x_zero_point=None,
         if act is not None and (out is None or (_f32_ready(out, shape) and out.flags.writeable)):
             if out is None:
                 out = np.empty(shape, np.float32)
-            _core.qdense_f32(out, None, x, qw.packed, qw.scale, b, None, 0, act)
+            _core.qdense_f32(out, None, x, qw.packed, qw.scale, b, x_scale,
+                             x_zero_point or 0, act)
             return out
     op = "qdense"
     act = act_kind(activation, op)
