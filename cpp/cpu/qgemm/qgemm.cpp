@@ -229,10 +229,17 @@ void pack_a(const QKernel& kr, uint8_t* dst, const uint8_t* A, int64_t lda, int6
         }
       } else if (kr.eb == 1) {  // G == 1
         for (int64_t k = 0; k < kc; ++k) d[k * mr + i] = a[k];
-      } else {  // eb == 2, G == 2: uint16 pairs
-        uint16_t* d16 = reinterpret_cast<uint16_t*>(d);
-        for (int64_t k = 0; k < kc; ++k) d16[((k / 2) * mr + i) * 2 + k % 2] = a[k];
-        if (kc % 2) d16[((kc / 2) * mr + i) * 2 + 1] = 0;
+      } else {  // eb == 2, G == 2: uint16 pairs, one 32-bit store per pair
+        const int64_t full = kc / 2;
+        uint8_t* di = d + i * 4;
+        for (int64_t g = 0; g < full; ++g, di += mr * 4) {
+          const uint32_t v = uint32_t(a[2 * g]) | uint32_t(a[2 * g + 1]) << 16;
+          std::memcpy(di, &v, 4);  // little-endian: the first value in the low half
+        }
+        if (kc % 2) {
+          const uint32_t v = a[kc - 1];
+          std::memcpy(di, &v, 4);
+        }
       }
     }
   }
