@@ -245,23 +245,21 @@ void bind_quant(py::module_& m) {
         no_overlap(op, "y", Y, "b", e.B);
         float s = 0.0f;
         int32_t z = 0;
-        if (x_scale.is_none()) {
-          bool ok;
-          {
-            py::gil_scoped_release nogil;
-            ok = quantize_range_u8(&s, &z, X.data, X.size);
-          }
-          if (!ok)
-            fail_value(op, "x", "holds NaN or infinity, which dynamic quantization cannot range");
-        } else {
+        const bool dynamic = x_scale.is_none();
+        if (!dynamic) {
           s = check_scale(op, "x_scale", py::cast<double>(x_scale));
           z = check_zp(op, "x_zero_point", x_zero_point);
         }
+        bool ok = true;
         {
-          py::gil_scoped_release nogil;
-          qdense_forward_f32(Y.data, X.data, p.buf.data, e.WS.data, e.B.data, s, z, M, p.N, p.K,
-                             act);
+          py::gil_scoped_release nogil;  // once: range and product together
+          if (dynamic) ok = quantize_range_u8(&s, &z, X.data, X.size);
+          if (ok)
+            qdense_forward_f32(Y.data, X.data, p.buf.data, e.WS.data, e.B.data, s, z, M, p.N,
+                               p.K, act);
         }
+        if (!ok)
+          fail_value(op, "x", "holds NaN or infinity, which dynamic quantization cannot range");
         return py::make_tuple(s, z);
       },
       py::arg("y").noconvert(), py::arg("xq").noconvert(), py::arg("x"), py::arg("packed"),
