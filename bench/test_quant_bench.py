@@ -76,6 +76,9 @@ def ort_dense(x, w, b, act):
         n = int(os.environ.get("FASTNN_BENCH_THREADS", "2"))
         so.intra_op_num_threads = n
         so.inter_op_num_threads = 1
+        # ORT's pool otherwise spins after each run and takes the cores from the OpenMP
+        # threads of the other impls timed in the same process (2-thread times of ms).
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sess = ort.InferenceSession(dst, so, providers=["CPUExecutionProvider"])
     return lambda: sess.run(None, {"x": x})[0]
 
