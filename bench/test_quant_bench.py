@@ -14,6 +14,7 @@ quantization of the input and the dequantizing epilogue.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -65,11 +66,19 @@ def ort_dense(x, w, b, act):
     with tempfile.TemporaryDirectory() as d:
         src, dst = os.path.join(d, "f.onnx"), os.path.join(d, "q.onnx")
         onnx.save(model, src)
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        level = logging.getLogger().level  # quantize_dynamic warns about pre-processing
+        logging.getLogger().setLevel(logging.ERROR)
+        try:
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        finally:
+            logging.getLogger().setLevel(level)
         so = ort.SessionOptions()
         n = int(os.environ.get("FASTNN_BENCH_THREADS", "2"))
         so.intra_op_num_threads = n
         so.inter_op_num_threads = 1
+        # ORT's pool otherwise spins after each run and takes the cores from the OpenMP
+        # threads of the other impls timed in the same process (2-thread times of ms).
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sess = ort.InferenceSession(dst, so, providers=["CPUExecutionProvider"])
     return lambda: sess.run(None, {"x": x})[0]
 
@@ -180,21 +189,30 @@ def main(argv):
 
     print(f"fastnn {fastnn.build_info()}")
     print(f"int8 ISA {_core.qgemm_isa()}, float GEMM ISA {_core.gemm_isa()}")
+    try:
+        import onnxruntime  # noqa: F401
+        from onnxruntime.quantization import quantize_dynamic  # noqa: F401
+        have_ort = True
+    except ImportError:
+        have_ort = False
     print(f"{'threads':>7} {'layer':<28} {'float us':>10} {'int8 us':>10} {'ratio':>6} "
-          f"{'int8 GOP/s':>10}")
+          f"{'int8 GOP/s':>10} {'ort int8 us':>11}")
     for nt in threads:
         _common.pin_threads(nt, fastnn=True, torch=False)
         os.environ["FASTNN_BENCH_THREADS"] = str(nt)
+        impls = ("float", "int8", "ort_int8") if have_ort else ("float", "int8")
         rows = [(f"dense N={n} {k}->{oc}", lambda n=n, k=k, oc=oc, a=a: [
-                    setup_dense(i, n, k, oc, a) for i in ("float", "int8")], 2 * n * k * oc)
+                    setup_dense(i, n, k, oc, a) for i in impls], 2 * n * k * oc)
                 for (k, oc, a) in DENSE for n in BATCHES]
         rows += [(f"conv N={CONV_N} {h}x{w}x{c}->{oc}", lambda h=h, w=w, c=c, oc=oc: [
                      setup_conv(i, h, w, c, oc) for i in ("float", "int8")],
                   2 * CONV_N * (h - 2) * (w - 2) * 9 * c * oc) for (h, w, c, oc) in CONVS]
         for name, make, count in rows:
-            tf, ti = _best(make())
+            times = _best(make())
+            tf, ti = times[:2]
+            ort = f"{times[2] * 1e6:>11.1f}" if len(times) > 2 else f"{'-':>11}"
             print(f"{nt:>7} {name:<28} {tf * 1e6:>10.1f} {ti * 1e6:>10.1f} {tf / ti:>6.2f} "
-                  f"{count / ti / 1e9:>10.1f}")
+                  f"{count / ti / 1e9:>10.1f} {ort}")
 
 
 if __name__ == "__main__":

@@ -139,6 +139,35 @@ def test_quantize_edges(qisa):
         ops.quantize_u8_dynamic(x)
 
 
+@pytest.mark.parametrize("scale", [0.1, 1.0 / 3.0, 7.3e-3, 2.0**-130])
+def test_quantize_edges_vectorised(qisa, scale):
+    """Edges spread over whole vectors (not only the tail): NaN, ±inf, huge, values near
+    the clamp ends and half-integer quotients with an inexact 1/scale."""
+    rng = np.random.default_rng(7)
+    s32 = np.float32(scale)
+    k = rng.integers(-1500, 1500, 4000).astype(np.float32)
+    x = np.concatenate([
+        (k + np.float32(0.5)) * s32,                   # near ties of x / scale
+        k * s32,
+        rng.uniform(-2000, 2000, 4000).astype(np.float32) * s32,
+        np.array([np.nan, np.inf, -np.inf, 1e30, -1e30, 3e38, -3e38], np.float32),
+    ]).astype(np.float32)
+    x = x[rng.permutation(x.size)]
+    for zp in (0, 37, 255):
+        np.testing.assert_array_equal(ops.quantize_u8(x, scale, zp), R.quantize_u8(x, scale, zp))
+    fin = x[np.isfinite(x)]
+    q, s, z = ops.quantize_u8_dynamic(fin)
+    qr, sr, zr = R.quantize_u8_dynamic(fin)
+    assert (np.float32(s), z) == (np.float32(sr), zr)
+    np.testing.assert_array_equal(q, qr)
+    for pos in (0, 17, 100, fin.size - 1):
+        for bad in (np.nan, np.inf, -np.inf):
+            y = fin.copy()
+            y[pos] = bad
+            with pytest.raises(ValueError, match="'x'.*NaN"):
+                ops.quantize_u8_dynamic(y)
+
+
 def test_weight_quantizer():
     rng = np.random.default_rng(2)
     w = rng.standard_normal((50, 9)).astype(np.float32)
@@ -164,7 +193,8 @@ def _ulp_close(y, yr, act):
 
 
 @pytest.mark.parametrize("act", ["linear", "relu", "sigmoid", "tanh", "gelu"])
-@pytest.mark.parametrize("M,K,N", [(1, 784, 128), (31, 128, 10), (256, 100, 67), (3, 5, 1)])
+@pytest.mark.parametrize("M,K,N", [(1, 784, 128), (31, 128, 10), (256, 100, 67), (3, 5, 1),
+                                   (203, 1101, 70)])  # several K and row blocks
 def test_qdense_matches_twin(qisa, act, M, K, N):
     rng = np.random.default_rng(M + K + N)
     x = rng.standard_normal((M, K)).astype(np.float32)
@@ -176,6 +206,11 @@ def test_qdense_matches_twin(qisa, act, M, K, N):
         _ulp_close(y, R.qdense(x, qw, b, act, **kw), act)
     y = ops.qdense(x, qw, None, act)
     _ulp_close(y, R.qdense(x, qw, None, act), act)
+    # The binding with an xq scratch given (checked, not written) gives the same bits.
+    y2 = np.empty_like(y)
+    _core.qdense_f32(y2, np.empty((M, K), np.uint8), x, qw.packed, qw.scale, None, None, 0,
+                     getattr(_core.Act, act))
+    np.testing.assert_array_equal(y2, y)
     # C++ plain twin, same arithmetic.
     q, s, z = ops.quantize_u8_dynamic(x)
     yp = np.empty((M, N), np.float32)
@@ -210,7 +245,56 @@ CONV_CASES = [  # x shape, kernel (KH, KW, OC), strides, padding, dilation
     ((3, 10, 10, 4), (3, 3, 6), (1, 2), ((1, 0), (2, 1)), 2),
     ((2, 6, 6, 17), (1, 1, 19), 1, "valid", 1),
     ((1, 5, 5, 3), (5, 5, 2), 1, "same", 1),
+    # Windows inside the image, KW·C a multiple of 4: the VNNI kernel reads xq in place.
+    ((2, 13, 13, 32), (3, 3, 64), 1, "valid", 1),
+    ((1, 12, 15, 4), (3, 2, 70), (2, 3), "valid", 1),
+    ((2, 9, 9, 8), (2, 3, 5), 1, "valid", (2, 1)),
+    ((1, 7, 7, 64), (3, 3, 16), 1, "valid", 1),  # K = 576 > 512: through im2col
+    # KW·C not a multiple of 4: kernel rows padded in a copy of B.
+    ((2, 10, 11, 3), (3, 3, 8), (2, 1), "valid", (2, 1)),
+    ((1, 8, 9, 5), (2, 3, 18), 1, "valid", 1),
 ]
+
+
+@pytest.mark.parametrize("xs,ks", [((3, 28, 28, 1), (3, 3, 32)), ((2, 13, 13, 32), (3, 3, 64)),
+                                   ((2, 9, 9, 3), (3, 3, 20))])
+def test_qconv2d_threads_bitwise_equal(qisa, restore_threads, xs, ks):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(xs).astype(np.float32)
+    qw = ops.pack_qweight(rng.standard_normal((ks[0], ks[1], xs[3], ks[2])).astype(np.float32))
+    outs = []
+    for nt in (1, 2):
+        fastnn.set_num_threads(nt)
+        outs.append(ops.qconv2d(x, qw, None, activation="relu"))
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def _im2col_ref(x, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, zp):
+    N, H, W, C = x.shape
+    xp = np.full((N, H + pt + KH * dh + sh * OH, W + pl + KW * dw + sw * OW, C), zp, np.uint8)
+    xp[:, pt:pt + H, pl:pl + W] = x
+    col = np.empty((N, OH, OW, KH, KW, C), np.uint8)
+    for kh in range(KH):
+        for kw in range(KW):
+            col[:, :, :, kh, kw] = xp[:, kh * dh:kh * dh + sh * OH:sh, kw * dw:kw * dw + sw * OW:sw]
+    return col.reshape(N * OH * OW, KH * KW * C)
+
+
+@pytest.mark.parametrize("C", [1, 2, 3, 5, 8, 17])
+@pytest.mark.parametrize("geo", [(3, 3, 1, 1, 0, 0, 1), (3, 3, 1, 1, 1, 1, 1), (2, 5, 2, 3, 0, 4, 1),
+                                 (1, 7, 1, 1, 3, 3, 1), (3, 3, 2, 2, 1, 0, 2), (4, 1, 3, 1, 2, 0, 1)])
+def test_qim2col_matches_numpy(restore_threads, C, geo):
+    KH, KW, sh, sw, pt, pl, dil = geo
+    rng = np.random.default_rng(C)
+    x = rng.integers(0, 256, (3, 9, 8, C), dtype=np.uint8)
+    OH = (9 + 2 * pt - dil * (KH - 1) - 1) // sh + 1
+    OW = (8 + 2 * pl - dil * (KW - 1) - 1) // sw + 1
+    ref = _im2col_ref(x, KH, KW, sh, sw, pt, pl, dil, dil, OH, OW, 77)
+    for nt in (1, 2):
+        fastnn.set_num_threads(nt)
+        col = np.full(ref.shape, 1, np.uint8)
+        _core.qim2col_u8(col, x, KH, KW, sh, sw, pt, pl, dil, dil, OH, OW, 77)
+        np.testing.assert_array_equal(col, ref)
 
 
 @pytest.mark.parametrize("xs,ks,st,pad,dil", CONV_CASES)

@@ -234,28 +234,41 @@ void bind_quant(py::module_& m) {
         const Packed p = get_packed(op, packed);
         auto X = in<float>(op, "x", x, {ANY, p.K}, "(M, K)");
         const int64_t M = X[0];
-        auto XQ = out<uint8_t>(op, "xq", xq, {M, p.K}, "(M, K)");
+        // xq: accepted (checked) for callers that pass a scratch buffer; never written.
+        Buf<uint8_t> XQ;
+        if (!xq.is_none()) XQ = out<uint8_t>(op, "xq", xq, {M, p.K}, "(M, K)");
         const EpiArgs e = epi_args(op, w_scale, b, p.N);
         auto Y = out<float>(op, "y", y, {M, p.N}, "(M, N)");
         no_overlap(op, "y", Y, "x", X);
-        no_overlap(op, "y", Y, "xq", XQ);
         no_overlap(op, "y", Y, "packed", p.buf);
         no_overlap(op, "y", Y, "w_scale", e.WS);
         no_overlap(op, "y", Y, "b", e.B);
-        no_overlap(op, "xq", XQ, "x", X);
-        const auto [s, z] = quantize_into(op, XQ.data, X.data, X.size, x_scale, x_zero_point);
-        {
-          py::gil_scoped_release nogil;
-          qdense_forward(Y.data, XQ.data, p.buf.data, e.WS.data, e.B.data, s, z, M, p.N, p.K,
-                         act);
+        float s = 0.0f;
+        int32_t z = 0;
+        const bool dynamic = x_scale.is_none();
+        if (!dynamic) {
+          s = check_scale(op, "x_scale", py::cast<double>(x_scale));
+          z = check_zp(op, "x_zero_point", x_zero_point);
         }
+        bool ok = true;
+        {
+          py::gil_scoped_release nogil;  // once: range and product together
+          if (dynamic) ok = quantize_range_u8(&s, &z, X.data, X.size);
+          if (ok)
+            qdense_forward_f32(Y.data, X.data, p.buf.data, e.WS.data, e.B.data, s, z, M, p.N,
+                               p.K, act);
+        }
+        if (!ok)
+          fail_value(op, "x", "holds NaN or infinity, which dynamic quantization cannot range");
         return py::make_tuple(s, z);
       },
       py::arg("y").noconvert(), py::arg("xq").noconvert(), py::arg("x"), py::arg("packed"),
       py::arg("w_scale"), py::arg("b"), py::arg("x_scale"), py::arg("x_zero_point") = 0,
       py::arg("act") = Act::linear,
-      "Quantizes x float32 (M,K) into xq (scratch) with (x_scale, x_zero_point), or "
-      "dynamically when x_scale is None, then qdense_forward. Returns (x_scale, x_zero_point).");
+      "qdense_forward of x float32 (M,K) quantized with (x_scale, x_zero_point), or "
+      "dynamically when x_scale is None; x is quantized block by block inside the product "
+      "(xq: None, or a uint8 (M,K) array that is checked but not written). Returns "
+      "(x_scale, x_zero_point).");
 
   m.def(
       "qconv2d_f32",

@@ -209,6 +209,7 @@ class PackBuffer {
 };
 
 thread_local PackBuffer t_pack_a;
+thread_local PackBuffer t_quant_a;  // a quantized mc×kc block of A before packing
 
 // dst = A[i0:i0+mc, k0:k0+kc] in the packed-A layout of kr (qgemm_internal.h).
 void pack_a(const QKernel& kr, uint8_t* dst, const uint8_t* A, int64_t lda, int64_t mc,
@@ -228,10 +229,17 @@ void pack_a(const QKernel& kr, uint8_t* dst, const uint8_t* A, int64_t lda, int6
         }
       } else if (kr.eb == 1) {  // G == 1
         for (int64_t k = 0; k < kc; ++k) d[k * mr + i] = a[k];
-      } else {  // eb == 2, G == 2: uint16 pairs
-        uint16_t* d16 = reinterpret_cast<uint16_t*>(d);
-        for (int64_t k = 0; k < kc; ++k) d16[((k / 2) * mr + i) * 2 + k % 2] = a[k];
-        if (kc % 2) d16[((kc / 2) * mr + i) * 2 + 1] = 0;
+      } else {  // eb == 2, G == 2: uint16 pairs, one 32-bit store per pair
+        const int64_t full = kc / 2;
+        uint8_t* di = d + i * 4;
+        for (int64_t g = 0; g < full; ++g, di += mr * 4) {
+          const uint32_t v = uint32_t(a[2 * g]) | uint32_t(a[2 * g + 1]) << 16;
+          std::memcpy(di, &v, 4);  // little-endian: the first value in the low half
+        }
+        if (kc % 2) {
+          const uint32_t v = a[kc - 1];
+          std::memcpy(di, &v, 4);
+        }
       }
     }
   }
@@ -244,6 +252,10 @@ struct Problem {
   int64_t M, N, K;
   const Epilogue* epi;
   int64_t kc;
+  // When X is set, A is not given: each block of A is quantized from X (float, row
+  // stride K) with (xs, xz) just before it is packed, as quantize_u8 would.
+  const float* X = nullptr;
+  float xs = 1.0f, xz = 0.0f;
 };
 
 // Runs the loop nest on C[m0:m1, n0:n1] (n0 a multiple of the panel width).
@@ -255,15 +267,53 @@ bool run_block(const QKernel& kr, const Problem& p, int64_t m0, int64_t m1, int6
   if (!abuf) return false;
   const int64_t pb = panel_bytes(kr, p.K);
   const uint8_t* panels = panels_of(p.packed, p.N) + (n0 / kr.panel) * pb;
+  // Direct A: the kernel reads A in place (row-major), a whole K group at a time: the
+  // quantized blocks (rows padded to kcp) and a given A. When K is not a multiple of
+  // kgroup, the last group of a row also reads the first bytes of the next row, which
+  // meet B's zero-padded rows (any value gives 0); only a block holding A's last row,
+  // whose overhang would leave A, is packed instead.
+  const bool direct = kr.direct_a && p.kc % kr.kgroup == 0;
+  uint8_t* qbuf = nullptr;
+  if (p.X) {
+    qbuf = t_quant_a.get(mc_max * kcp);
+    if (!qbuf) return false;
+  }
   for (int64_t pc = 0; pc < p.K; pc += p.kc) {
     const int64_t kc = std::min(p.kc, p.K - pc);
+    const int64_t kcb = round_up(kc, kr.kgroup);
     for (int64_t ic = m0; ic < m1; ic += mc_max) {
       const int64_t mc = std::min(mc_max, m1 - ic);
-      pack_a(kr, abuf, p.A + ic * p.K + pc, p.K, mc, kc);
       Block blk;
+      const bool in_place = direct && (p.X || p.K % kr.kgroup == 0 || ic + mc < p.M);
+      if (p.X) {
+        // Row stride kcb; the pad bytes meet B's zero rows (any value gives 0).
+        for (int64_t i = 0; i < mc; ++i) {
+          kr.quantize(qbuf + i * kcb, p.X + (ic + i) * p.K + pc, kc, p.xs, p.xz);
+          for (int64_t k = kc; k < kcb; ++k) qbuf[i * kcb + k] = 0;
+        }
+        if (in_place) {
+          blk.a = qbuf;
+          blk.a_rs = kcb;
+        } else {
+          pack_a(kr, abuf, qbuf, kcb, mc, kc);
+        }
+      } else if (in_place) {
+        blk.a = p.A + ic * p.K + pc;
+        blk.a_rs = p.K;
+      } else {
+        pack_a(kr, abuf, p.A + ic * p.K + pc, p.K, mc, kc);
+      }
+      if (in_place) {
+        blk.a_gs = kr.kgroup * kr.eb;
+        blk.a_ts = kr.mr * blk.a_rs;
+      } else {
+        blk.a = abuf;
+        blk.a_rs = kr.kgroup * kr.eb;
+        blk.a_gs = kr.mr * kr.kgroup * kr.eb;
+        blk.a_ts = kr.mr * kcb * kr.eb;  // pack_a rounds this block's kc
+      }
       blk.c = p.C + ic * p.N + n0;
       blk.ldc = p.N;
-      blk.a = abuf;
       blk.b = panels + pc * kr.panel * kr.eb;
       blk.b_panel_stride = pb;
       blk.mc = mc;
@@ -292,7 +342,9 @@ void run_qgemm(Problem p) {
   int nt = 1;
 #if defined(_OPENMP)
   if (!omp_in_parallel()) {
-    const double work = double(M) * double(ntl * kr.panel) * double(K);
+    // Few rows: streaming B from L2/L3 (~4 products' time per byte), not the products,
+    // takes the time, and halves over threads that split the columns.
+    const double work = std::max(double(M), 4.0) * double(ntl * kr.panel) * double(K);
     const double by_work = work / double(FASTNN_QGEMM_MIN_WORK_PER_THREAD);
     nt = by_work < 1.0 ? 1 : int(std::min<double>(by_work, num_threads()));
     nt = int(std::min<int64_t>(nt, mt * ntl));
@@ -349,6 +401,19 @@ void qdense_forward(float* y, const uint8_t* xq, const uint8_t* packed, const fl
   if (M <= 0 || N <= 0 || K <= 0) return;
   const Epilogue epi{qgemm_packed_colsum(packed), w_scale, b, x_scale, x_zp, act};
   run_qgemm(Problem{reinterpret_cast<int32_t*>(y), xq, packed, M, N, K, &epi, 0});
+}
+
+// y (M,N) = qdense_forward(quantize_u8(x, x_scale, x_zp), ...), quantized block by block
+void qdense_forward_f32(float* y, const float* x, const uint8_t* packed, const float* w_scale,
+                        const float* b, float x_scale, int32_t x_zp, int64_t M, int64_t N,
+                        int64_t K, Act act) {
+  if (M <= 0 || N <= 0 || K <= 0) return;
+  const Epilogue epi{qgemm_packed_colsum(packed), w_scale, b, x_scale, x_zp, act};
+  Problem p{reinterpret_cast<int32_t*>(y), nullptr, packed, M, N, K, &epi, 0};
+  p.X = x;
+  p.xs = x_scale;
+  p.xz = float(x_zp);
+  run_qgemm(p);
 }
 
 // ---- quantizers -------------------------------------------------------------------
@@ -444,6 +509,38 @@ bool quantize_u8_dynamic(uint8_t* q, float* scale, int32_t* zero_point, const fl
   return ok;
 }
 
+// (scale, zero point) of the dynamic quantization of x, without quantizing it
+bool quantize_range_u8(float* scale, int32_t* zero_point, const float* x, int64_t n) {
+  const QKernel& kr = current_qkernel();
+  const int nt = elementwise_threads(n);
+  float mn = 0.0f, mx = 0.0f;
+  bool ok = true;
+  if (nt <= 1) {
+    ok = kr.minmax(&mn, &mx, x, n);
+  } else {
+#if defined(_OPENMP)
+    float mns[64], mxs[64];
+    bool fin[64];
+    int used = 0;
+#pragma omp parallel num_threads(nt)
+    {
+      const int t = omp_get_thread_num(), T = omp_get_num_threads();
+      const int64_t b = n * t / T, e = n * (t + 1) / T;
+      fin[t] = kr.minmax(&mns[t], &mxs[t], x + b, e - b);
+      if (t == 0) used = T;
+    }
+    for (int i = 0; i < used; ++i) {
+      ok = ok && fin[i];
+      mn = std::min(mn, mns[i]);
+      mx = std::max(mx, mxs[i]);
+    }
+#endif
+  }
+  if (!ok) return false;
+  range_params(std::min(mn, 0.0f), std::max(mx, 0.0f), scale, zero_point);
+  return true;
+}
+
 // ---- convolution ------------------------------------------------------------------
 
 namespace {
@@ -467,6 +564,83 @@ __attribute__((optimize("no-tree-loop-distribute-patterns"))) inline void fill_r
 }
 }  // namespace
 
+namespace {
+// One row of col (the patch of output pixel (n, oh, ow)), run by run, exact.
+inline void im2col_pixel(uint8_t* d, const uint8_t* x, int64_t n, int64_t oh, int64_t ow,
+                         int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW,
+                         int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_left,
+                         int64_t dil_h, int64_t dil_w, uint8_t zero_point) {
+  const int64_t iw0 = ow * stride_w - pad_left;
+  const bool row_inside = dil_w == 1 && iw0 >= 0 && iw0 + KW <= W;
+  for (int64_t kh = 0; kh < KH; ++kh) {
+    const int64_t ih = oh * stride_h - pad_top + kh * dil_h;
+    uint8_t* dk = d + kh * KW * C;
+    if (ih < 0 || ih >= H) {
+      fill_run(dk, zero_point, KW * C);
+      continue;
+    }
+    const uint8_t* src = x + ((n * H + ih) * W) * C;
+    if (row_inside) {
+      copy_run(dk, src + iw0 * C, KW * C);
+      continue;
+    }
+    for (int64_t kw = 0; kw < KW; ++kw) {
+      const int64_t iw = iw0 + kw * dil_w;
+      if (iw < 0 || iw >= W)
+        fill_run(dk + kw * C, zero_point, C);
+      else
+        copy_run(dk + kw * C, src + iw * C, C);
+    }
+  }
+}
+
+// Output rows q0..q1 (q = n·OH + oh) of im2col for kernel rows of run = KW·C ≤ WIDE bytes
+// (dil_w = 1, KH ≤ 16): a pixel whose kernel rows all lie inside the image width moves
+// each as one WIDE-byte copy (or fill, for a padding row). The overhang past a run lands
+// on the next run of the same col row or on the next col row, both written later, so
+// the last pixel of each output row and any copy that would read past x go run by run.
+template <int WIDE>
+void im2col_short(uint8_t* col, const uint8_t* x, const uint8_t* xend, int64_t q0, int64_t q1,
+                  int64_t H, int64_t W, int64_t C, int64_t KH, int64_t KW, int64_t stride_h,
+                  int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t dil_h,
+                  int64_t OH, int64_t OW, uint8_t zero_point) {
+  const int64_t run = KW * C, K = KH * run;
+  // Pixels ow in [lo, hi) have every kernel row inside the width; hi excludes OW − 1.
+  const int64_t lo = std::min(OW, (pad_left + stride_w - 1) / stride_w);
+  const int64_t hi = W - KW + pad_left < 0 ? 0
+                     : std::min(OW - 1, (W - KW + pad_left) / stride_w + 1);
+  uint8_t pad[16];
+  std::memset(pad, zero_point, sizeof pad);
+  for (int64_t q = q0; q < q1; ++q) {
+    const int64_t n = q / OH, oh = q % OH;
+    const uint8_t* rows[16];
+    bool fast = hi > lo;
+    for (int64_t kh = 0; kh < KH; ++kh) {
+      const int64_t ih = oh * stride_h - pad_top + kh * dil_h;
+      rows[kh] = ih < 0 || ih >= H ? nullptr : x + ((n * H + ih) * W) * C;
+      if (rows[kh] && fast && rows[kh] + ((hi - 1) * stride_w - pad_left) * C + WIDE > xend)
+        fast = false;
+    }
+    uint8_t* d = col + q * OW * K;
+    int64_t ow = 0;
+    if (fast) {
+      for (; ow < lo; ++ow)
+        im2col_pixel(d + ow * K, x, n, oh, ow, H, W, C, KH, KW, stride_h, stride_w, pad_top,
+                     pad_left, dil_h, 1, zero_point);
+      for (; ow < hi; ++ow) {
+        uint8_t* dk = d + ow * K;
+        const int64_t off = (ow * stride_w - pad_left) * C;
+        for (int64_t kh = 0; kh < KH; ++kh, dk += run)
+          std::memcpy(dk, rows[kh] ? rows[kh] + off : pad, WIDE);
+      }
+    }
+    for (; ow < OW; ++ow)
+      im2col_pixel(d + ow * K, x, n, oh, ow, H, W, C, KH, KW, stride_h, stride_w, pad_top,
+                   pad_left, dil_h, 1, zero_point);
+  }
+}
+}  // namespace
+
 // col (N·OH·OW, KH·KW·C) = zero-point-padded patches of x (N,H,W,C)
 void qim2col_u8(uint8_t* col, const uint8_t* x, int64_t N, int64_t H, int64_t W, int64_t C,
                 int64_t KH, int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_top,
@@ -474,41 +648,145 @@ void qim2col_u8(uint8_t* col, const uint8_t* x, int64_t N, int64_t H, int64_t W,
                 uint8_t zero_point) {
   const int64_t K = KH * KW * C;
   const int64_t grain = std::max<int64_t>(1, 262144 / std::max<int64_t>(K, 1));
+  const int64_t run = KW * C;
+  const uint8_t* const xend = x + N * H * W * C;
   // Short runs (C of 1 or 3 channels) are copied inline: a memcpy call per byte or
   // three cost more than the whole product. With dil_w = 1 a kernel row that lies
   // inside the image is one run of KW·C bytes.
   // Parallel over output rows (n, oh); each covers OW rows of col.
   parallel_for(N * OH, std::max<int64_t>(1, grain / std::max<int64_t>(OW, 1)),
                [=](int64_t q0, int64_t q1) {
-    for (int64_t q = q0; q < q1; ++q)
-    for (int64_t ow = 0; ow < OW; ++ow) {
-      const int64_t n = q / OH, oh = q % OH, r = q * OW + ow;
-      uint8_t* d = col + r * K;
-      const int64_t iw0 = ow * stride_w - pad_left;
-      const bool row_inside = dil_w == 1 && iw0 >= 0 && iw0 + KW <= W;
-      for (int64_t kh = 0; kh < KH; ++kh) {
-        const int64_t ih = oh * stride_h - pad_top + kh * dil_h;
-        uint8_t* dk = d + kh * KW * C;
-        if (ih < 0 || ih >= H) {
-          fill_run(dk, zero_point, KW * C);
-          continue;
-        }
-        const uint8_t* src = x + ((n * H + ih) * W) * C;
-        if (row_inside) {
-          copy_run(dk, src + iw0 * C, KW * C);
-          continue;
-        }
-        for (int64_t kw = 0; kw < KW; ++kw) {
-          const int64_t iw = iw0 + kw * dil_w;
-          if (iw < 0 || iw >= W)
-            fill_run(dk + kw * C, zero_point, C);
-          else
-            copy_run(dk + kw * C, src + iw * C, C);
-        }
-      }
+    if (dil_w == 1 && KH <= 16 && run <= 16) {
+      auto f = run <= 4 ? im2col_short<4> : run <= 8 ? im2col_short<8> : im2col_short<16>;
+      f(col, x, xend, q0, q1, H, W, C, KH, KW, stride_h, stride_w, pad_top, pad_left, dil_h,
+        OH, OW, zero_point);
+      return;
+    }
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t n = q / OH, oh = q % OH;
+      for (int64_t ow = 0; ow < OW; ++ow)
+        im2col_pixel(col + (q * OW + ow) * K, x, n, oh, ow, H, W, C, KH, KW, stride_h,
+                     stride_w, pad_top, pad_left, dil_h, dil_w, zero_point);
     }
   });
 }
+
+namespace {
+thread_local PackBuffer t_conv_b;     // B with kernel rows padded to whole K groups
+thread_local PackBuffer t_conv_edge;  // the last output rows' windows, copied
+
+// Implicit-GEMM convolution for kernels that read A in place, when every window lies
+// inside the image (no padding), dil_w = 1 and K fits one K block: the rows of A are
+// the windows themselves. Output row (n, oh) is one block of OW rows, A row stride
+// stride_w·C, and one K segment per kernel row. When a kernel row (KW·C bytes) is not
+// whole K groups, B is first copied with each kernel row padded to KWCp = KW·C rounded
+// up to kgroup by zero rows (small: only for small K·OC), so the overhang of the last
+// group of a kernel row meets zeros; the few output rows whose overhang would leave xq
+// read a copy of their windows instead. Returns false (nothing written) when it does
+// not apply.
+bool qconv2d_implicit(float* y, const uint8_t* xq, const uint8_t* packed, const Epilogue& epi,
+                      int64_t N, int64_t H, int64_t W, int64_t C, int64_t OC, int64_t KH,
+                      int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                      int64_t pad_left, int64_t dil_h, int64_t dil_w, int64_t OH, int64_t OW) {
+  Header h;
+  std::memcpy(&h, packed, sizeof h);
+  const QKernel& kr = kernel_for(kIsaNames[h.isa]);
+  const int64_t G = kr.kgroup, run = KW * C, runp = round_up(run, G), Kp = KH * runp;
+  if (!kr.direct_a || kr.eb != 1 || pad_top != 0 || pad_left != 0 || dil_w != 1 ||
+      Kp > kr.kc_max || (OH - 1) * stride_h + (KH - 1) * dil_h >= H ||
+      (OW - 1) * stride_w + KW > W)
+    return false;
+  const int64_t P = kr.panel, np = ceil_div(OC, P);
+  int64_t pb = panel_bytes(kr, KH * run);
+  const uint8_t* panels = panels_of(packed, OC);
+  if (runp != run) {
+    if (Kp * np * P > 65536) return false;
+    const int64_t pbp = panel_bytes(kr, Kp);
+    uint8_t* nb = t_conv_b.get(np * pbp);
+    if (!nb) throw std::bad_alloc();
+    std::memset(nb, 0, size_t(np * pbp));
+    // Element (k, c) of a panel sits at ((k/G)·P + c)·G + k%G (qgemm_internal.h).
+    for (int64_t p = 0; p < np; ++p)
+      for (int64_t kh = 0; kh < KH; ++kh)
+        for (int64_t j = 0; j < run; ++j) {
+          const int64_t k = kh * run + j, kp = kh * runp + j;
+          for (int64_t c = 0; c < P; ++c)
+            nb[p * pbp + ((kp / G) * P + c) * G + kp % G] =
+                panels[p * pb + ((k / G) * P + c) * G + k % G];
+        }
+    panels = nb;
+    pb = pbp;
+  }
+  const int64_t total = N * H * W * C, Q = N * OH;
+  // Past the last byte a row's windows read, from the row's first window.
+  const int64_t reach = (KH - 1) * dil_h * W * C + (OW - 1) * stride_w * C + runp;
+  auto rows = [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t n = q / OH, oh = q % OH;
+      const int64_t base = ((n * H + oh * stride_h) * W) * C;
+      Block blk;
+      blk.c = reinterpret_cast<int32_t*>(y + q * OW * OC);
+      blk.ldc = OC;
+      if (base + reach <= total) {
+        blk.a = xq + base;
+        blk.a_rs = stride_w * C;
+        blk.a_seg = runp / G;
+        blk.a_jump = dil_h * W * C - runp;
+      } else {  // copy the windows, each kernel row zero-padded to runp
+        uint8_t* e = t_conv_edge.get(OW * Kp);
+        if (!e) throw std::bad_alloc();
+        for (int64_t ow = 0; ow < OW; ++ow)
+          for (int64_t kh = 0; kh < KH; ++kh) {
+            uint8_t* d = e + ow * Kp + kh * runp;
+            std::memcpy(d, xq + base + kh * dil_h * W * C + ow * stride_w * C, size_t(run));
+            std::memset(d + run, 0, size_t(runp - run));
+          }
+        blk.a = e;
+        blk.a_rs = Kp;
+        blk.a_seg = 0;
+        blk.a_jump = 0;
+      }
+      blk.a_gs = G;
+      blk.a_ts = kr.mr * blk.a_rs;
+      blk.b = panels;
+      blk.b_panel_stride = pb;
+      blk.mc = OW;
+      blk.nc = OC;
+      blk.kc = Kp;
+      blk.j0 = 0;
+      blk.first = blk.last = true;
+      blk.epi = &epi;
+      kr.macro(blk);
+    }
+  };
+  int nt = 1;
+#if defined(_OPENMP)
+  if (!omp_in_parallel()) {
+    const double work = double(Q * OW) * double(np * P) * double(Kp);
+    const double by_work = work / double(FASTNN_QGEMM_MIN_WORK_PER_THREAD);
+    nt = by_work < 1.0 ? 1 : int(std::min<double>({by_work, double(num_threads()), double(Q)}));
+  }
+#endif
+  if (nt <= 1) {
+    rows(0, Q);
+    return true;
+  }
+  bool ok = true;
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(nt) reduction(&& : ok)
+  {
+    const int t = omp_get_thread_num(), T = omp_get_num_threads();
+    try {
+      rows(Q * t / T, Q * (t + 1) / T);
+    } catch (const std::bad_alloc&) {
+      ok = false;
+    }
+  }
+#endif
+  if (!ok) throw std::bad_alloc();
+  return true;
+}
+}  // namespace
 
 // y (N,OH,OW,OC) = act(qconv(xq, w) epilogue), via im2col into col
 void qconv2d_forward(float* y, uint8_t* col, const uint8_t* xq, const uint8_t* packed,
@@ -517,6 +795,13 @@ void qconv2d_forward(float* y, uint8_t* col, const uint8_t* xq, const uint8_t* p
                      int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_top,
                      int64_t pad_left, int64_t dil_h, int64_t dil_w, int64_t OH, int64_t OW,
                      Act act) {
+  if (N <= 0 || OH <= 0 || OW <= 0 || OC <= 0) return;
+  {
+    const Epilogue epi{qgemm_packed_colsum(packed), w_scale, b, x_scale, x_zp, act};
+    if (qconv2d_implicit(y, xq, packed, epi, N, H, W, C, OC, KH, KW, stride_h, stride_w,
+                         pad_top, pad_left, dil_h, dil_w, OH, OW))
+      return;
+  }
   const uint8_t* a = xq;
   if (col) {
     qim2col_u8(col, xq, N, H, W, C, KH, KW, stride_h, stride_w, pad_top, pad_left, dil_h,

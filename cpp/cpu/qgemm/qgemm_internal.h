@@ -36,6 +36,14 @@ struct Block {
   int32_t* c;           // int32 partial sums, or float32 y when last && epi
   int64_t ldc;
   const uint8_t* a;     // packed A block
+  // Where A's values sit (used by kernels with direct_a): row r, K group g of tile t at
+  // a + t·a_ts + r·a_rs + g·a_gs bytes. Packed: a_rs = kgroup·eb, a_gs = mr·kgroup·eb,
+  // a_ts = mr·kcp·eb; direct (row-major A, row stride lda): a_rs = lda, a_gs = 4,
+  // a_ts = mr·lda.
+  int64_t a_rs, a_gs, a_ts;
+  // Direct A only: after every a_seg K groups (0: never) the A position jumps a_jump
+  // more bytes (an implicit-GEMM convolution: one segment per kernel row).
+  int64_t a_seg = 0, a_jump = 0;
   const uint8_t* b;     // packed B: the block's first panel, at the K block's first group
   int64_t b_panel_stride;  // bytes from one panel to the next
   int64_t mc, nc, kc;   // rows, columns, K values of the block (kc padded inside)
@@ -55,6 +63,9 @@ struct QKernel {
   void (*quantize)(uint8_t* q, const float* x, int64_t n, float scale, float zp);
   // mn = min(x), mx = max(x); returns false when x holds a NaN or an infinity.
   bool (*minmax)(float* mn, float* mx, const float* x, int64_t n);
+  // The macro-kernel reads A through a_rs/a_gs/a_ts, so a row-major uint8 A whose rows
+  // hold a multiple of kgroup readable bytes needs no packing.
+  bool direct_a = false;
 };
 
 const QKernel& qkernel_generic();

@@ -30,9 +30,10 @@ inline __mmask16 tail_mask(int64_t cols) {
 // acc (MR×NV zmm) = [C +] A tile · NV panels over `groups` K groups. Kept apart from the
 // epilogue so that the 24 accumulators, 4 B vectors and the broadcast stay in registers.
 template <int MR, int NV>
-__attribute__((noinline)) void kloop(__m512i* out, const uint8_t* a, const uint8_t* b,
-                                     int64_t ps, int64_t groups, const int32_t* c,
-                                     int64_t ldc, bool first, const __mmask16* mask) {
+__attribute__((noinline)) void kloop(__m512i* out, const uint8_t* a, int64_t rs, int64_t gs,
+                                     int64_t seg, int64_t jump, const uint8_t* b, int64_t ps,
+                                     int64_t groups, const int32_t* c, int64_t ldc, bool first,
+                                     const __mmask16* mask) {
   __m512i acc[MR][NV];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
@@ -40,17 +41,23 @@ __attribute__((noinline)) void kloop(__m512i* out, const uint8_t* a, const uint8
     for (int v = 0; v < NV; ++v)
       acc[r][v] = first ? _mm512_setzero_si512()
                         : _mm512_maskz_loadu_epi32(mask[v], c + r * ldc + 16 * v);
-  for (int64_t g = 0; g < groups; ++g) {
-    __m512i bv[NV];
+  if (seg <= 0) seg = groups;
+  for (int64_t g0 = 0; g0 < groups; g0 += seg) {
+    const int64_t ge = std::min(groups, g0 + seg);
+    for (int64_t g = g0; g < ge; ++g, a += gs, b += 64) {
+      __m512i bv[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(b + v * ps + g * 64);
+      for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(b + v * ps);
 #pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      const __m512i av =
-          _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(a + (g * kMR + r) * 4));
+      for (int r = 0; r < MR; ++r) {
+        int32_t a4;
+        std::memcpy(&a4, a + r * rs, 4);
+        const __m512i av = _mm512_set1_epi32(a4);
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, bv[v]);
+        for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, bv[v]);
+      }
     }
+    a += jump;
   }
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
@@ -65,7 +72,8 @@ void micro(const Block& blk, const uint8_t* a, const uint8_t* b, int32_t* c, int
   __mmask16 mask[NV];
   for (int v = 0; v < NV; ++v) mask[v] = tail_mask(cols - 16 * v);
   __m512i accs[MR * NV];
-  kloop<MR, NV>(accs, a, b, blk.b_panel_stride, (blk.kc + 3) / 4, c, blk.ldc, blk.first, mask);
+  kloop<MR, NV>(accs, a, blk.a_rs, blk.a_gs, blk.a_seg, blk.a_jump, b, blk.b_panel_stride,
+                (blk.kc + 3) / 4, c, blk.ldc, blk.first, mask);
   auto acc = [&](int r, int v) { return accs[r * NV + v]; };
   if (!(blk.last && blk.epi)) {
     for (int r = 0; r < MR; ++r)
@@ -119,52 +127,79 @@ MicroFn pick(int mr, int nv) {
 
 // C block = A block · B block: column groups of 4 panels outer, row tiles inner.
 void macro_vnni(const Block& blk) {
-  const int64_t kcp = (blk.kc + 3) / 4 * 4;
   for (int64_t j = 0; j < blk.nc; j += kNV * kPanel) {
     const int64_t cols = std::min<int64_t>(kNV * kPanel, blk.nc - j);
     const int nv = int((cols + kPanel - 1) / kPanel);
     const uint8_t* b = blk.b + (j / kPanel) * blk.b_panel_stride;
     for (int64_t i = 0; i < blk.mc; i += kMR) {
       const int mr = int(std::min<int64_t>(kMR, blk.mc - i));
-      pick(mr, nv)(blk, blk.a + (i / kMR) * kMR * kcp, b, blk.c + i * blk.ldc + j, j, cols);
+      pick(mr, nv)(blk, blk.a + (i / kMR) * blk.a_ts, b, blk.c + i * blk.ldc + j, j, cols);
     }
   }
 }
 
-// q = clamp(rint(x / scale) + zp, 0, 255); max(v, 0) returns 0 for a NaN v.
-// The quotient is first taken as x · (1/scale), within a relative 2^-22 of x / scale, so
-// both round to the same integer unless that product lies within 2^-20 (relative) of a
-// half-integer; only vectors holding such a lane pay for the IEEE division (ties are
-// rare but exact: the result is bit for bit that of rint(x / scale)).
-void quantize_vnni(uint8_t* q, const float* x, int64_t n, float scale, float zp) {
-  const __m512 vs = _mm512_set1_ps(scale), vz = _mm512_set1_ps(zp);
-  const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
-  const float inv_s = 1.0f / scale;
-  const bool use_inv = std::isfinite(inv_s) && inv_s >= 1.17549435e-38f;
-  const __m512 inv = _mm512_set1_ps(inv_s), half = _mm512_set1_ps(0.5f);
-  const __m512 rel = _mm512_set1_ps(9.5367431640625e-07f);  // 2^-20
-  constexpr int kNear = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-  auto one = [&](__m512 xv) {
-    __m512 v;
+// q = clamp(rint(x / scale) + zp, 0, 255), NaN → 0.
+// The quotient is first taken as r = x · (1/scale), within a relative 2^-22 of x / scale.
+// While |r| < 1024 that is within 2^-12 of it, so rint(r) = rint(x / scale) unless r lies
+// within 2^-12 of a half-integer; only vectors holding such a lane pay for the IEEE
+// division (ties are rare but exact: the result is bit for bit that of rint(x / scale)).
+// Past 1024 either quotient clamps to the same end (min(1024, r) keeps a NaN r, which
+// converts to INT_MIN and saturates to 0, as do −inf and large negative r). rint is the
+// conversion's round-to-nearest-even; the clamp to [0, 255] is the unsigned saturation
+// of the packs (vpackusdw, vpackuswb) or of max(i, 0) and vpmovusdb.
+struct Quantizer {
+  __m512 inv, vs, cap, near_lo;
+  __m512i zp;
+  bool use_inv;
+  Quantizer(float scale, float zpf) {
+    const float inv_s = 1.0f / scale;
+    use_inv = std::isfinite(inv_s) && inv_s >= 1.17549435e-38f;
+    inv = _mm512_set1_ps(inv_s);
+    vs = _mm512_set1_ps(scale);
+    cap = _mm512_set1_ps(1024.0f);
+    near_lo = _mm512_set1_ps(0.5f - 2.44140625e-4f);  // 0.5 − 2^-12
+    zp = _mm512_set1_epi32(int32_t(zpf));
+  }
+  // int32 rint(x / scale) + zp, not yet clamped (NaN: INT_MIN + zp, below 0).
+  __m512i operator()(__m512 xv) const {
+    constexpr int kNear = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    __m512i i;
     if (use_inv) {
-      const __m512 r = _mm512_mul_ps(xv, inv);
-      v = _mm512_roundscale_ps(r, kNear);
-      const __m512 dist = _mm512_abs_ps(_mm512_sub_ps(_mm512_abs_ps(_mm512_sub_ps(r, v)), half));
-      const __mmask16 near =
-          _mm512_cmp_ps_mask(dist, _mm512_mul_ps(_mm512_abs_ps(r), rel), _CMP_LE_OQ);
-      if (near) v = _mm512_roundscale_ps(_mm512_mask_div_ps(r, near, xv, vs), kNear);
+      const __m512 r = _mm512_min_ps(cap, _mm512_mul_ps(xv, inv));
+      i = _mm512_cvt_roundps_epi32(r, kNear);
+      const __m512 f = _mm512_abs_ps(_mm512_sub_ps(r, _mm512_cvtepi32_ps(i)));
+      const __mmask16 near = _mm512_cmp_ps_mask(f, near_lo, _CMP_GE_OQ);
+      if (near)
+        i = _mm512_mask_cvt_roundps_epi32(
+            i, near, _mm512_min_ps(cap, _mm512_maskz_div_ps(near, xv, vs)), kNear);
     } else {
-      v = _mm512_roundscale_ps(_mm512_div_ps(xv, vs), kNear);
+      i = _mm512_cvt_roundps_epi32(_mm512_min_ps(cap, _mm512_div_ps(xv, vs)), kNear);
     }
-    v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, vz), lo), hi);
-    return _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(v));
-  };
+    return _mm512_add_epi32(i, zp);
+  }
+};
+
+void quantize_vnni(uint8_t* q, const float* x, int64_t n, float scale, float zp) {
+  const Quantizer qz(scale, zp);
+  // packus works per 128-bit lane: dword k of the packed vector holds 4 bytes of input
+  // vector k % 4, lane k / 4; this permutation puts them back in order.
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   int64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    const __m512i a = qz(_mm512_loadu_ps(x + i)), b = qz(_mm512_loadu_ps(x + i + 16));
+    const __m512i c = qz(_mm512_loadu_ps(x + i + 32)), d = qz(_mm512_loadu_ps(x + i + 48));
+    const __m512i v = _mm512_packus_epi16(_mm512_packus_epi32(a, b), _mm512_packus_epi32(c, d));
+    _mm512_storeu_si512(q + i, _mm512_permutexvar_epi32(order, v));
+  }
+  const __m512i zero = _mm512_setzero_si512();
   for (; i + 16 <= n; i += 16)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), one(_mm512_loadu_ps(x + i)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i),
+                     _mm512_cvtusepi32_epi8(_mm512_max_epi32(qz(_mm512_loadu_ps(x + i)), zero)));
   if (i < n) {
     const __mmask16 m = tail_mask(n - i);
-    _mm_mask_storeu_epi8(q + i, m, one(_mm512_maskz_loadu_ps(m, x + i)));
+    _mm_mask_storeu_epi8(q + i, m,
+                         _mm512_cvtusepi32_epi8(_mm512_max_epi32(
+                             qz(_mm512_maskz_loadu_ps(m, x + i)), zero)));
   }
 }
 
@@ -177,6 +212,18 @@ bool minmax_vnni(float* mn, float* mx, const float* x, int64_t n) {
   __mmask16 bad = 0;
   const __m512 inf = _mm512_set1_ps(INFINITY);
   int64_t i = 0;
+  // A head up to the next 64-byte boundary, so that the loads below do not straddle
+  // cache lines (about 12% faster over data in L2).
+  const int64_t head = std::min<int64_t>(
+      n, int64_t((64 - (reinterpret_cast<uintptr_t>(x) & 63)) & 63) / 4);
+  if (head > 0 && (reinterpret_cast<uintptr_t>(x) & 3) == 0) {
+    const __mmask16 m = tail_mask(head);
+    const __m512 v = _mm512_mask_loadu_ps(lo, m, x);
+    lo = _mm512_min_ps(lo, v);
+    hi = _mm512_max_ps(hi, _mm512_mask_loadu_ps(hi, m, x));
+    bad |= _mm512_mask_cmp_ps_mask(m, v, v, _CMP_UNORD_Q);
+    i = head;
+  }
   // Four independent chains (min/max latency, not throughput, bounds one chain).
   __m512 lo1 = lo, lo2 = lo, lo3 = lo, hi1 = hi, hi2 = hi, hi3 = hi;
   for (; i + 64 <= n; i += 64) {
@@ -186,11 +233,8 @@ bool minmax_vnni(float* mn, float* mx, const float* x, int64_t n) {
     lo1 = _mm512_min_ps(lo1, v1), hi1 = _mm512_max_ps(hi1, v1);
     lo2 = _mm512_min_ps(lo2, v2), hi2 = _mm512_max_ps(hi2, v2);
     lo3 = _mm512_min_ps(lo3, v3), hi3 = _mm512_max_ps(hi3, v3);
-    // NaN or ±inf: |v| is not < inf.
-    bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(v0), inf, _CMP_NLT_UQ) |
-           _mm512_cmp_ps_mask(_mm512_abs_ps(v1), inf, _CMP_NLT_UQ) |
-           _mm512_cmp_ps_mask(_mm512_abs_ps(v2), inf, _CMP_NLT_UQ) |
-           _mm512_cmp_ps_mask(_mm512_abs_ps(v3), inf, _CMP_NLT_UQ);
+    // NaN: unordered with itself (±inf shows in the final min or max).
+    bad |= _mm512_cmp_ps_mask(v0, v1, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(v2, v3, _CMP_UNORD_Q);
   }
   lo = _mm512_min_ps(_mm512_min_ps(lo, lo1), _mm512_min_ps(lo2, lo3));
   hi = _mm512_max_ps(_mm512_max_ps(hi, hi1), _mm512_max_ps(hi2, hi3));
@@ -198,15 +242,18 @@ bool minmax_vnni(float* mn, float* mx, const float* x, int64_t n) {
     const __m512 v = _mm512_loadu_ps(x + i);
     lo = _mm512_min_ps(lo, v);
     hi = _mm512_max_ps(hi, v);
-    bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(v), inf, _CMP_NLT_UQ);
+    bad |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
   }
   if (i < n) {
     const __mmask16 m = tail_mask(n - i);
     const __m512 v = _mm512_mask_loadu_ps(lo, m, x + i);
     lo = _mm512_min_ps(lo, v);
     hi = _mm512_max_ps(hi, _mm512_mask_loadu_ps(hi, m, x + i));
-    bad |= _mm512_mask_cmp_ps_mask(m, _mm512_abs_ps(v), inf, _CMP_NLT_UQ);
+    bad |= _mm512_mask_cmp_ps_mask(m, v, v, _CMP_UNORD_Q);
   }
+  // A NaN may have been dropped by a later min/max, but it set `bad`; an infinity stays.
+  bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(lo), inf, _CMP_NLT_UQ) |
+         _mm512_cmp_ps_mask(_mm512_abs_ps(hi), inf, _CMP_NLT_UQ);
   *mn = _mm512_reduce_min_ps(lo);
   *mx = _mm512_reduce_max_ps(hi);
   return bad == 0;
@@ -214,11 +261,11 @@ bool minmax_vnni(float* mn, float* mx, const float* x, int64_t n) {
 
 }  // namespace
 
-// mc 96 rows × kc ≤ 1024 K values of A (96 KiB, L2); a micro-panel of B is kc × 64
+// mc 96 rows × kc ≤ 512 K values of A (48 KiB, L2); a micro-panel of B is kc × 64
 // bytes per panel (L1/L2).
 const QKernel& qkernel_vnni() {
-  static const QKernel k{"avx512vnni", kPanel, 4, 1, kMR, 1024, 96,
-                         macro_vnni, quantize_vnni, minmax_vnni};
+  static const QKernel k{"avx512vnni", kPanel, 4, 1, kMR, 512, 96,
+                         macro_vnni, quantize_vnni, minmax_vnni, true};
   return k;
 }
 

@@ -62,6 +62,13 @@ void qdense_forward(float* y, const uint8_t* xq, const uint8_t* packed, const fl
                     const float* b, float x_scale, int32_t x_zp, int64_t M, int64_t N,
                     int64_t K, Act act);
 
+// The same y from the float input x (M,K): equal bit for bit to quantize_u8(xq, x, M·K,
+// x_scale, x_zp) followed by qdense_forward(y, xq, ...), but each block of rows is
+// quantized just before it is packed (no xq is written, x is read once, from cache).
+void qdense_forward_f32(float* y, const float* x, const uint8_t* packed, const float* w_scale,
+                        const float* b, float x_scale, int32_t x_zp, int64_t M, int64_t N,
+                        int64_t K, Act act);
+
 // q (n) = clamp(rint(x / scale) + zero_point, 0, 255) in float32: IEEE division, rint
 // rounds half to even, NaN gives 0. scale > 0 finite, zero_point in [0, 255].
 void quantize_u8(uint8_t* q, const float* x, int64_t n, float scale, int32_t zero_point);
@@ -72,6 +79,10 @@ void quantize_u8(uint8_t* q, const float* x, int64_t n, float scale, int32_t zer
 // nothing, when x holds a NaN or an infinity.
 bool quantize_u8_dynamic(uint8_t* q, float* scale, int32_t* zero_point, const float* x,
                          int64_t n);
+
+// The (scale, zero_point) that quantize_u8_dynamic would use for x, without quantizing;
+// false when x holds a NaN or an infinity.
+bool quantize_range_u8(float* scale, int32_t* zero_point, const float* x, int64_t n);
 
 // col (N·OH·OW, KH·KW·C) = patches of x uint8 (N,H,W,C) in (kh, kw, c) order, for a
 // convolution with the given strides, top/left padding and dilation; pixels in the
@@ -85,7 +96,9 @@ void qim2col_u8(uint8_t* col, const uint8_t* x, int64_t N, int64_t H, int64_t W,
 // and a packed (KH·KW·C, OC) weight (the float Conv2D kernel (KH,KW,C,OC) flattened),
 // through qim2col_u8 into col (N·OH·OW·KH·KW·C bytes of scratch) and qdense_forward's
 // epilogue. col may be nullptr for a 1×1 kernel with unit strides and no padding (xq is
-// then the patch matrix itself).
+// then the patch matrix itself). On the AVX-512 VNNI kernel, when every window lies
+// inside the image (no padding), dil_w = 1 and KH·(KW·C rounded up to 4) ≤ 512, the
+// product reads the windows of xq in place (implicit GEMM) and col is not written.
 void qconv2d_forward(float* y, uint8_t* col, const uint8_t* xq, const uint8_t* packed,
                      const float* w_scale, const float* b, float x_scale, int32_t x_zp,
                      int64_t N, int64_t H, int64_t W, int64_t C, int64_t OC, int64_t KH,

@@ -25,11 +25,22 @@ import numpy as np
 from .. import _core
 from ..reference.quant import dequantize_u8, quantize_weight
 from ._util import as_f32, from_any, new_out
-from .activation import act_kind, check_out
+from .activation import ACTIVATIONS, act_kind, check_out
 from .conv2d import conv2d_geometry
 
 __all__ = ["QWeight", "pack_qweight", "quantize_weight", "qdense", "qconv2d", "quantize_u8",
            "quantize_u8_dynamic", "dequantize_u8", "qgemm_s32"]
+
+
+def _packed_buffer(K: int, N: int) -> np.ndarray:
+    """An uninitialised uint8 buffer for a packed (K, N) weight, starting on a 64-byte
+    boundary: the kernels load B 64 bytes at a time, and a buffer off by 16 (NumPy's
+    large allocations) splits every load over two cache lines (up to 1.6x slower when
+    B streams from L2, as at batch 1)."""
+    size = _core.qgemm_packed_size(K, N)
+    raw = np.empty(size + 64, np.uint8)
+    off = (-raw.ctypes.data) % 64
+    return raw[off:off + size]
 
 
 def _scale_value(v, op: str, name: str) -> float:
@@ -124,7 +135,7 @@ class QWeight:
         self.kernel_shape = tuple(int(s) for s in q.shape) if q.ndim == 4 else None
         mat = q.reshape(-1, N)
         self.K, self.N = int(mat.shape[0]), int(N)
-        self.packed = np.empty(_core.qgemm_packed_size(self.K, self.N), np.uint8)
+        self.packed = _packed_buffer(self.K, self.N)
         _core.qgemm_pack_b(self.packed, mat)
         self.isa, _, _, self.colsum = _core.qgemm_packed_info(self.packed)
 
@@ -164,6 +175,15 @@ def _bias(b, n: int, op: str):
     return b
 
 
+_FAST_ACT = {None: _core.Act.linear, **{a: getattr(_core.Act, a) for a in ACTIVATIONS}}
+
+
+def _f32_ready(a, shape) -> bool:
+    """a is a float32 C-contiguous ndarray of exactly `shape` (no conversion needed)."""
+    return (type(a) is np.ndarray and a.dtype == np.float32 and a.shape == shape
+            and a.flags.c_contiguous)
+
+
 def qdense(x, qw, b=None, activation="linear", x_scale=None, x_zero_point=None,
            out=None) -> np.ndarray:
     """Return activation(dequantized(quantized(x) @ qw) + b) as float32 (..., N).
@@ -174,6 +194,25 @@ def qdense(x, qw, b=None, activation="linear", x_scale=None, x_zero_point=None,
     [min(x, 0), max(x, 0)]); else static, with x_zero_point (default 0) in [0, 255].
     out: optional float32 C-contiguous (..., N) array that receives the result.
     """
+    # The common call (2-D float32 x, dynamic quantization or a Python float x_scale and
+    # int zero point, arrays that need no conversion) goes straight to the binding, which
+    # checks shapes, overlaps and values again; any other call takes the checked path.
+    if (type(qw) is QWeight and qw.kernel_shape is None
+            and ((x_scale is None and x_zero_point is None)
+                 or (type(x_scale) is float and (x_zero_point is None
+                                                 or type(x_zero_point) is int)))
+            and type(x) is np.ndarray and x.ndim == 2
+            and x.shape[0] > 0 and _f32_ready(x, (x.shape[0], qw.K))
+            and (b is None or _f32_ready(b, (qw.N,)))
+            and (activation is None or isinstance(activation, str))):
+        act = _FAST_ACT.get(activation)
+        shape = (x.shape[0], qw.N)
+        if act is not None and (out is None or (_f32_ready(out, shape) and out.flags.writeable)):
+            if out is None:
+                out = np.empty(shape, np.float32)
+            _core.qdense_f32(out, None, x, qw.packed, qw.scale, b, x_scale,
+                             x_zero_point or 0, act)
+            return out
     op = "qdense"
     act = act_kind(activation, op)
     qw = _check_qw(qw, op, conv=False)
@@ -187,9 +226,8 @@ def qdense(x, qw, b=None, activation="linear", x_scale=None, x_zero_point=None,
     s, z = _input_params(x_scale, x_zero_point, op)
     shape = x.shape[:-1] + (qw.N,)
     out = check_out(out, shape, op) if out is not None else np.empty(shape, np.float32)
-    x2 = x.reshape(-1, qw.K)
-    xq = np.empty(x2.shape, np.uint8)
-    _core.qdense_f32(out.reshape(-1, qw.N), xq, x2, qw.packed, qw.scale, b, s, z, act)
+    _core.qdense_f32(out.reshape(-1, qw.N), None, x.reshape(-1, qw.K), qw.packed, qw.scale, b,
+                     s, z, act)
     return out
 
 
@@ -292,7 +330,7 @@ def qgemm_s32(a_u8, qw_or_b_int8, out=None) -> np.ndarray:
                              f"{bm.shape}")
         bm = np.ascontiguousarray(bm)
         K, N = bm.shape
-        packed = np.empty(_core.qgemm_packed_size(K, N), np.uint8)
+        packed = _packed_buffer(K, N)
         _core.qgemm_pack_b(packed, bm)
     if a.shape[1] != K:
         raise ValueError(f"{op}: argument 'a_u8' has K = {a.shape[1]} columns but the weight "
