@@ -159,8 +159,7 @@ class QuantKernels:
         (the binding fastnn.ops.qdense calls, without its per-call argument checks)."""
         xs, xz = self.qinput(name)
         qw = self.qweight(name)
-        xq = self.buffer("xq_" + name, x2.shape, np.uint8)
-        _core.qdense_f32(y2, xq, x2, qw.packed, qw.scale, bias, xs, xz or 0, act)
+        _core.qdense_f32(y2, None, x2, qw.packed, qw.scale, bias, xs, xz or 0, act)
 
     def gather_int8(self, y: np.ndarray, ids: np.ndarray, name: str) -> None:
         """y (N, T, C) = the dequantized rows ids (N, T) of an int8 embedding table:

@@ -36,7 +36,8 @@ def quantize_weight(w):
 def quantize_u8(x, scale, zero_point):
     """q uint8 = clip(rint(x / scale) + zero_point, 0, 255) in float32; NaN gives 0."""
     x = np.asarray(x, dtype=_F)
-    v = np.rint(x / _F(scale)) + _F(zero_point)
+    with np.errstate(over="ignore"):  # |x| / scale past float32: clipped below, as in C++
+        v = np.rint(x / _F(scale)) + _F(zero_point)
     v = np.where(np.isnan(v), _F(0), v)
     return np.clip(v, 0, 255).astype(np.uint8)
 
@@ -52,7 +53,8 @@ def quantize_u8_dynamic(x):
         raise ValueError("quantize_u8_dynamic: argument 'x' holds NaN or infinity")
     mn = min(_F(x.min()), _F(0)) if x.size else _F(0)
     mx = max(_F(x.max()), _F(0)) if x.size else _F(0)
-    scale = _F(_F(mx - mn) / _F(255))
+    with np.errstate(over="ignore"):  # a range past float32 is inf, as in C++
+        scale = _F(_F(mx - mn) / _F(255))
     if scale == 0:
         scale = _F(1)
     zp = int(np.clip(np.rint(_F(-mn) / scale), 0, 255))
