@@ -80,6 +80,7 @@ def test_predict(benchmark, built, impl, batch, name):
     fn.set_num_threads(THREADS)
     model, qmodel, path, qpath = built(name)
     x = MODELS[name][1](batch, np.random.default_rng(0)).astype(np.float32)
+    sess = None
     if impl.startswith("fastnn"):
         m = qmodel if impl.endswith("int8") else model
         run = lambda: m.predict(x, verbose=0)  # noqa: E731
@@ -97,3 +98,6 @@ def test_predict(benchmark, built, impl, batch, name):
     benchmark.group = f"predict {name} batch={batch}"
     benchmark.extra_info["threads"] = THREADS
     benchmark.pedantic(run, rounds=30 if batch == 256 else 200, iterations=1, warmup_rounds=5)
+    # End an onnxruntime session (and its spinning thread pool) before the next test, whose
+    # OpenMP threads would otherwise share the cores with it.
+    run = sess = None  # noqa: F841
