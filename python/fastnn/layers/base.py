@@ -271,6 +271,13 @@ class Layer:
         mask_zero=True makes one from its token ids."""
         return mask if self.supports_masking else None
 
+    def creates_mask(self) -> bool:
+        """Whether compute_mask can return a mask for an input without one (an Embedding
+        with mask_zero=True). A plan in which no layer does so runs without the mask
+        bookkeeping (graph.Plan.forward). Assumed of any layer that overrides
+        compute_mask unless it says otherwise."""
+        return type(self).compute_mask is not Layer.compute_mask
+
     def forward_masked(self, x, training: bool = False, mask=None):
         """Run forward with the input's padding mask: the mask is given to forward when
         forward takes a ``mask`` argument. Returns (y, the output's mask)."""
