@@ -526,6 +526,15 @@ class _MultiStep:
                 _add(grads, i, dx)
 
 
+def fresh_inference_output(layer) -> bool:
+    """Whether layer.forward(x, training=False) returns a new array: the promise of the
+    class that defines the forward in use."""
+    for cls in type(layer).__mro__:
+        if "forward" in vars(cls):
+            return bool(vars(cls).get("fresh_inference_output", False))
+    return False
+
+
 def _add(grads, i, g):
     """Accumulate gradient g into slot i: the first one is taken as is (it belongs to the
     plan from now on), later ones are added into it in place."""
@@ -604,6 +613,15 @@ class Plan:
                 layer.need_input_grad = any(need)
             self.steps.append(_make_step(node, layer, ins, outs, need))
         self.out_slots = [slot_of(t) for t in outputs]
+        # Outputs that inference makes afresh on every call (Layer.fresh_inference_output)
+        # and that appear once among the outputs: predict returns them without a copy.
+        producer = {st.o: st for st in self.steps}
+        self.fresh_outs = []
+        for s in self.out_slots:
+            st = producer.get(s)
+            self.fresh_outs.append(
+                type(st) is _LayerStep and st.training is not True
+                and self.out_slots.count(s) == 1 and fresh_inference_output(st.layer))
         self.n_slots = len(slot)
         self.backward_steps = [st for st in reversed(self.steps) if requires[st.o]]
         self._vals = [None] * self.n_slots

@@ -907,7 +907,9 @@ class Model(Layer):
             f.emit_logits = False
         try:
             if n <= batch_size:  # one batch: its outputs, copied out of the layers' buffers
-                outs = [np.array(r, np.float32, copy=True) for r in self._run(xs, False)]
+                # (those made afresh by each call need no copy: Plan.fresh_outs)
+                outs = [r if fresh else np.array(r, np.float32, copy=True)
+                        for r, fresh in zip(self._run(xs, False), self._plan_infer.fresh_outs)]
             else:
                 outs = [np.empty((n,) + tuple(t.shape[1:]), np.float32) for t in self._graph_out]
                 for b in range(0, n, batch_size):

@@ -66,6 +66,11 @@ class Layer:
     supports_masking = False
     #: A merge layer (Add, Concatenate, ...): build, forward and backward take lists.
     multi_input = False
+    #: forward(x, training=False) of this class returns a new array that nothing else
+    #: refers to (not a buffer, not x or a view of x), so Model.predict can hand it to the
+    #: caller without a copy. A subclass that overrides forward does not inherit it (see
+    #: graph.fresh_inference_output).
+    fresh_inference_output = False
 
     def __init__(self, name: str | None = None, input_shape=None, trainable: bool = True,
                  dtype=None, **kwargs):

@@ -57,6 +57,7 @@ class Dense(QuantKernels, Activated):
     """y = activation(x @ kernel + bias) over the last axis; kernel is (in, units)."""
 
     quantizable_kernels = ("kernel",)
+    fresh_inference_output = True
 
     def __init__(self, units: int, activation=None, use_bias: bool = True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kw):
