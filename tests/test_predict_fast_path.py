@@ -162,3 +162,18 @@ def test_other_inputs_still_accepted(rng):
     assert_bitwise(m.predict(huge), general(m, huge))
     assert_bitwise(m.predict(x.astype(np.float64)), want)
     assert_bitwise(m.predict(np.asfortranarray(x)), want)
+
+
+@pytest.mark.parametrize("n", [1, 7, 16, 33, 1000])
+def test_all_finite_binding(n):
+    from fastnn import _core
+    x = np.linspace(-3e38, 3e38, n, dtype=np.float32)
+    x[n // 2] = np.float32(1e-45)  # a denormal is finite
+    assert _core.all_finite(x) and _core.all_finite(x.reshape(1, n, 1))
+    for bad in (np.nan, np.inf, -np.inf):
+        for i in {0, n // 2, n - 1}:
+            y = x.copy()
+            y[i] = bad
+            assert not _core.all_finite(y)
+    with pytest.raises(TypeError, match="all_finite: argument 'x'"):
+        _core.all_finite(x.astype(np.float64))

@@ -902,7 +902,8 @@ class Model(Layer):
         n = len(xs[0])
         # Fused output layers apply their activation here (see _emitting_logits); set
         # without a context manager, whose cost shows at batch 1.
-        flipped = [f for f in getattr(self, "_fusers", ()) if f.emit_logits]
+        fusers = getattr(self, "_fusers", None)
+        flipped = [f for f in fusers if f.emit_logits] if fusers else ()
         for f in flipped:
             f.emit_logits = False
         try:
@@ -1578,6 +1579,8 @@ def _load_legacy_weights(model, tensors, path):
 
 
 def _check_int(v, name, op, minimum=1):
+    if type(v) is int and v >= minimum:  # the common case, without the isinstance tests
+        return
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
         raise ValueError(f"{op}: {name} must be an int >= {minimum}, got {v!r}")
 
