@@ -143,6 +143,14 @@ void bind_activation(py::module_& m) {
   bind_act_enum(m);
   def_all(m, &fastnn::act_forward, &fastnn::act_backward, &fastnn::softmax_forward,
           &fastnn::softmax_backward);
+  m.def(
+      "all_finite",
+      [](py::handle x) {
+        auto X = in_any("all_finite", "x", x, 0, "(...)");
+        py::gil_scoped_release nogil;
+        return fastnn::all_finite(X.data, X.size);
+      },
+      py::arg("x"), "Whether x (a C-contiguous float32 array) holds no NaN and no infinity.");
   py::module_ plain = plain_module(m);
   def_all(plain, &fastnn::act_forward_naive, &fastnn::act_backward_naive,
           &fastnn::softmax_forward_naive, &fastnn::softmax_backward_naive);

@@ -94,6 +94,19 @@ void softmax_backward(float* dx, const float* dy, const float* y, int64_t N, int
   });
 }
 
+// A float is NaN or infinite when its exponent bits are all ones. The test is or-ed over
+// the array without a branch or an early exit, so the loop vectorises; it is exact, so it
+// needs no plain twin.
+FASTNN_CLONES bool all_finite(const float* x, int64_t n) {
+  uint32_t bad = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, x + i, sizeof u);
+    bad |= (u & 0x7f800000u) == 0x7f800000u;
+  }
+  return bad == 0;
+}
+
 // ---- plain twins ----------------------------------------------------------------
 
 // y (n) = act(x)

@@ -526,6 +526,15 @@ class _MultiStep:
                 _add(grads, i, dx)
 
 
+def fresh_inference_output(layer) -> bool:
+    """Whether layer.forward(x, training=False) returns a new array: the promise of the
+    class that defines the forward in use."""
+    for cls in type(layer).__mro__:
+        if "forward" in vars(cls):
+            return bool(vars(cls).get("fresh_inference_output", False))
+    return False
+
+
 def _add(grads, i, g):
     """Accumulate gradient g into slot i: the first one is taken as is (it belongs to the
     plan from now on), later ones are added into it in place."""
@@ -604,6 +613,15 @@ class Plan:
                 layer.need_input_grad = any(need)
             self.steps.append(_make_step(node, layer, ins, outs, need))
         self.out_slots = [slot_of(t) for t in outputs]
+        # Outputs that inference makes afresh on every call (Layer.fresh_inference_output)
+        # and that appear once among the outputs: predict returns them without a copy.
+        producer = {st.o: st for st in self.steps}
+        self.fresh_outs = []
+        for s in self.out_slots:
+            st = producer.get(s)
+            self.fresh_outs.append(
+                type(st) is _LayerStep and st.training is not True
+                and self.out_slots.count(s) == 1 and fresh_inference_output(st.layer))
         self.n_slots = len(slot)
         self.backward_steps = [st for st in reversed(self.steps) if requires[st.o]]
         self._vals = [None] * self.n_slots
@@ -611,6 +629,13 @@ class Plan:
         for s, c in self.consts:
             self._vals[s] = c
         self._need_flags = [(l, l.need_input_grad) for l in self.layers]
+        # When no layer creates a padding mask, every mask is None: forward then calls
+        # each single-tensor layer's forward directly (forward_masked and compute_mask
+        # would only pass None along): a saving that shows in small models at batch 1.
+        self.direct = None
+        if not any(layer.creates_mask() for layer in self.layers):
+            self.direct = [(st, st.layer if type(st) is _LayerStep else None)
+                           for st in self.steps]
 
     def activate(self):
         """Set each layer's need_input_grad for this plan (a layer can sit in several
@@ -625,8 +650,16 @@ class Plan:
             masks[s] = None
         for s, v in self.params:
             vals[s] = v.value
-        for st in self.steps:
-            st.forward(vals, masks, training)
+        if self.direct is None:
+            for st in self.steps:
+                st.forward(vals, masks, training)
+        else:
+            for st, layer in self.direct:
+                if layer is None:
+                    st.forward(vals, masks, training)
+                else:
+                    vals[st.o] = layer.forward(vals[st.i], training if st.training is None
+                                               else st.training)
         return [vals[s] for s in self.out_slots]
 
     def backward(self, douts, want_inputs: bool = False):

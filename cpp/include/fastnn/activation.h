@@ -19,6 +19,9 @@ void softmax_forward(float* y, const float* x, int64_t N, int64_t C);
 // dx (N,C) += y ⊙ (dy − Σ_C dy⊙y)
 void softmax_backward(float* dx, const float* dy, const float* y, int64_t N, int64_t C);
 
+// Whether x (n) holds no NaN and no infinity (the input check of Model.predict).
+bool all_finite(const float* x, int64_t n);
+
 // Plain twins with the same contracts (bound as fastnn._core.plain.* for the tests).
 void act_forward_naive(float* y, const float* x, int64_t n, Act act);
 void act_backward_naive(float* dx, const float* dy, const float* x, const float* y,

@@ -66,6 +66,11 @@ class Layer:
     supports_masking = False
     #: A merge layer (Add, Concatenate, ...): build, forward and backward take lists.
     multi_input = False
+    #: forward(x, training=False) of this class returns a new array that nothing else
+    #: refers to (not a buffer, not x or a view of x), so Model.predict can hand it to the
+    #: caller without a copy. A subclass that overrides forward does not inherit it (see
+    #: graph.fresh_inference_output).
+    fresh_inference_output = False
 
     def __init__(self, name: str | None = None, input_shape=None, trainable: bool = True,
                  dtype=None, **kwargs):
@@ -270,6 +275,13 @@ class Layer:
         masking passes the mask on and other layers drop it; an Embedding with
         mask_zero=True makes one from its token ids."""
         return mask if self.supports_masking else None
+
+    def creates_mask(self) -> bool:
+        """Whether compute_mask can return a mask for an input without one (an Embedding
+        with mask_zero=True). A plan in which no layer does so runs without the mask
+        bookkeeping (graph.Plan.forward). Assumed of any layer that overrides
+        compute_mask unless it says otherwise."""
+        return type(self).compute_mask is not Layer.compute_mask
 
     def forward_masked(self, x, training: bool = False, mask=None):
         """Run forward with the input's padding mask: the mask is given to forward when

@@ -32,6 +32,7 @@ class Conv2D(QuantKernels, Activated):
     """
 
     quantizable_kernels = ("kernel",)
+    fresh_inference_output = True
 
     def __init__(self, filters: int, kernel_size, strides=1, padding="valid", dilation_rate=1,
                  groups: int = 1, activation=None, use_bias: bool = True,

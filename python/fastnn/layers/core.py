@@ -57,6 +57,7 @@ class Dense(QuantKernels, Activated):
     """y = activation(x @ kernel + bias) over the last axis; kernel is (in, units)."""
 
     quantizable_kernels = ("kernel",)
+    fresh_inference_output = True
 
     def __init__(self, units: int, activation=None, use_bias: bool = True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kw):
@@ -75,15 +76,17 @@ class Dense(QuantKernels, Activated):
         return tuple(input_shape[:-1]) + (self.units,)
 
     def forward(self, x, training=False):
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, x.shape[-1])
+        # (N, ..., in) runs as (N*..., in); a 2-D x (the common case) needs no reshape.
+        flat = x.ndim == 2
+        x2 = x if flat else x.reshape(-1, x.shape[-1])
         n = x2.shape[0]
         act = self._fused_act()
         if self.quantization is not None:
             self.check_inference(training)
             y = np.empty((n, self.units), np.float32)
             self.qdense_into(y, x2, "kernel", self.bias if self.use_bias else None, act)
-            return self._finish(y).reshape(lead + (self.units,))
+            y = self._finish(y)
+            return y if flat else y.reshape(x.shape[:-1] + (self.units,))
         if not training:
             observe(self, "kernel", x2)
         # fastnn.pruning: a cached sparse kernel, for batches of pruning.SPARSE_MIN_BATCH (16) up
@@ -91,7 +94,8 @@ class Dense(QuantKernels, Activated):
         if sparse is not None:
             y = sparse.forward(x2, act)
             if y is not None:
-                return self._finish(y).reshape(lead + (self.units,))
+                y = self._finish(y)
+                return y if flat else y.reshape(x.shape[:-1] + (self.units,))
         y = self.buffer("y", (n, self.units)) if training else np.empty((n, self.units), np.float32)
         z = None
         if training and act == _core.Act.gelu:
@@ -109,9 +113,9 @@ class Dense(QuantKernels, Activated):
             _core.dense_forward(y, z, x2, self.kernel, b, act)
         y = self._finish(y)
         if training:
-            self._x, self._y, self._z, self._act, self._lead = x2, y, z, act, lead
+            self._x, self._y, self._z, self._act, self._lead = x2, y, z, act, x.shape[:-1]
             self._nk = nk
-        return y.reshape(lead + (self.units,))
+        return y if flat else y.reshape(x.shape[:-1] + (self.units,))
 
     def backward(self, dy):
         x, y = self._x, self._y

@@ -75,6 +75,9 @@ class Embedding(QuantKernels, Layer):
     def compute_mask(self, x, mask):
         return _padding_mask(x) if self.mask_zero else None
 
+    def creates_mask(self) -> bool:
+        return bool(self.mask_zero)
+
     def forward(self, x, training=False):
         ids = _ids2(self, x)
         n, t = ids.shape
@@ -179,6 +182,9 @@ class PositionalEmbedding(QuantKernels, Layer):
         if self.input_dim is None:
             return mask
         return _padding_mask(x) if self.mask_zero else None
+
+    def creates_mask(self) -> bool:
+        return self.input_dim is not None and bool(self.mask_zero)
 
     def forward(self, x, training=False):
         if self.input_dim is None:

@@ -31,6 +31,9 @@ class GlobalAveragePooling1D(Layer):
     def compute_mask(self, x, mask):
         return None  # the time axis is gone
 
+    def creates_mask(self) -> bool:
+        return False
+
     def _weights(self, mask, n, t, training):
         """(N, T) float32 weights: 1/T, or mask/count (0 for a row with no real step)."""
         w = self.buffer("w", (n, t)) if training else np.empty((n, t), np.float32)

@@ -106,6 +106,9 @@ class _Recurrent(Layer):
     def compute_mask(self, x, mask):
         return mask if self.return_sequences else None
 
+    def creates_mask(self) -> bool:
+        return False  # passes the input's mask on or drops it
+
     # --- graph calls: initial_state in, final states out ------------------------------
     def _states_arg(self, initial_state):
         if initial_state is None:
