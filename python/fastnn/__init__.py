@@ -13,12 +13,12 @@ from . import _core
 from ._runtime import build_info, get_num_threads, set_num_threads
 from . import callbacks, data, datasets, initializers, layers, losses, metrics, ops, optim, reference, text
 from . import distribute, models, onnx, saving, utils
-from . import pruning
+from . import pruning, quantization
 from .models import Input, Model, Sequential, load_model, set_random_seed
 from .tape import GradientTape
 
 __version__ = _core.__version__
 
 __all__ = ["Input", "Model", "Sequential", "GradientTape", "load_model", "set_random_seed", "build_info", "get_num_threads",
-           "set_num_threads", "callbacks", "data", "datasets", "initializers", "layers", "losses",
-           "metrics", "models", "ops", "pruning", "saving", "utils", "optim", "reference", "text", "__version__"]
+           "set_num_threads", "callbacks", "data", "datasets", "distribute", "onnx", "initializers", "layers", "losses",
+           "metrics", "models", "ops", "pruning", "quantization", "saving", "utils", "optim", "reference", "text", "__version__"]
