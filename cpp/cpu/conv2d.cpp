@@ -1072,16 +1072,6 @@ void conv2d_backward(float* dx, float* dw, float* db, float* dz, const float* dy
 // Naive twins: one output element at a time, <cmath> activations.
 
 namespace {
-float act_naive(float v, Act act) {
-  switch (act) {
-    case Act::relu: return v > 0.0f ? v : 0.0f;
-    case Act::sigmoid: return vmath::exact_sigmoid(v);
-    case Act::tanh: return std::tanh(v);
-    case Act::gelu: return vmath::exact_gelu(v);
-    default: return v;
-  }
-}
-
 // act'(.) from the forward output y (relu, sigmoid, tanh) or pre-activation z (gelu).
 float act_grad_naive(float y, float z, Act act) {
   switch (act) {
@@ -1119,7 +1109,7 @@ void conv2d_forward_naive(float* y, float* z, const float* x, const float* w, co
           }
           const int64_t i = ((n * OH + oh) * OW + ow) * OC + o;
           if (z) z[i] = s;
-          y[i] = act_naive(s, act);
+          y[i] = vmath::exact_act(s, act);
         }
 }
 

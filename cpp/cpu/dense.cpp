@@ -174,18 +174,6 @@ void dense_backward_sparse(float* dw, float* db, float* dz, float* dwc, const fl
 
 // ---- plain twins ----------------------------------------------------------------
 
-namespace {
-float act_naive(float v, Act act) {
-  switch (act) {
-    case Act::relu: return v > 0.0f ? v : 0.0f;
-    case Act::sigmoid: return vmath::exact_sigmoid(v);
-    case Act::tanh: return std::tanh(v);
-    case Act::gelu: return vmath::exact_gelu(v);
-    case Act::linear: break;
-  }
-  return v;
-}
-}  // namespace
 
 // y (N,OC) = act(x·w + b); z = x·w + b when not nullptr
 void dense_forward_naive(float* y, float* z, const float* x, const float* w, const float* b,
@@ -196,7 +184,7 @@ void dense_forward_naive(float* y, float* z, const float* x, const float* w, con
       for (int64_t k = 0; k < IC; ++k) acc += x[i * IC + k] * w[k * OC + j];
       if (b) acc += b[j];
       if (z) z[i * OC + j] = acc;
-      y[i * OC + j] = act_naive(acc, act);
+      y[i * OC + j] = vmath::exact_act(acc, act);
     }
   }
 }

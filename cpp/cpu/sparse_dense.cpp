@@ -284,18 +284,6 @@ void sparse_dense_forward(float* y, float* xt, const float* x, const int32_t* in
 
 // ---- plain twin -------------------------------------------------------------------
 
-namespace {
-float act_naive(float v, Act act) {
-  switch (act) {
-    case Act::relu: return v > 0.0f ? v : 0.0f;
-    case Act::sigmoid: return vmath::exact_sigmoid(v);
-    case Act::tanh: return std::tanh(v);
-    case Act::gelu: return vmath::exact_gelu(v);
-    case Act::linear: break;
-  }
-  return v;
-}
-}  // namespace
 
 // y[n, o] = act(Σ_p values[p] · x[n, indices[p]] + b[o]), p in order
 void sparse_dense_forward_naive(float* y, float* /*xt*/, const float* x,
@@ -308,7 +296,7 @@ void sparse_dense_forward_naive(float* y, float* /*xt*/, const float* x,
       for (int64_t p = indptr[o]; p < indptr[o + 1]; ++p)
         acc += values[p] * x[n * IC + indices[p]];
       if (b) acc += b[o];
-      y[n * OC + o] = act_naive(acc, act);
+      y[n * OC + o] = vmath::exact_act(acc, act);
     }
   }
 }

@@ -219,6 +219,19 @@ inline int64_t elementwise_grain(int64_t n, int64_t threads, int64_t kMin = 1638
   return g < kMin ? kMin : g;
 }
 
+// The activation of one value with <cmath>'s functions: what the plain twins
+// (dense, conv2d, sparse_dense *_naive) apply after their sums.
+inline float exact_act(float v, Act act) {
+  switch (act) {
+    case Act::relu: return v > 0.0f ? v : 0.0f;
+    case Act::sigmoid: return exact_sigmoid(v);
+    case Act::tanh: return std::tanh(v);
+    case Act::gelu: return exact_gelu(v);
+    case Act::linear: break;
+  }
+  return v;
+}
+
 // Rows per parallel chunk of a row-wise loop over N rows of C elements: an even share
 // per thread, but at least kMin elements' worth. Only for loops whose rows are
 // independent (a reduction across rows must use a chunking that ignores threads).
