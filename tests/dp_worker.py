@@ -18,6 +18,8 @@ def main():
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--fail-rank", type=int, default=-1)
+    p.add_argument("--sync-bn", action="store_true", help="BatchNormalization(synchronized=True)")
+    p.add_argument("--no-dropout", action="store_true")
     args = p.parse_args()
     if args.shards:
         fn.distribute.set_distribution(fn.distribute.DataParallel(num_shards=args.shards))
@@ -26,7 +28,8 @@ def main():
     y = (x[:, 0] + x[:, 1] > 0).astype(np.int32)
     xv, yv = x[:50], y[:50]
     model = fn.Sequential([fn.layers.Dense(16, activation="relu", input_shape=(12,)),
-                           fn.layers.BatchNormalization(), fn.layers.Dropout(0.25),
+                           fn.layers.BatchNormalization(synchronized=args.sync_bn),
+                           fn.layers.Dropout(0.0 if args.no_dropout else 0.25),
                            fn.layers.Dense(2)], seed=1)
     model.compile(optimizer=fn.optim.Adam(1e-2),
                   loss=fn.losses.SparseCategoricalCrossentropy(from_logits=True),

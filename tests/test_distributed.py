@@ -227,3 +227,34 @@ def test_a_failing_rank_ends_the_job(tmp_path):
     assert "fastnn.distribute: rank 1 of 2 failed" in r.stderr
     assert "a failure on purpose" in r.stderr
     assert not (tmp_path / "f.0.npz").exists()
+
+
+@needs_mpi
+@pytest.mark.parametrize("samples", [200, 181])  # 181 = 5·36 + 1: a last batch of one row
+def test_synchronized_batch_norm_computes_the_global_batch(tmp_path, samples):
+    """With synchronized=True, 2 ranks of half a batch compute what one process computes on
+    the whole batch (plain BatchNormalization): the same weights up to the order of float
+    additions; also when one rank's shard of the last batch is empty."""
+    args = ("--samples", samples, "--sync-bn", "--no-dropout")
+    one = _launch(0, tmp_path / "one", "--shards", 0, *args)
+    assert one.returncode == 0, one.stderr
+    two = _launch(2, tmp_path / "two", "--shards", 2, *args)
+    assert two.returncode == 0, two.stderr
+    a = _load(tmp_path / "one.0.npz")
+    for r in (0, 1):
+        b = _load(tmp_path / f"two.{r}.npz")
+        for k in a:
+            if k.startswith("w") or k.startswith("log.loss"):
+                np.testing.assert_allclose(b[k], a[k], rtol=2e-4, atol=2e-5, err_msg=k)
+    # without synchronisation each rank normalises with its half: visibly different
+    plain = _launch(2, tmp_path / "plain", "--shards", 2, "--samples", samples, "--no-dropout")
+    assert plain.returncode == 0, plain.stderr
+    c = _load(tmp_path / "plain.0.npz")
+    assert max(np.abs(c[k] - a[k]).max() for k in a if k.startswith("w")) > 1e-3
+
+
+@needs_mpi
+def test_synchronized_batch_norm_needs_one_shard_per_process(tmp_path):
+    r = _launch(2, tmp_path / "x", "--shards", 4, "--sync-bn")
+    assert r.returncode != 0
+    assert "one shard per process" in r.stderr

@@ -29,8 +29,11 @@ not on the rank.
 
 BatchNormalization normalises each shard with the shard's own statistics (per rank, the
 Keras and PyTorch default); its moving statistics are updated once per step from the
-statistics of the whole global batch, combined in shard order on every rank. Synchronised
-batch statistics (normalising with the global batch's) are not offered yet.
+statistics of the whole global batch, combined in shard order on every rank. With
+``BatchNormalization(synchronized=True)`` (one shard per process) every shard is
+normalised with the global batch's statistics instead, gathered in the forward pass, and
+the backward pass uses the global sums too (PyTorch's SyncBatchNorm); the results are the
+same for every run with the same process count, not across process counts.
 
 Callbacks run on every rank with the same logs (so EarlyStopping stops every rank at the
 same epoch); files are written by rank 0 only (ModelCheckpoint, the others wait for it),
@@ -180,6 +183,36 @@ class DataParallel:
         _fold(folded, [rows[s] for s in range(k * q) if live[s]])
         self.comm.Allgatherv([folded, MPI.FLOAT], [out, (lens, seg[:-1]), MPI.FLOAT])
 
+    # --- synchronised BatchNormalization ---------------------------------------------
+    def global_moments(self, mean: np.ndarray, var: np.ndarray, x: np.ndarray) -> None:
+        """mean, var (C,) = the per-channel mean and biased variance of the rows of x (M, C)
+        over every rank's x: float64 sums of each rank, added in rank order."""
+        parts = self.comm.allgather((x.shape[0], x.sum(0, dtype=np.float64),
+                                     np.square(x, dtype=np.float64).sum(0)))
+        n, s, ss = _rank_order_sum(parts)
+        m = s / n
+        mean[...] = m
+        var[...] = np.maximum(ss / n - m * m, 0.0)
+
+    def global_sums(self, dy: np.ndarray, xhat: np.ndarray):
+        """(Σ dy, Σ dy·x̂ per channel, rows) over every rank's rows, in rank order."""
+        parts = self.comm.allgather((dy.shape[0], dy.sum(0, dtype=np.float64),
+                                     np.einsum("mc,mc->c", dy, xhat, dtype=np.float64)))
+        n, s1, s2 = _rank_order_sum(parts)
+        return s1, s2, n
+
+    def _idle_sync(self, norms: list) -> None:
+        """A rank whose shard of this batch is empty still takes part in the gathers the
+        synchronised BatchNormalization layers make (forward in order, backward in
+        reverse), with nothing to add."""
+        for layer in norms:
+            c = layer.moving_mean.shape[0]
+            self.comm.allgather((0, np.zeros(c), np.zeros(c)))
+        for layer in reversed(norms):
+            if layer.need_input_grad:
+                c = layer.moving_mean.shape[0]
+                self.comm.allgather((0, np.zeros(c), np.zeros(c)))
+
     def allgather(self, obj) -> list:
         """Every rank's obj, in rank order (pickled; for small things)."""
         return [obj] if self.comm is None else self.comm.allgather(obj)
@@ -241,10 +274,17 @@ class DataParallel:
         n_tr = model._n_trainable
         grads = self._buf("grads", (len(self.local_shards), n_tr))
         norms = _batch_norms(model) if s_count > 1 else []
+        synced = [la for la in norms if la.synchronized] if self.comm is not None else []
+        if synced and s_count != self.size:
+            raise ValueError(f"fastnn.distribute: BatchNormalization(synchronized=True) needs one "
+                             f"shard per process; num_shards is {s_count} for {self.size} "
+                             "processes")
         local = {}
         t0 = time.perf_counter()
         for j, s in enumerate(self.local_shards):
             if not live[s]:
+                if synced:
+                    self._idle_sync(synced)
                 continue
             rows = idx[bounds[s]:bounds[s + 1]]
             xb = [np.take(a, rows, axis=0) for a in xs]
@@ -285,6 +325,17 @@ class DataParallel:
         tm["step"] += t4 - t3
         outs = [np.concatenate([shards[s][1][k] for s in order]) for k in range(len(shards[order[0]][1]))]
         return total, (outs[0] if len(outs) == 1 else outs)
+
+
+def _rank_order_sum(parts):
+    """(rows, Σ a, Σ b) of [(rows, a, b), ...] from every rank, added in rank order."""
+    n, a, b = parts[0]
+    a, b = a.copy(), b.copy()
+    for m, pa, pb in parts[1:]:
+        n += m
+        a += pa
+        b += pb
+    return n, a, b
 
 
 def _batch_norms(model) -> list:

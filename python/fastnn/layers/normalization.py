@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _core, initializers
+from .. import _core, distribute, initializers
 from .base import Layer, register
 from .core import _init_name
 
@@ -17,13 +17,21 @@ class BatchNormalization(Layer):
     batch (biased batch variance, as Keras). They are not trainable parameters: they are
     layer state (see ``state()``), saved and loaded with the model. As in Keras, a layer
     with trainable=False always uses the moving statistics, and does not update them.
+
+    synchronized=True (Keras's argument; PyTorch's SyncBatchNorm): under data-parallel
+    training (fastnn.distribute, one shard per process) each process normalises its shard
+    with the statistics of the whole global batch, gathered from every process in each
+    forward pass, and the backward pass uses the global sums as well, so a step computes
+    what one process computes on the whole batch. Without a distribution it is the usual
+    layer.
     """
 
     def __init__(self, axis=-1, momentum: float = 0.99, epsilon: float = 1e-3,
                  center: bool = True, scale: bool = True, beta_initializer="zeros",
                  gamma_initializer="ones", moving_mean_initializer="zeros",
-                 moving_variance_initializer="ones", **kw):
+                 moving_variance_initializer="ones", synchronized: bool = False, **kw):
         super().__init__(**kw)
+        self.synchronized = bool(synchronized)
         if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
             raise TypeError(f"BatchNormalization: axis must be an int, got {axis!r}")
         if not 0.0 <= float(momentum) <= 1.0:
@@ -83,6 +91,20 @@ class BatchNormalization(Layer):
         invstd = self.buffer("invstd", (c,))
         batch_stats = bool(self.trainable)
         shard_stats = self.__dict__.get("_shard_stats")
+        self._sync = None
+        if batch_stats and self.synchronized and shard_stats is not None:
+            sync = self._sync = distribute.distribution()
+            if sync is not None and sync.size > 1:
+                # the global batch's statistics: every rank's sums, added in rank order
+                var = self.buffer("global_var", (c,))
+                sync.global_moments(mean, var, x2)
+                _core.batch_norm_forward_infer(y, None, invstd, x2, gamma, beta, mean, var,
+                                               self.epsilon)
+                shard_stats.append((x2.shape[0], mean.copy(), invstd.copy()))
+                self._x, self._mean, self._invstd, self._batch_stats, self._shape = (
+                    x2, mean, invstd, False, x.shape)
+                return y.reshape(x.shape)
+            self._sync = None
         if batch_stats and shard_stats is not None:
             # a shard of a data-parallel step: the moving statistics are updated once per
             # step from every shard's (fastnn.distribute), not here
@@ -107,13 +129,24 @@ class BatchNormalization(Layer):
         learn = self.trainable
         dgamma = self.dgamma if (learn and self.scale) else None
         dbeta = self.dbeta if (learn and self.center) else None
-        _core.batch_norm_backward(dx, dgamma, dbeta, dy.reshape(x.shape), self._mean, self._invstd,
+        dy2 = dy.reshape(x.shape)
+        _core.batch_norm_backward(dx, dgamma, dbeta, dy2, self._mean, self._invstd,
                                   x, self.gamma if self.scale else None, self._batch_stats,
                                   False)  # overwrites dx: no zeroing pass
+        sync = self.__dict__.get("_sync")
+        if sync is not None and dx is not None:
+            # dx = gamma·invstd·(dy − Σdy/B − x̂·Σ(dy·x̂)/B), sums over the global batch: the
+            # kernel gave the first term (statistics taken as constants), add the others
+            xhat = (x - self._mean) * self._invstd
+            s1, s2, n = sync.global_sums(dy2, xhat)
+            g = self._invstd * (self.gamma if self.scale else np.float32(1.0))
+            dx -= (g * (s1 / n)).astype(np.float32)
+            dx -= xhat * (g * (s2 / n)).astype(np.float32)
         return None if dx is None else dx.reshape(self._shape)
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis, "momentum": self.momentum,
+                "synchronized": self.synchronized,
                 "epsilon": self.epsilon, "center": self.center, "scale": self.scale,
                 "beta_initializer": _init_name(self.beta_initializer),
                 "gamma_initializer": _init_name(self.gamma_initializer),
