@@ -83,7 +83,7 @@ def test_predict(benchmark, built, impl, batch, name):
     sess = None
     if impl.startswith("fastnn"):
         m = qmodel if impl.endswith("int8") else model
-        run = lambda: m.predict(x, verbose=0)  # noqa: E731
+        run = lambda: m.predict(x, batch_size=batch, verbose=0)  # noqa: E731  (one call, as ORT)
     else:
         if not _have_onnxruntime():
             pytest.skip("onnx / onnxruntime not installed")
