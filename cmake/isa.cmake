@@ -29,7 +29,7 @@ function(fastnn_apply_isa_flags target)
     set_source_files_properties(
       ${CMAKE_CURRENT_SOURCE_DIR}/cpp/cpu/qgemm/qkernel_vnni.cpp
       PROPERTIES COMPILE_OPTIONS
-      "-mavx512f;-mavx512bw;-mavx512vl;-mavx512vnni;-mavx2;-mfma;-ffp-contract=off")
+      "-mavx512f;-mavx512bw;-mavx512dq;-mavx512vl;-mavx512vnni;-mavx2;-mfma;-ffp-contract=off")
   endif()
   # The int8 kernels (cpp/cpu/qgemm): the per-ISA files above are chosen at run time.
   # Their float epilogue is specified operation by operation (qgemm.h), so no file of

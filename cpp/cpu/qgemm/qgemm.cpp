@@ -37,7 +37,7 @@ const char* const* qgemm_supported_isas(int* count) {
 #if defined(FASTNN_X86)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
         __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
       names[k++] = "avx512vnni";
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) names[k++] = "avx2";

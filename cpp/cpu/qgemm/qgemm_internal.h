@@ -70,7 +70,7 @@ struct QKernel {
 
 const QKernel& qkernel_generic();
 const QKernel& qkernel_avx2();  // only called when the CPU has AVX2 and FMA
-const QKernel& qkernel_vnni();  // only called when the CPU has AVX-512F/BW/VL/VNNI
+const QKernel& qkernel_vnni();  // only called when the CPU has AVX-512F/BW/DQ/VL/VNNI
 
 // The scalar epilogue of one element (used by the generic kernel and the plain twin).
 inline float epilogue_z(int32_t acc, int32_t colsum, float x_scale, float w_scale,

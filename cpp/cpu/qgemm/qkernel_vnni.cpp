@@ -1,4 +1,4 @@
-// Int8 kernels for AVX-512 VNNI (compiled with -mavx512f -mavx512bw -mavx512vl
+// Int8 kernels for AVX-512 VNNI (compiled with -mavx512f -mavx512bw -mavx512dq -mavx512vl
 // -mavx512vnni -mavx2 -mfma, see cmake/isa.cmake; the driver calls them only when the
 // CPU reports all of these).
 //
@@ -9,7 +9,7 @@
 #include "qgemm_internal.h"
 
 #if defined(FASTNN_X86) && defined(__AVX512F__) && defined(__AVX512BW__) && \
-    defined(__AVX512VL__) && defined(__AVX512VNNI__)
+    defined(__AVX512VL__) && defined(__AVX512VNNI__) && defined(__AVX512DQ__)
 #include <immintrin.h>
 
 #include <algorithm>
@@ -139,43 +139,50 @@ void macro_vnni(const Block& blk) {
 }
 
 // q = clamp(rint(x / scale) + zp, 0, 255), NaN → 0.
-// The quotient is first taken as r = x · (1/scale), within a relative 2^-22 of x / scale.
-// While |r| < 1024 that is within 2^-12 of it, so rint(r) = rint(x / scale) unless r lies
-// within 2^-12 of a half-integer; only vectors holding such a lane pay for the IEEE
-// division (ties are rare but exact: the result is bit for bit that of rint(x / scale)).
+// The shifted quotient is first taken as r = fma(x, 1/scale, zp): while |x / scale| < 1024,
+// 1/scale's rounding moves it by at most 2^-14, the fma's by at most 2^-14 more (|r| <
+// 2048), and fl(x / scale) lies within 2^-14 of x / scale, so rint(r) = rint(x / scale) +
+// zp unless r lies within 2^-12 of a half-integer (vreduceps gives r − rint(r) in one
+// step); only vectors holding such a lane pay for the IEEE division (ties are rare but
+// exact: the result is bit for bit that of rint(x / scale) + zp).
 // Past 1024 either quotient clamps to the same end (min(1024, r) keeps a NaN r, which
 // converts to INT_MIN and saturates to 0, as do −inf and large negative r). rint is the
 // conversion's round-to-nearest-even; the clamp to [0, 255] is the unsigned saturation
 // of the packs (vpackusdw, vpackuswb) or of max(i, 0) and vpmovusdb.
 struct Quantizer {
-  __m512 inv, vs, cap, near_lo;
+  __m512 inv, vs, cap, near_lo, zpf;
   __m512i zp;
   bool use_inv;
-  Quantizer(float scale, float zpf) {
+  Quantizer(float scale, float zp_f) {
     const float inv_s = 1.0f / scale;
     use_inv = std::isfinite(inv_s) && inv_s >= 1.17549435e-38f;
     inv = _mm512_set1_ps(inv_s);
     vs = _mm512_set1_ps(scale);
     cap = _mm512_set1_ps(1024.0f);
     near_lo = _mm512_set1_ps(0.5f - 2.44140625e-4f);  // 0.5 − 2^-12
-    zp = _mm512_set1_epi32(int32_t(zpf));
+    zpf = _mm512_set1_ps(zp_f);
+    zp = _mm512_set1_epi32(int32_t(zp_f));
   }
-  // int32 rint(x / scale) + zp, not yet clamped (NaN: INT_MIN + zp, below 0).
+  // int32 rint(x / scale) + zp, not yet clamped (NaN: INT_MIN or INT_MIN + zp, below 0).
   __m512i operator()(__m512 xv) const {
     constexpr int kNear = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    __m512i i;
     if (use_inv) {
-      const __m512 r = _mm512_min_ps(cap, _mm512_mul_ps(xv, inv));
-      i = _mm512_cvt_roundps_epi32(r, kNear);
-      const __m512 f = _mm512_abs_ps(_mm512_sub_ps(r, _mm512_cvtepi32_ps(i)));
+      // Past 1024 − zp the result clamps to 255 either way; below −2^31 the conversion
+      // gives INT_MIN (0 after the clamp), as for NaN.
+      const __m512 r = _mm512_min_ps(cap, _mm512_fmadd_ps(xv, inv, zpf));
+      __m512i i = _mm512_cvt_roundps_epi32(r, kNear);
+      const __m512 f = _mm512_abs_ps(_mm512_reduce_ps(r, _MM_FROUND_TO_NEAREST_INT));
       const __mmask16 near = _mm512_cmp_ps_mask(f, near_lo, _CMP_GE_OQ);
       if (near)
-        i = _mm512_mask_cvt_roundps_epi32(
-            i, near, _mm512_min_ps(cap, _mm512_maskz_div_ps(near, xv, vs)), kNear);
-    } else {
-      i = _mm512_cvt_roundps_epi32(_mm512_min_ps(cap, _mm512_div_ps(xv, vs)), kNear);
+        i = _mm512_mask_add_epi32(
+            i, near,
+            _mm512_cvt_roundps_epi32(_mm512_min_ps(cap, _mm512_maskz_div_ps(near, xv, vs)),
+                                     kNear),
+            zp);
+      return i;
     }
-    return _mm512_add_epi32(i, zp);
+    return _mm512_add_epi32(
+        _mm512_cvt_roundps_epi32(_mm512_min_ps(cap, _mm512_div_ps(xv, vs)), kNear), zp);
   }
 };
 
