@@ -500,6 +500,21 @@ __attribute__((always_inline)) inline v8 load8(const float* p) {
 __attribute__((always_inline)) inline void store8(float* p, v8 v) {
   *reinterpret_cast<v8*>(p) = v;
 }
+// 16 floats: one zmm register in the AVX-512 clone, two ymm in the AVX2 one.
+typedef float v16 __attribute__((vector_size(64), aligned(4), may_alias));
+
+// Unaligned load/store of a V (the aligned(4) of the typedefs is lost on a template
+// argument, hence memcpy).
+template <class V>
+__attribute__((always_inline)) inline V loadv(const float* p) {
+  V r;
+  __builtin_memcpy(&r, p, sizeof(V));
+  return r;
+}
+template <class V>
+__attribute__((always_inline)) inline void storev(float* p, V v) {
+  __builtin_memcpy(p, &v, sizeof(V));
+}
 
 constexpr int kPB = 6;  // pixels per register tile (forward)
 
@@ -519,54 +534,56 @@ int64_t direct_taps(Tap* taps, const int64_t* khs, int64_t nkh, int64_t Wq, cons
   return t;
 }
 
-// The epilogue of a PB × NV·8 accumulator tile of which the first np pixels and no
-// channels are real: y (and z) rows ld floats apart. Full tiles with linear/relu go
+// The epilogue of a PB × NV·L accumulator tile (V: L floats) of which the first np pixels
+// and no channels are real: y (and z) rows ld floats apart. Full tiles with linear/relu go
 // straight from registers; the rest through epilogue_px.
-template <int PB, int NV>
+template <class V, int PB, int NV>
 __attribute__((always_inline)) inline void store_tile(float* yo, float* zo, int64_t ld,
-                                                      const v8 (&acc)[PB][NV], int64_t np,
+                                                      const V (&acc)[PB][NV], int64_t np,
                                                       int64_t no, Act act) {
-  if (np == PB && no == 8 * NV && (act == Act::linear || act == Act::relu)) {
-    const v8 zero{};
+  constexpr int L = int(sizeof(V) / sizeof(float));
+  if (np == PB && no == L * NV && (act == Act::linear || act == Act::relu)) {
+    const V zero{};
     for (int j = 0; j < PB; ++j)
       for (int v = 0; v < NV; ++v) {
-        v8 r = acc[j][v];
-        if (zo) store8(zo + j * ld + 8 * v, r);
+        V r = acc[j][v];
+        if (zo) storev<V>(zo + j * ld + L * v, r);
         if (act == Act::relu) r = r > zero ? r : zero;
-        store8(yo + j * ld + 8 * v, r);
+        storev<V>(yo + j * ld + L * v, r);
       }
     return;
   }
-  alignas(32) float tile[PB * NV * 8];
+  alignas(64) float tile[PB * NV * L];
   for (int j = 0; j < PB; ++j)
-    for (int v = 0; v < NV; ++v) store8(tile + (j * NV + v) * 8, acc[j][v]);
+    for (int v = 0; v < NV; ++v) storev<V>(tile + (j * NV + v) * L, acc[j][v]);
   for (int64_t j = 0; j < np; ++j)
-    epilogue_px(yo + j * ld, zo ? zo + j * ld : nullptr, tile + j * NV * 8, nullptr, no, act);
+    epilogue_px(yo + j * ld, zo ? zo + j * ld : nullptr, tile + j * NV * L, nullptr, no, act);
 }
 
 // kPB pixels × NV·8 channels: acc = bias + Σ_taps x · w, then the epilogue into y (and z),
 // straight from registers for full tiles with linear/relu. xq0 points at the padded input
 // column of the tile's first pixel; pixel j reads sC floats further per pixel.
-template <int NV>
+template <class V, int NV>
 __attribute__((always_inline)) inline void direct_fwd_tile(
     float* yo, float* zo, int64_t ldy, int64_t np, int64_t no, const float* xq0,
     const Tap* taps, int64_t T, const float* wp, const float* bp, int64_t sC, Act act) {
-  v8 acc[kPB][NV];
+  constexpr int L = int(sizeof(V) / sizeof(float));
+  V acc[kPB][NV];
   for (int v = 0; v < NV; ++v) {
-    const v8 bv = load8(bp + 8 * v);
+    const V bv = loadv<V>(bp + L * v);
     for (int j = 0; j < kPB; ++j) acc[j][v] = bv;
   }
   for (int64_t t = 0; t < T; ++t) {
     const float* wq = wp + taps[t].w;
     const float* xq = xq0 + taps[t].x;
-    v8 wv[NV];
-    for (int v = 0; v < NV; ++v) wv[v] = load8(wq + 8 * v);
+    V wv[NV];
+    for (int v = 0; v < NV; ++v) wv[v] = loadv<V>(wq + L * v);
     for (int j = 0; j < kPB; ++j) {
       const float xv = xq[j * sC];
       for (int v = 0; v < NV; ++v) acc[j][v] += xv * wv[v];
     }
   }
-  store_tile<kPB, NV>(yo, zo, ldy, acc, np, no, act);
+  store_tile<V, kPB, NV>(yo, zo, ldy, acc, np, no, act);
 }
 
 // One output row (n, oh): y, z rows (OW, OC) from its padded input rows and taps.
@@ -580,13 +597,18 @@ FASTNN_CLONES void direct_fwd_row(float* yr, float* zr, const float* xrows, cons
     for (int64_t o0 = 0; o0 < OCp;) {
       float* yo = yr + ow0 * OC + o0;
       float* zo = zr ? zr + ow0 * OC + o0 : nullptr;
-      if (OCp - o0 >= 16) {
-        direct_fwd_tile<2>(yo, zo, OC, np, std::min<int64_t>(16, OC - o0), xq0, taps, T,
-                           wp + o0, bp + o0, sC, act);
+      // Tiles of 32 channels (two 16-float vectors: twelve zmm accumulators), then 16, 8.
+      if (OCp - o0 >= 32) {
+        direct_fwd_tile<v16, 2>(yo, zo, OC, np, std::min<int64_t>(32, OC - o0), xq0, taps,
+                                T, wp + o0, bp + o0, sC, act);
+        o0 += 32;
+      } else if (OCp - o0 >= 16) {
+        direct_fwd_tile<v8, 2>(yo, zo, OC, np, std::min<int64_t>(16, OC - o0), xq0, taps, T,
+                               wp + o0, bp + o0, sC, act);
         o0 += 16;
       } else {
-        direct_fwd_tile<1>(yo, zo, OC, np, std::min<int64_t>(8, OC - o0), xq0, taps, T,
-                           wp + o0, bp + o0, sC, act);
+        direct_fwd_tile<v8, 1>(yo, zo, OC, np, std::min<int64_t>(8, OC - o0), xq0, taps, T,
+                               wp + o0, bp + o0, sC, act);
         o0 += 8;
       }
     }
@@ -821,7 +843,7 @@ __attribute__((always_inline)) inline void depthwise_fwd_tile(
         for (int v = 0; v < NV; ++v) acc[j][v] += load8(xq + j * sx + 8 * v) * wv[v];
     }
   }
-  store_tile<PB, NV>(yo, zo, OC, acc, PB, NV * 8, act);
+  store_tile<v8, PB, NV>(yo, zo, OC, acc, PB, NV * 8, act);
 }
 
 // Channels [o0, OC) (fewer than 8) of output pixel ow, one at a time.
