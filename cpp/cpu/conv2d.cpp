@@ -11,6 +11,8 @@
 //    with a register tile of pixels, reading zero-padded copies of the input rows; its
 //    backward computes dz, db and dw row by row in one pass.
 //  * depthwise: groups == C: vectorised over channels, no reduction over C at all.
+// The im2col path's forward reads the windows in place instead (implicit GEMM, no
+// matrix) when they all lie inside the image, dil_w is 1 and OC is a multiple of 16.
 //
 // Determinism: every output element is computed by one thread in a fixed order; sums over
 // the batch (dw, db) are taken per fixed chunk of the batch (chunks depend only on the
@@ -628,6 +630,114 @@ void pad_weights(float* wp, float* bp, const float* w, const float* b, const Geo
   for (int64_t o = 0; o < OCp; ++o) bp[o] = (b && o < g.OC) ? b[o] : 0.0f;
 }
 
+// ---------------------------------------------------------------------------------------
+// implicit-GEMM forward (the im2col shapes whose windows all lie inside the image): the
+// product of the im2col path without its matrix. A register tile of kImPB output pixels
+// × NV·16 channels reads each pixel's window in place (KH runs of KW·C contiguous floats
+// when dil_w == 1) against the weights (read in place, or repacked per channel block when
+// there are many pixels), and sums the K = KH·KW·C terms from zero in im2col's column
+// order before adding the bias, as the GEMM does for K up to its K block.
+
+constexpr int kImPB = 8;  // pixels per register tile (a last short tile takes 4)
+constexpr int64_t kImPackMinP = 512;  // pack the weights from this many output pixels on
+
+bool implicit_fits(const Geom& g) {
+  return g.G == 1 && g.dw == 1 && g.OC % 16 == 0 && g.pt == 0 && g.pl == 0 &&
+         (g.OH - 1) * g.sh + (g.KH - 1) * g.dh < g.H &&
+         (g.OW - 1) * g.sw + (g.KW - 1) < g.W;
+}
+
+// PB pixels (px: their windows' first floats; the first np real) × NV·16 channels:
+// y (and z) rows ldy floats apart, no real channels. wb: this block's weights (K rows,
+// ldw floats apart).
+template <int PB, int NV>
+__attribute__((always_inline)) inline void implicit_tile(float* yo, float* zo, int64_t ldy,
+                                                        const float* const* px, int64_t np,
+                                                        int64_t no, const float* wb,
+                                                        int64_t ldw, const float* bo,
+                                                        const Geom& g, Act act) {
+  constexpr int L = 16;
+  v16 acc[PB][NV];
+  for (int j = 0; j < PB; ++j)
+    for (int v = 0; v < NV; ++v) acc[j][v] = v16{};
+  const int64_t run = g.KW * g.C, step = g.dh * g.W * g.C;
+  const float* wq = wb;
+  for (int64_t kh = 0; kh < g.KH; ++kh) {
+    const float* p[PB];
+    for (int j = 0; j < PB; ++j) p[j] = px[j] + kh * step;
+    for (int64_t t = 0; t < run; ++t, wq += ldw) {
+      v16 wv[NV];
+      for (int v = 0; v < NV; ++v) wv[v] = loadv<v16>(wq + L * v);
+      for (int j = 0; j < PB; ++j) {
+        const float xv = p[j][t];
+        for (int v = 0; v < NV; ++v) acc[j][v] += xv * wv[v];
+      }
+    }
+  }
+  if (bo)
+    for (int v = 0; v < NV; ++v) {
+      const v16 bv = loadv<v16>(bo + L * v);
+      for (int j = 0; j < PB; ++j) acc[j][v] = acc[j][v] + bv;
+    }
+  store_tile<v16, PB, NV>(yo, zo, ldy, acc, np, no, act);
+}
+
+// Pixels [p0, p1) of y (and z), channel blocks of 32 (then one of 16). Weights w (K, OC),
+// or packed (wpk != nullptr: block o0 is (K, width) at wpk + o0·K).
+FASTNN_CLONES void implicit_pixels(float* y, float* z, const float* x, const float* w,
+                                   const float* wpk, const float* b, const Geom& g, Act act,
+                                   int64_t p0, int64_t p1) {
+  const int64_t OC = g.OC, K = g.KH * g.KW * g.C;
+  for (int64_t o0 = 0; o0 < OC;) {
+    const int64_t bw = OC - o0 >= 32 ? 32 : 16;
+    const float* wb = wpk ? wpk + o0 * K : w + o0;
+    const int64_t ldw = wpk ? bw : OC;
+    for (int64_t q = p0; q < p1; q += kImPB) {
+      const int64_t np = std::min<int64_t>(kImPB, p1 - q);
+      const float* px[kImPB];
+      for (int j = 0; j < kImPB; ++j) {
+        const int64_t p = q + std::min<int64_t>(j, np - 1);
+        const int64_t ow = p % g.OW, r = p / g.OW, oh = r % g.OH, n = r / g.OH;
+        px[j] = x + ((n * g.H + oh * g.sh) * g.W + ow * g.sw) * g.C;
+      }
+      float* yo = y + q * OC + o0;
+      float* zo = z ? z + q * OC + o0 : nullptr;
+      const float* bo = b ? b + o0 : nullptr;
+      if (np > 4) {
+        if (bw == 32) implicit_tile<kImPB, 2>(yo, zo, OC, px, np, 32, wb, ldw, bo, g, act);
+        else implicit_tile<kImPB, 1>(yo, zo, OC, px, np, 16, wb, ldw, bo, g, act);
+      } else {
+        if (bw == 32) implicit_tile<4, 2>(yo, zo, OC, px, np, 32, wb, ldw, bo, g, act);
+        else implicit_tile<4, 1>(yo, zo, OC, px, np, 16, wb, ldw, bo, g, act);
+      }
+    }
+    o0 += bw;
+  }
+}
+
+void forward_implicit(float* y, float* z, const float* x, const float* w, const float* b,
+                      const Geom& g, Act act) {
+  const int64_t OC = g.OC, K = g.KH * g.KW * g.C;
+  // With many pixels, the weights are repacked as blocks of 32 (then 16) channels, each
+  // (K, width) and contiguous: 5-10% faster than reading them with row stride OC.
+  float* wpk = nullptr;
+  if (g.P() >= kImPackMinP) {
+    wpk = thread_buffer(0, K * OC);
+    for (int64_t o0 = 0; o0 < OC;) {
+      const int64_t bw = OC - o0 >= 32 ? 32 : 16;
+      for (int64_t k = 0; k < K; ++k)
+        std::memcpy(wpk + o0 * K + k * bw, w + k * OC + o0, size_t(bw) * sizeof(float));
+      o0 += bw;
+    }
+  }
+  // Units of 128 pixels (a multiple of the tile), in parallel; one thread each.
+  constexpr int64_t kUnit = 16 * kImPB;
+  const int64_t P = g.P(), units = (P + kUnit - 1) / kUnit;
+  parallel_for(units, grain_for(units, 1), [&](int64_t a, int64_t e) {
+    implicit_pixels(y, z, x, w, wpk, b, g, act, a * kUnit, std::min(P, e * kUnit));
+  });
+}
+
 void forward_direct(float* y, float* z, const float* x, const float* w, const float* b,
                     const Geom& g, Act act) {
   const int64_t OCp = round8(g.OC);
@@ -1056,7 +1166,11 @@ void conv2d_forward(float* y, float* z, const float* x, const float* w, const fl
   if (g.P() == 0 || OC == 0) return;
   switch (choose(g)) {
     case Algo::pointwise: forward_pointwise(y, z, x, w, b, g, act); break;
-    case Algo::im2col: forward_im2col(y, z, x, w, b, g, act); break;
+    case Algo::im2col:
+      // Forward only: backward keeps the im2col tiles (its GEMMs need the matrix).
+      if (implicit_fits(g)) forward_implicit(y, z, x, w, b, g, act);
+      else forward_im2col(y, z, x, w, b, g, act);
+      break;
     case Algo::direct: forward_direct(y, z, x, w, b, g, act); break;
     case Algo::depthwise: forward_depthwise(y, z, x, w, b, g, act); break;
   }
