@@ -53,12 +53,20 @@ CASES = {
     "direct-C2-stride2-dil2": case(3, 13, 12, 2, 17, 3, strides=2, padding=((1, 0), (2, 1)),
                                    dilation=2, algo="direct"),
     "direct-C4-1x1": case(2, 5, 6, 4, 9, 1, algo="direct"),
+    # im2col shapes whose windows lie inside the image and OC % 16 == 0: the forward reads
+    # the windows in place (implicit GEMM; channel blocks of 32 then 16, short last tiles).
+    "implicit-OC48": case(3, 9, 11, 12, 48, 3, algo="im2col"),
+    "implicit-OC16-stride2-dil(2,1)": case(2, 13, 12, 7, 16, 3, strides=2, dilation=(2, 1),
+                                           algo="im2col"),
+    "implicit-2x3-batch1": case(1, 6, 7, 5, 32, (2, 3), algo="im2col"),
 }
 # The MNIST CNN's conv layers (28x28x1→32, 13x13x32→64, 5x5x64→64), at small batches.
 MNIST = {
     "mnist-conv1": case(16, 28, 28, 1, 32, 3, algo="direct"),
     "mnist-conv2": case(4, 13, 13, 32, 64, 3, algo="im2col"),
     "mnist-conv3": case(8, 5, 5, 64, 64, 3, algo="im2col"),
+    # 968 output pixels: the implicit forward repacks the weights
+    "mnist-conv2-batch8": case(8, 13, 13, 32, 64, 3, algo="im2col"),
 }
 
 
@@ -223,7 +231,8 @@ def test_kernels_match_twin(name):
 
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("name", ["3x3-stride2-same", "direct-C3-5x5-same",
-                                  "depthwise-x2-stride2", "depthwise-C20-same", "1x1"])
+                                  "depthwise-x2-stride2", "depthwise-C20-same", "1x1",
+                                  "implicit-OC48", "implicit-OC16-stride2-dil(2,1)"])
 def test_kernels_match_twin_every_activation(name, act):
     check_against_twin(CASES[name], act, use_bias=True, seed=100 + ACTS.index(act))
 
@@ -255,7 +264,8 @@ def test_im2col_tiling(c):
 
 @pytest.mark.parametrize("name", ["1x1-groups2", "3x3-stride2-same", "groups3-stride2",
                                   "depthwise-x2-stride2", "direct-C1-OC40-same",
-                                  "direct-C2-stride2-dil2", "4x4-stride2-same-even"])
+                                  "direct-C2-stride2-dil2", "4x4-stride2-same-even",
+                                  "implicit-OC48"])
 def test_small_integers_are_exact(name):
     c = CASES[name]
     rng = np.random.default_rng(21)
@@ -287,6 +297,7 @@ THREAD_CASES = {
     "im2col-groups": case(4, 10, 10, 8, 6, 3, padding=1, groups=2, algo="im2col"),
     "im2col-bands": case(3, 66, 67, 8, 5, 3, padding="same", algo="im2col"),
     "pointwise": case(4, 9, 10, 12, 7, 1, algo="pointwise"),
+    "implicit": case(6, 13, 13, 16, 48, 3, algo="im2col"),
     "direct": case(8, 14, 13, 1, 24, 3, padding="same", algo="direct"),
     "depthwise": case(4, 11, 12, 16, 16, 3, strides=2, padding="same", groups=16,
                       algo="depthwise"),
