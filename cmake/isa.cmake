@@ -2,7 +2,8 @@
 #
 # Portable build (default): every file is compiled for the baseline x86-64 ISA, except
 # the GEMM micro-kernels, which are compiled once per ISA (gemm/kernel_avx2.cpp,
-# gemm/kernel_avx512.cpp) and chosen at run time from what the CPU reports; elementwise
+# gemm/kernel_avx512.cpp; qgemm/qkernel_avx2.cpp, qgemm/qkernel_vnni.cpp for int8) and
+# chosen at run time from what the CPU reports; elementwise
 # kernels use FASTNN_CLONES (GCC/Clang target_clones) for the same effect.
 #
 # FASTNN_NATIVE=ON: everything is compiled with -march=native and the run-time choice
@@ -34,9 +35,6 @@ function(fastnn_apply_isa_flags target)
   # The int8 kernels (cpp/cpu/qgemm): the per-ISA files above are chosen at run time.
   # Their float epilogue is specified operation by operation (qgemm.h), so no file of
   # theirs may fuse a multiply and an add.
-  file(GLOB _fastnn_qgemm_sources CONFIGURE_DEPENDS
-       ${CMAKE_CURRENT_SOURCE_DIR}/cpp/cpu/qgemm/*.cpp)
-  target_sources(${target} PRIVATE ${_fastnn_qgemm_sources})
   foreach(_src qgemm.cpp qkernel_generic.cpp)
     set_source_files_properties(${CMAKE_CURRENT_SOURCE_DIR}/cpp/cpu/qgemm/${_src}
                                 PROPERTIES COMPILE_OPTIONS "-ffp-contract=off")
