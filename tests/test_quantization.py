@@ -207,3 +207,17 @@ def test_embedding_tables(rng, tmp_path, mode):
     assert np.abs(want - m.predict(ids)).max() <= ws.max() / 2 + 1e-7
     q.save(tmp_path / "e.fastnn")
     np.testing.assert_array_equal(fn.models.load_model(tmp_path / "e.fastnn").predict(ids), want)
+
+
+def test_a_pruned_model_is_quantized_as_stripped(digits, tmp_path):
+    x, y = digits
+    m = fn.pruning.prune_low_magnitude(mnist_mlp_model([32], seed=0),
+                                       pruning_schedule=fn.pruning.ConstantSparsity(0.5, 0))
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    m.fit(x, y, epochs=1, verbose=0, callbacks=[fn.pruning.UpdatePruningStep()])
+    q = fn.quantization.quantize(m)
+    assert not fn.pruning.is_pruned(q) and fn.pruning.is_pruned(m)
+    want = fn.quantization.quantize(fn.pruning.strip_pruning(m)).predict(x)
+    np.testing.assert_array_equal(q.predict(x), want)
+    q.save(tmp_path / "pq.fastnn")
+    np.testing.assert_array_equal(fn.models.load_model(tmp_path / "pq.fastnn").predict(x), want)

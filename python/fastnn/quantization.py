@@ -17,7 +17,8 @@ the (100 - percentile)% most extreme values on each side). Products accumulate i
 and are dequantized, biased and activated in one pass; see fastnn.layers.quantized. Other
 layers (normalization, recurrent layers, pooling, position tables) stay float32.
 
-The model given is not changed: quantize works on a copy. The copy predicts, evaluates,
+The model given is not changed: quantize works on a copy (of ``strip_pruning(model)`` for a
+model that is being pruned). The copy predicts, evaluates,
 saves and loads (the int8 kernels and their scales are int8 / float32 tensors in the
 file); it does not train.
 """
@@ -135,6 +136,9 @@ def quantize(model, mode: str = "dynamic", calibration_data=None, method: str = 
                          "typical inputs)")
     if quantized_layers(model):
         raise ValueError("quantize: the model is quantized already")
+    from . import pruning
+    if pruning.is_pruned(model):  # quantize what would be exported: no masks
+        model = pruning.strip_pruning(model)
     qmodel = _copy(model)
     ranges = None
     if mode == "static":
