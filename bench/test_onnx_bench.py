@@ -80,7 +80,6 @@ def test_predict(benchmark, built, impl, batch, name):
     fn.set_num_threads(THREADS)
     model, qmodel, path, qpath = built(name)
     x = MODELS[name][1](batch, np.random.default_rng(0)).astype(np.float32)
-    sess = None
     if impl.startswith("fastnn"):
         m = qmodel if impl.endswith("int8") else model
         run = lambda: m.predict(x, batch_size=batch, verbose=0)  # noqa: E731  (one call, as ORT)

@@ -29,7 +29,7 @@ import tempfile
 
 import numpy as np
 
-from .layers.quantized import MODES, OBSERVER, QuantKernels
+from .layers.quantized import OBSERVER, QuantKernels, check_mode
 
 __all__ = ["quantize", "quantized_layers", "model_bytes"]
 
@@ -122,8 +122,7 @@ def quantize(model, mode: str = "dynamic", calibration_data=None, method: str = 
     if not model._ready:
         raise ValueError("quantize: the model is not built yet; build it (input_shape=..., "
                          "build() or fit) before quantizing")
-    if mode not in MODES:
-        raise ValueError(f"quantize: mode must be one of {MODES}, got {mode!r}")
+    check_mode(mode, "quantize")
     if method not in METHODS:
         raise ValueError(f"quantize: method must be one of {METHODS}, got {method!r}")
     if not (isinstance(percentile, (int, float)) and 50.0 < percentile <= 100.0):

@@ -91,20 +91,22 @@ class BatchNormalization(Layer):
         invstd = self.buffer("invstd", (c,))
         batch_stats = bool(self.trainable)
         shard_stats = self.__dict__.get("_shard_stats")
-        self._sync = None
+        sync = None
         if batch_stats and self.synchronized and shard_stats is not None:
-            sync = self._sync = distribute.distribution()
-            if sync is not None and sync.size > 1:
-                # the global batch's statistics: every rank's sums, added in rank order
-                var = self.buffer("global_var", (c,))
-                sync.global_moments(mean, var, x2)
-                _core.batch_norm_forward_infer(y, None, invstd, x2, gamma, beta, mean, var,
-                                               self.epsilon)
-                shard_stats.append((x2.shape[0], mean.copy(), invstd.copy()))
-                self._x, self._mean, self._invstd, self._batch_stats, self._shape = (
-                    x2, mean, invstd, False, x.shape)
-                return y.reshape(x.shape)
-            self._sync = None
+            sync = distribute.distribution()
+            if sync is not None and sync.size == 1:
+                sync = None
+        self._sync = sync
+        if sync is not None:
+            # the global batch's statistics: every rank's sums, added in rank order
+            var = self.buffer("global_var", (c,))
+            sync.global_moments(mean, var, x2)
+            _core.batch_norm_forward_infer(y, None, invstd, x2, gamma, beta, mean, var,
+                                           self.epsilon)
+            shard_stats.append((x2.shape[0], mean.copy(), invstd.copy()))
+            self._x, self._mean, self._invstd, self._batch_stats, self._shape = (
+                x2, mean, invstd, False, x.shape)
+            return y.reshape(x.shape)
         if batch_stats and shard_stats is not None:
             # a shard of a data-parallel step: the moving statistics are updated once per
             # step from every shard's (fastnn.distribute), not here
@@ -133,7 +135,7 @@ class BatchNormalization(Layer):
         _core.batch_norm_backward(dx, dgamma, dbeta, dy2, self._mean, self._invstd,
                                   x, self.gamma if self.scale else None, self._batch_stats,
                                   False)  # overwrites dx: no zeroing pass
-        sync = self.__dict__.get("_sync")
+        sync = self._sync
         if sync is not None and dx is not None:
             # dx = gamma·invstd·(dy − Σdy/B − x̂·Σ(dy·x̂)/B), sums over the global batch: the
             # kernel gave the first term (statistics taken as constants), add the others

@@ -123,9 +123,6 @@ class QuantKernels:
                 st[f"{name}_input"] = arrs["input"]
         return st
 
-    def quantized_bytes(self) -> int:
-        return sum(a.nbytes for k, a in self.state().items() if k.endswith(("_int8", "_scale", "_input")))
-
     def quantized_count(self) -> int:
         return sum(arrs["int8"].size for arrs in getattr(self, "_q", {}).values())
 
@@ -148,9 +145,9 @@ class QuantKernels:
         return p
 
     def qinput(self, name: str):
-        """(scale, zero point) of a static input, or (None, None) when dynamic."""
+        """(scale, zero point) of a static input, or (None, 0) when dynamic."""
         if self.quantization != "static":
-            return None, None
+            return None, 0
         s, z = self._q[name]["input"]
         return float(s), int(z)
 
@@ -159,7 +156,7 @@ class QuantKernels:
         (the binding fastnn.ops.qdense calls, without its per-call argument checks)."""
         xs, xz = self.qinput(name)
         qw = self.qweight(name)
-        _core.qdense_f32(y2, None, x2, qw.packed, qw.scale, bias, xs, xz or 0, act)
+        _core.qdense_f32(y2, None, x2, qw.packed, qw.scale, bias, xs, xz, act)
 
     def gather_int8(self, y: np.ndarray, ids: np.ndarray, name: str) -> None:
         """y (N, T, C) = the dequantized rows ids (N, T) of an int8 embedding table:
@@ -169,16 +166,8 @@ class QuantKernels:
 
     def qconv2d_into(self, y: np.ndarray, x: np.ndarray, geo, bias, act) -> None:
         """y (N, OH, OW, OC) = act(conv(x, dequantized kernel) + bias) through the int8
-        kernel (fastnn.ops.qconv2d's binding); geo: the layer's conv2d_geometry."""
+        kernel (fastnn.ops.qconv2d's call); geo: the layer's conv2d_geometry."""
         xs, xz = self.qinput("kernel")
-        qw = self.qweight("kernel")
-        kh, kw, c, _ = qw.kernel_shape
-        xq = self.buffer("xq", x.shape, np.uint8)
-        direct = (kh == kw == 1 and geo.stride_h == geo.stride_w == 1
-                  and geo.out_h == x.shape[1] and geo.out_w == x.shape[2])
-        col = None if direct else self.buffer(
-            "col", (x.shape[0] * geo.out_h * geo.out_w, kh * kw * c), np.uint8)
-        _core.qconv2d_f32(y, xq, col, x, qw.packed, qw.scale, bias, xs, xz or 0, kh, kw,
-                          geo.stride_h, geo.stride_w, geo.pad_top, geo.pad_left, geo.dil_h,
-                          geo.dil_w, act)
+        qops.qconv2d_run(y, x, self.qweight("kernel"), bias, geo, act, xs, xz,
+                         scratch=self.buffer)
 

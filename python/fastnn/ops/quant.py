@@ -253,16 +253,31 @@ def qconv2d(x, qw, b=None, strides=1, padding="valid", dilation=1, activation="l
     geo = conv2d_geometry(x.shape[1:3], qw.kernel_shape, strides, padding, dilation, op)
     b = _bias(b, OC, op)
     s, z = _input_params(x_scale, x_zero_point, op)
-    N = x.shape[0]
-    shape = (N, geo.out_h, geo.out_w, OC)
+    shape = (x.shape[0], geo.out_h, geo.out_w, OC)
     out = check_out(out, shape, op) if out is not None else np.empty(shape, np.float32)
-    xq = np.empty(x.shape, np.uint8)
+    qconv2d_run(out, x, qw, b, geo, act, s, z)
+    return out
+
+
+def _new_scratch(key, shape, dtype):
+    return np.empty(shape, dtype)
+
+
+def qconv2d_run(out, x, qw: QWeight, b, geo, act, x_scale, x_zero_point: int,
+                scratch=_new_scratch) -> None:
+    """The kernel call of qconv2d for arguments already checked: out (N, OH, OW, OC), x
+    (N, H, W, C) float32, geo a conv2d_geometry, act a _core.Act, x_scale None for dynamic.
+    scratch(key, shape, dtype) gives the uint8 scratch arrays (new ones by default; a
+    layer passes its reusable buffer())."""
+    KH, KW, C, _ = qw.kernel_shape
+    xq = scratch("xq", x.shape, np.uint8)
     direct = (KH == KW == 1 and geo.stride_h == geo.stride_w == 1 and
               geo.out_h == x.shape[1] and geo.out_w == x.shape[2])
-    col = None if direct else np.empty((N * geo.out_h * geo.out_w, KH * KW * C), np.uint8)
-    _core.qconv2d_f32(out, xq, col, x, qw.packed, qw.scale, b, s, z, KH, KW, geo.stride_h,
-                      geo.stride_w, geo.pad_top, geo.pad_left, geo.dil_h, geo.dil_w, act)
-    return out
+    col = None if direct else scratch(
+        "col", (x.shape[0] * geo.out_h * geo.out_w, KH * KW * C), np.uint8)
+    _core.qconv2d_f32(out, xq, col, x, qw.packed, qw.scale, b, x_scale, x_zero_point, KH, KW,
+                      geo.stride_h, geo.stride_w, geo.pad_top, geo.pad_left, geo.dil_h,
+                      geo.dil_w, act)
 
 
 def _q_out(out, shape, op: str) -> np.ndarray:
