@@ -10,6 +10,7 @@ import gzip
 import math
 import importlib.util
 import os
+import platform
 import resource
 import struct
 import sys
@@ -125,6 +126,19 @@ def peak_rss_mb() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return r / (1024.0 * 1024.0) if sys.platform == "darwin" else r / 1024.0
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
 
 
 # ---- MNIST --------------------------------------------------------------------------

@@ -52,6 +52,7 @@ def instrument(model, table):
     wrapped = {id(st): _Timed(st, _row_name(st), table) for st in plan.steps}
     plan.steps = [wrapped[id(st)] for st in plan.steps]
     plan.backward_steps = [wrapped[id(st)] for st in plan.backward_steps]
+    plan.direct = None  # the plan's shortcut that calls layers directly would skip the timers
     for loss in model._losses:
         inner = loss.forward_backward
 

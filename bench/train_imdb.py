@@ -77,32 +77,12 @@ def run_torch(args, data, vocab):
     import torch
     from torch import nn
 
+    import torch_transformer
+
     torch.manual_seed(args.seed)
     (x, y), (xt, yt) = data
-    c, t = args.embed_dim, args.maxlen
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.tok = nn.Embedding(vocab, c)
-            self.pos = nn.Embedding(t, c)
-            self.blocks = nn.ModuleList(
-                nn.TransformerEncoderLayer(c, args.heads, args.ff_dim, args.dropout,
-                                           batch_first=True, layer_norm_eps=1e-3)
-                for _ in range(args.blocks))
-            self.head = nn.Sequential(nn.Dropout(args.dropout), nn.Linear(c, 20), nn.ReLU(),
-                                      nn.Dropout(args.dropout), nn.Linear(20, 2))
-
-        def forward(self, ids):
-            pad = ids == 0
-            h = self.tok(ids) + self.pos.weight[None, : ids.shape[1]]
-            for b in self.blocks:
-                h = b(h, src_key_padding_mask=pad)
-            keep = (~pad).float()[..., None]
-            h = (h * keep).sum(1) / keep.sum(1).clamp(min=1.0)
-            return self.head(h)
-
-    net = Net()
+    net = torch_transformer.build_model(vocab, args.maxlen, args.embed_dim, args.heads,
+                                        args.ff_dim, args.blocks, args.dropout)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     lossf = nn.CrossEntropyLoss()
     xtr, ytr = torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y)

@@ -222,17 +222,6 @@ def package_size_mb(module):
     return total / 1e6, root
 
 
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def summarise(r):
     ts = r["epoch_times"]
     med = statistics.median(ts)
@@ -342,7 +331,7 @@ def main(argv=None):
     sched = "" if args.schedule == "constant" else f" with {args.schedule} decay"
     print(f"MNIST {args.model}, {args.epochs} epochs, batch {args.batch_size}{subset}, "
           f"Adam lr {args.lr:g}{sched}, "
-          f"thread cap {args.threads}; {cpu_name()}, {os.cpu_count()} CPUs, "
+          f"thread cap {args.threads}; {_common.cpu_name()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}")
     print(f"load average {load0[0]:.2f} before, {load1[0]:.2f} after"
           + ("  (machine busy: timings unreliable)" if max(load0[0], load1[0]) > 0.5 + (os.cpu_count() or 1) else ""))
@@ -388,7 +377,7 @@ def main(argv=None):
 
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"args": vars(args), "cpu": cpu_name(), "load_avg": [load0, load1],
+            json.dump({"args": vars(args), "cpu": _common.cpu_name(), "load_avg": [load0, load1],
                        "results": rows, "import": extras, "notes": notes}, fh, indent=1)
 
 
