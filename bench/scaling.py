@@ -252,26 +252,35 @@ def fmt_ms(r):
     return f"{r['step_s'] * 1e3:.2f}" if r and "step_s" in r else (r or {}).get("error", "-")
 
 
-def print_table(table, results, impls, markdown):
+def table_header(table, impls, markdown):
     peers = [i for i in impls if i != "fastnn"]
     head = (["row", "threads"] + [f"{i} ms/step" for i in impls]
             + [f"fastnn/{p}" for p in peers] + [f"{i} peak MB" for i in impls])
-    sep = " | " if markdown else "  "
     print(f"\n### {table}\n" if markdown else f"\n{table}")
-    print(("| " if markdown else "") + sep.join(head) + (" |" if markdown else ""))
+    print_cells(head, markdown)
     if markdown:
         print("|" + "|".join("---" if i < 2 else "---:" for i in range(len(head))) + "|")
-    for (name, threads), by in results.items():
-        f = by.get("fastnn") or {}
-        cells = [name, str(threads)] + [fmt_ms(by.get(i)) for i in impls]
-        for p in peers:
-            q = by.get(p) or {}
-            cells.append(f"{f['step_s'] / q['step_s']:.2f}"
-                         if "step_s" in f and "step_s" in q else "-")
-        cells += [f"{by[i]['peak_mb']:.0f}" if "peak_mb" in (by.get(i) or {}) else "-"
-                  for i in impls]
-        print(("| " if markdown else "") + sep.join(cells) + (" |" if markdown else ""),
-              flush=True)
+
+
+def print_cells(cells, markdown):
+    if markdown:
+        print("| " + " | ".join(cells) + " |", flush=True)
+    else:
+        print("  ".join(cells), flush=True)
+
+
+def table_row(name, threads, by, impls, markdown):
+    """One row: each implementation's time per step, fastnn's ratio to each peer, and
+    each implementation's peak memory growth."""
+    f = by.get("fastnn") or {}
+    cells = [name, str(threads)] + [fmt_ms(by.get(i)) for i in impls]
+    for p in impls[1:]:
+        q = by.get(p) or {}
+        cells.append(f"{f['step_s'] / q['step_s']:.2f}" if "step_s" in f and "step_s" in q
+                     else "-")
+    cells += [f"{by[i]['peak_mb']:.0f}" if "peak_mb" in (by.get(i) or {}) else "-"
+              for i in impls]
+    print_cells(cells, markdown)
 
 
 def main(argv=None):
@@ -300,16 +309,17 @@ def main(argv=None):
     everything = []
     for table in a.table.split(","):
         table_rows = [r for r in rows(table) if not a.rows or a.rows in r["name"]]
-        results = {}
+        cols = [i for i in impls if any(i in impls_for(r) for r in table_rows)]
+        if "fastnn" not in cols or not table_rows:
+            continue
+        cols = ["fastnn"] + [i for i in cols if i != "fastnn"]
+        table_header(table, cols, a.markdown)
         for row in table_rows:
             for n in threads:
-                by = results.setdefault((row["name"], n), {})
-                for impl in impls:
-                    if impl in impls_for(row):
-                        by[impl] = spawn(impl, row, n, a.epoch_s, a.timeout)
-                        everything.append(dict(by[impl], table=table, threads=n))
-        print_table(table, results, [i for i in impls if any(i in impls_for(r) for r in table_rows)],
-                    a.markdown)
+                by = {i: spawn(i, row, n, a.epoch_s, a.timeout) for i in cols
+                      if i in impls_for(row)}
+                everything += [dict(r, table=table, threads=n) for r in by.values()]
+                table_row(row["name"], n, by, cols, a.markdown)
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
     if a.json:
         with open(a.json, "w") as f:
