@@ -13,12 +13,30 @@
 // With zero_grads each thread zeroes its chunk of g right after updating it: the chunk
 // (32 KiB of g) is still in cache, and the zeroing is split between the threads, where a
 // separate memset of the whole gradient buffer would be one more pass on one thread.
+//
+// Adam and AdaGrad divide by √v + eps. On x86 the exact loops are bound by that square
+// root and division (vsqrtps and vdivps share one unit, whose throughput does not grow
+// with the vector width), not by memory; their AVX-512 and AVX2 passes further down keep
+// the exact square root and replace the division by a reciprocal estimate refined by
+// Newton-Raphson, which is within 1 ulp of the quotient. The ISA is the one gemm_isa()
+// names (set_gemm_isa forces one); "generic" runs the exact loops.
 #include "fastnn/optim.h"
 
 #include <cmath>
 #include <cstring>
 
 #include "fastnn/common.h"
+
+#if defined(FASTNN_X86) && defined(__GNUC__)
+#include <immintrin.h>
+#define FASTNN_OPTIM_X86 1
+// Functions compiled for one ISA. The helpers are always inlined into their callers,
+// which have the same target.
+#define FASTNN_AVX512 __attribute__((target("avx512f,fma")))
+#define FASTNN_AVX512_INLINE __attribute__((target("avx512f,fma"), always_inline)) inline
+#define FASTNN_AVX2 __attribute__((target("avx2,fma")))
+#define FASTNN_AVX2_INLINE __attribute__((target("avx2,fma"), always_inline)) inline
+#endif
 
 namespace fastnn {
 
@@ -95,7 +113,9 @@ void for_chunks(int64_t n, float* g, bool zero_grads, Update update) {
 
 // ---- tuned: one vectorised pass per chunk, cloned per ISA ------------------------------
 // The loop-invariant options (wd == 0, momentum, nesterov) are branched on outside the
-// element loops so each loop body is straight-line code.
+// element loops so each loop body is straight-line code. adam_range and adagrad_range,
+// with the exact square root and division, are the "generic" ISA's passes and the
+// reference of the AVX-512 / AVX2 passes below.
 
 // p (n), g (n): p -= lr·(g + wd·p)
 FASTNN_CLONES
@@ -189,6 +209,273 @@ void adagrad_range(float* __restrict p, float* __restrict acc, const float* __re
   }
 }
 
+#if defined(FASTNN_OPTIM_X86)
+// GCC 12 warns inside the AVX-512 intrinsics that read _mm512_undefined_ps() (GCC bug
+// 105593, a false positive fixed in GCC 13).
+#if !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+// ---- x86: AVX-512 and AVX2 passes with a refined reciprocal ----------------------------
+// The formulas of adam_range / adagrad_range with their products fused the way GCC fuses
+// them there (m, v and d come out bitwise equal), 16 (AVX-512) or 8 (AVX2) elements per
+// step; only the quotient q = m / d is computed differently:
+//
+//   x  ≈ 1/d              rcp14 (AVX-512), relative error < 2^-14; rcp (AVX2), < 1.5·2^-12,
+//                          then refined once: x += x·(1 − d·x), error < 2^-22
+//   q0 = m·x
+//   q  = q0 + x·(m − d·q0) one Newton-Raphson step on the quotient: before its final
+//                          rounding q is within (error of x)² of m/d, under 2^-28
+//
+// so q is m/d correctly rounded or 1 ulp away (AVX-512: about 0.3% of random quotients
+// are 1 ulp away; AVX2: none found in 32 million). The residual m − d·q0 is about
+// 2^-14·m (AVX2: 2^-22·m); for |m| below 2^-112 (AVX2: 2^-104), about 1e-34, it is
+// flushed to 0 (FlushDenormals) and q keeps the estimate's error: |q| < 2^-104/eps there,
+// so p moves by less than step_size·2^-104/eps, below its last bit unless eps is tiny.
+// Special values: √v is exact (v = 0 gives d = eps). q is NaN exactly when m or d is ±inf
+// or NaN (v = +inf after g² overflowed, a NaN gradient, ...) or m·x overflowed: the
+// residual then meets inf − inf or 0·inf. Those lanes, rare, take the IEEE quotient
+// instead, so every special value comes out as in the exact loops (m/inf = ±0: p does
+// not move); the test is one compare per vector, the division runs only when it hits.
+// The last n % W elements go through zero-padded copies (TailBlocks) and see the same
+// instructions as a full vector, so no element's result depends on where a chunk starts.
+
+// Copies of the last k < 16 elements of p, a, b (nullptr: unused) and g, zero-padded to 16.
+struct TailBlocks {
+  alignas(64) float p[16] = {}, a[16] = {}, b[16] = {}, g[16] = {};
+  TailBlocks(const float* p_, const float* a_, const float* b_, const float* g_, int64_t k) {
+    const size_t bytes = size_t(k) * sizeof(float);
+    std::memcpy(p, p_, bytes);
+    std::memcpy(a, a_, bytes);
+    if (b_) std::memcpy(b, b_, bytes);
+    std::memcpy(g, g_, bytes);
+  }
+  void store(float* p_, float* a_, float* b_, int64_t k) const {
+    const size_t bytes = size_t(k) * sizeof(float);
+    std::memcpy(p_, p, bytes);
+    std::memcpy(a_, a, bytes);
+    if (b_) std::memcpy(b_, b, bytes);
+  }
+};
+
+// -- AVX-512
+
+// m / d (d >= eps > 0 unless infinite or NaN), see above.
+FASTNN_AVX512_INLINE __m512 div_avx512(__m512 m, __m512 d) {
+  const __m512 x = _mm512_rcp14_ps(d);
+  const __m512 q0 = _mm512_mul_ps(m, x);
+  const __m512 q = _mm512_fmadd_ps(_mm512_fnmadd_ps(d, q0, m), x, q0);
+  const __mmask16 special = _mm512_cmp_ps_mask(q, q, _CMP_UNORD_Q);
+  if (__builtin_expect(special != 0, 0)) return _mm512_mask_div_ps(q, special, m, d);
+  return q;
+}
+
+struct AdamAvx512 {
+  __m512 beta1, one_minus_beta1, beta2, one_minus_beta2, step_size, inv_bc2_sqrt, eps, l2,
+      decay;
+};
+
+// 16 elements of adam_range; kDecay: with l2 and decay (else l2 == 0, decay == 1).
+template <bool kDecay>
+FASTNN_AVX512_INLINE void adam_avx512_16(float* p, float* m, float* v, const float* g,
+                                         const AdamAvx512& s) {
+  const __m512 pi = _mm512_loadu_ps(p);
+  __m512 gi = _mm512_loadu_ps(g);
+  if (kDecay) gi = _mm512_fmadd_ps(s.l2, pi, gi);
+  const __m512 mi =
+      _mm512_fmadd_ps(s.beta1, _mm512_loadu_ps(m), _mm512_mul_ps(s.one_minus_beta1, gi));
+  const __m512 vi = _mm512_fmadd_ps(s.beta2, _mm512_loadu_ps(v),
+                                    _mm512_mul_ps(s.one_minus_beta2, _mm512_mul_ps(gi, gi)));
+  _mm512_storeu_ps(m, mi);
+  _mm512_storeu_ps(v, vi);
+  const __m512 denom = _mm512_fmadd_ps(_mm512_sqrt_ps(vi), s.inv_bc2_sqrt, s.eps);
+  const __m512 q = div_avx512(mi, denom);
+  _mm512_storeu_ps(p, _mm512_fnmadd_ps(s.step_size, q, kDecay ? _mm512_mul_ps(pi, s.decay) : pi));
+}
+
+template <bool kDecay>
+FASTNN_AVX512_INLINE void adam_avx512_pass(float* p, float* m, float* v, const float* g,
+                                           int64_t n, const AdamAvx512& s) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) adam_avx512_16<kDecay>(p + i, m + i, v + i, g + i, s);
+  if (i < n) {
+    TailBlocks t(p + i, m + i, v + i, g + i, n - i);
+    adam_avx512_16<kDecay>(t.p, t.a, t.b, t.g, s);
+    t.store(p + i, m + i, v + i, n - i);
+  }
+}
+
+// adam_range with AVX-512.
+FASTNN_AVX512 void adam_range_avx512(float* p, float* m, float* v, const float* g, int64_t n,
+                                     const AdamScalars& s_) {
+  const AdamAvx512 s{_mm512_set1_ps(s_.beta1), _mm512_set1_ps(s_.one_minus_beta1),
+                     _mm512_set1_ps(s_.beta2), _mm512_set1_ps(s_.one_minus_beta2),
+                     _mm512_set1_ps(s_.step_size), _mm512_set1_ps(s_.inv_bc2_sqrt),
+                     _mm512_set1_ps(s_.eps), _mm512_set1_ps(s_.l2), _mm512_set1_ps(s_.decay)};
+  if (s_.l2 == 0.0f && s_.decay == 1.0f)
+    adam_avx512_pass<false>(p, m, v, g, n, s);
+  else
+    adam_avx512_pass<true>(p, m, v, g, n, s);
+}
+
+// 16 elements of adagrad_range; kWd: with weight decay.
+template <bool kWd>
+FASTNN_AVX512_INLINE void adagrad_avx512_16(float* p, float* acc, const float* g, __m512 lr,
+                                            __m512 eps, __m512 wd) {
+  const __m512 pi = _mm512_loadu_ps(p);
+  __m512 gi = _mm512_loadu_ps(g);
+  if (kWd) gi = _mm512_fmadd_ps(wd, pi, gi);
+  const __m512 ai = _mm512_fmadd_ps(gi, gi, _mm512_loadu_ps(acc));
+  _mm512_storeu_ps(acc, ai);
+  const __m512 q = div_avx512(gi, _mm512_add_ps(_mm512_sqrt_ps(ai), eps));
+  _mm512_storeu_ps(p, _mm512_fnmadd_ps(lr, q, pi));
+}
+
+template <bool kWd>
+FASTNN_AVX512_INLINE void adagrad_avx512_pass(float* p, float* acc, const float* g, int64_t n,
+                                              __m512 lr, __m512 eps, __m512 wd) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) adagrad_avx512_16<kWd>(p + i, acc + i, g + i, lr, eps, wd);
+  if (i < n) {
+    TailBlocks t(p + i, acc + i, nullptr, g + i, n - i);
+    adagrad_avx512_16<kWd>(t.p, t.a, t.g, lr, eps, wd);
+    t.store(p + i, acc + i, nullptr, n - i);
+  }
+}
+
+// adagrad_range with AVX-512.
+FASTNN_AVX512 void adagrad_range_avx512(float* p, float* acc, const float* g, int64_t n,
+                                        float lr, float eps, float wd) {
+  const __m512 vlr = _mm512_set1_ps(lr), veps = _mm512_set1_ps(eps), vwd = _mm512_set1_ps(wd);
+  if (wd == 0.0f)
+    adagrad_avx512_pass<false>(p, acc, g, n, vlr, veps, vwd);
+  else
+    adagrad_avx512_pass<true>(p, acc, g, n, vlr, veps, vwd);
+}
+
+// -- AVX2: the same with 8 lanes and the coarser rcp estimate refined once more.
+
+// m / d (d >= eps > 0 unless infinite or NaN), see above.
+FASTNN_AVX2_INLINE __m256 div_avx2(__m256 m, __m256 d) {
+  __m256 x = _mm256_rcp_ps(d);
+  x = _mm256_fmadd_ps(x, _mm256_fnmadd_ps(d, x, _mm256_set1_ps(1.0f)), x);
+  const __m256 q0 = _mm256_mul_ps(m, x);
+  const __m256 q = _mm256_fmadd_ps(_mm256_fnmadd_ps(d, q0, m), x, q0);
+  const __m256 special = _mm256_cmp_ps(q, q, _CMP_UNORD_Q);
+  if (__builtin_expect(_mm256_movemask_ps(special) != 0, 0))
+    return _mm256_blendv_ps(q, _mm256_div_ps(m, d), special);
+  return q;
+}
+
+struct AdamAvx2 {
+  __m256 beta1, one_minus_beta1, beta2, one_minus_beta2, step_size, inv_bc2_sqrt, eps, l2,
+      decay;
+};
+
+// 8 elements of adam_range; kDecay: with l2 and decay (else l2 == 0, decay == 1).
+template <bool kDecay>
+FASTNN_AVX2_INLINE void adam_avx2_8(float* p, float* m, float* v, const float* g,
+                                    const AdamAvx2& s) {
+  const __m256 pi = _mm256_loadu_ps(p);
+  __m256 gi = _mm256_loadu_ps(g);
+  if (kDecay) gi = _mm256_fmadd_ps(s.l2, pi, gi);
+  const __m256 mi =
+      _mm256_fmadd_ps(s.beta1, _mm256_loadu_ps(m), _mm256_mul_ps(s.one_minus_beta1, gi));
+  const __m256 vi = _mm256_fmadd_ps(s.beta2, _mm256_loadu_ps(v),
+                                    _mm256_mul_ps(s.one_minus_beta2, _mm256_mul_ps(gi, gi)));
+  _mm256_storeu_ps(m, mi);
+  _mm256_storeu_ps(v, vi);
+  const __m256 denom = _mm256_fmadd_ps(_mm256_sqrt_ps(vi), s.inv_bc2_sqrt, s.eps);
+  const __m256 q = div_avx2(mi, denom);
+  _mm256_storeu_ps(p, _mm256_fnmadd_ps(s.step_size, q, kDecay ? _mm256_mul_ps(pi, s.decay) : pi));
+}
+
+template <bool kDecay>
+FASTNN_AVX2_INLINE void adam_avx2_pass(float* p, float* m, float* v, const float* g,
+                                       int64_t n, const AdamAvx2& s) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) adam_avx2_8<kDecay>(p + i, m + i, v + i, g + i, s);
+  if (i < n) {
+    TailBlocks t(p + i, m + i, v + i, g + i, n - i);
+    adam_avx2_8<kDecay>(t.p, t.a, t.b, t.g, s);
+    t.store(p + i, m + i, v + i, n - i);
+  }
+}
+
+// adam_range with AVX2.
+FASTNN_AVX2 void adam_range_avx2(float* p, float* m, float* v, const float* g, int64_t n,
+                                 const AdamScalars& s_) {
+  const AdamAvx2 s{_mm256_set1_ps(s_.beta1), _mm256_set1_ps(s_.one_minus_beta1),
+                   _mm256_set1_ps(s_.beta2), _mm256_set1_ps(s_.one_minus_beta2),
+                   _mm256_set1_ps(s_.step_size), _mm256_set1_ps(s_.inv_bc2_sqrt),
+                   _mm256_set1_ps(s_.eps), _mm256_set1_ps(s_.l2), _mm256_set1_ps(s_.decay)};
+  if (s_.l2 == 0.0f && s_.decay == 1.0f)
+    adam_avx2_pass<false>(p, m, v, g, n, s);
+  else
+    adam_avx2_pass<true>(p, m, v, g, n, s);
+}
+
+// 8 elements of adagrad_range; kWd: with weight decay.
+template <bool kWd>
+FASTNN_AVX2_INLINE void adagrad_avx2_8(float* p, float* acc, const float* g, __m256 lr,
+                                       __m256 eps, __m256 wd) {
+  const __m256 pi = _mm256_loadu_ps(p);
+  __m256 gi = _mm256_loadu_ps(g);
+  if (kWd) gi = _mm256_fmadd_ps(wd, pi, gi);
+  const __m256 ai = _mm256_fmadd_ps(gi, gi, _mm256_loadu_ps(acc));
+  _mm256_storeu_ps(acc, ai);
+  const __m256 q = div_avx2(gi, _mm256_add_ps(_mm256_sqrt_ps(ai), eps));
+  _mm256_storeu_ps(p, _mm256_fnmadd_ps(lr, q, pi));
+}
+
+template <bool kWd>
+FASTNN_AVX2_INLINE void adagrad_avx2_pass(float* p, float* acc, const float* g, int64_t n,
+                                          __m256 lr, __m256 eps, __m256 wd) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) adagrad_avx2_8<kWd>(p + i, acc + i, g + i, lr, eps, wd);
+  if (i < n) {
+    TailBlocks t(p + i, acc + i, nullptr, g + i, n - i);
+    adagrad_avx2_8<kWd>(t.p, t.a, t.g, lr, eps, wd);
+    t.store(p + i, acc + i, nullptr, n - i);
+  }
+}
+
+// adagrad_range with AVX2.
+FASTNN_AVX2 void adagrad_range_avx2(float* p, float* acc, const float* g, int64_t n, float lr,
+                                    float eps, float wd) {
+  const __m256 vlr = _mm256_set1_ps(lr), veps = _mm256_set1_ps(eps), vwd = _mm256_set1_ps(wd);
+  if (wd == 0.0f)
+    adagrad_avx2_pass<false>(p, acc, g, n, vlr, veps, vwd);
+  else
+    adagrad_avx2_pass<true>(p, acc, g, n, vlr, veps, vwd);
+}
+#if !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif  // FASTNN_OPTIM_X86
+
+using AdamRange = void (*)(float*, float*, float*, const float*, int64_t, const AdamScalars&);
+using AdagradRange = void (*)(float*, float*, const float*, int64_t, float, float, float);
+
+// The Adam / AdaGrad pass for the ISA gemm_isa() names: AVX-512, AVX2, else the exact loop.
+AdamRange adam_range_for_isa() {
+#if defined(FASTNN_OPTIM_X86)
+  const char* isa = gemm_isa();
+  if (std::strcmp(isa, "avx512") == 0) return adam_range_avx512;
+  if (std::strcmp(isa, "avx2") == 0) return adam_range_avx2;
+#endif
+  return adam_range;
+}
+
+AdagradRange adagrad_range_for_isa() {
+#if defined(FASTNN_OPTIM_X86)
+  const char* isa = gemm_isa();
+  if (std::strcmp(isa, "avx512") == 0) return adagrad_range_avx512;
+  if (std::strcmp(isa, "avx2") == 0) return adagrad_range_avx2;
+#endif
+  return adagrad_range;
+}
+
 }  // namespace
 
 // p (n), v (n) or nullptr when momentum == 0, g (n)
@@ -222,16 +509,18 @@ void adam_step(float* p, float* m, float* v, float* g, int64_t n, float lr,
   s.eps = eps;
   s.l2 = decoupled ? 0.0f : weight_decay;
   s.decay = decoupled ? float(1.0 - double(lr) * double(weight_decay)) : 1.0f;
+  const AdamRange range = adam_range_for_isa();
   for_chunks(n, g, zero_grads, [&](int64_t b, int64_t e) {
-    adam_range(p + b, m + b, v + b, g + b, e - b, s);
+    range(p + b, m + b, v + b, g + b, e - b, s);
   });
 }
 
 // p (n), acc (n), g (n)
 void adagrad_step(float* p, float* acc, float* g, int64_t n, float lr, float eps,
                   float weight_decay, bool zero_grads) {
+  const AdagradRange range = adagrad_range_for_isa();
   for_chunks(n, g, zero_grads, [&](int64_t b, int64_t e) {
-    adagrad_range(p + b, acc + b, g + b, e - b, lr, eps, weight_decay);
+    range(p + b, acc + b, g + b, e - b, lr, eps, weight_decay);
   });
 }
 

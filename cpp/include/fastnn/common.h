@@ -84,7 +84,8 @@ inline void parallel_for(int64_t n, int64_t grain, Body&& body) {
 int num_threads();
 void set_num_threads(int n);
 bool openmp_enabled();
-// Instruction set the GEMM micro-kernels use: "avx512", "avx2" or "generic".
+// Instruction set the GEMM micro-kernels use: "avx512", "avx2" or "generic". The other
+// kernels with per-ISA code (sparse_dense_forward, adam_step, adagrad_step) follow it.
 const char* gemm_isa();
 // Names the ISAs this CPU can run, best first.
 const char* const* supported_isas(int* count);
