@@ -31,7 +31,6 @@ template <class T> const char* dtype_name();
 template <> const char* dtype_name<float>() { return "float32"; }
 template <> const char* dtype_name<int32_t>() { return "int32"; }
 template <> const char* dtype_name<uint8_t>() { return "uint8"; }
-template <> const char* dtype_name<int64_t>() { return "int64"; }
 }  // namespace
 
 // Composes the message only on failure: the checks run on every kernel call.
@@ -82,8 +81,6 @@ template Buf<float> get<float>(const char*, const char*, py::handle, std::vector
 template Buf<int32_t> get<int32_t>(const char*, const char*, py::handle, std::vector<int64_t>,
                                    const char*, bool);
 template Buf<uint8_t> get<uint8_t>(const char*, const char*, py::handle, std::vector<int64_t>,
-                                   const char*, bool);
-template Buf<int64_t> get<int64_t>(const char*, const char*, py::handle, std::vector<int64_t>,
                                    const char*, bool);
 
 }  // namespace fastnn::bind

@@ -817,14 +817,15 @@ class Model(Layer):
                         loss_sum, pred = dist.train_batch(self, xs, ys, idx,
                                                           (epoch - initial_epoch) * steps + step, seeded)
                         xb, yb = None, [a[idx] for a in ys]
+                    # mode="clip": the indices are valid, and numpy's default mode="raise"
+                    # stages an out= result through a temporary (twice the time).
                     elif single:
-                        nxt = order[(step + 1) * batch_size:(step + 2) * batch_size]
-                        xb = [_take_rows(x0, idx, self._buf("xb", (len(idx),) + x0.shape[1:]), nxt)]
+                        xb = [np.take(x0, idx, axis=0, out=self._buf("xb", (len(idx),) + x0.shape[1:]),
+                                      mode="clip")]
                         yb = [y0[idx]]
                     else:
-                        nxt = order[(step + 1) * batch_size:(step + 2) * batch_size]
-                        xb = [_take_rows(a, idx, self._buf(("xb", i), (len(idx),) + a.shape[1:]), nxt)
-                              for i, a in enumerate(xs)]
+                        xb = [np.take(a, idx, axis=0, out=self._buf(("xb", i), (len(idx),) + a.shape[1:]),
+                                      mode="clip") for i, a in enumerate(xs)]
                         yb = [a[idx] for a in ys]
                     if custom:  # the user's train_step sees arrays as Keras passes them
                         logs = self._step_logs(xb[0] if single else xb, yb[0] if single else yb)
@@ -1582,18 +1583,6 @@ def _check_int(v, name, op, minimum=1):
         return
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
         raise ValueError(f"{op}: {name} must be an int >= {minimum}, got {v!r}")
-
-
-def _take_rows(x, idx, out, nxt):
-    """out = x[idx], one training batch; the rows of the next batch (nxt) are prefetched
-    into the cache meanwhile (fastnn._core.take_rows), which hides most of the wait for
-    shuffled rows of a large data set."""
-    if x.flags.c_contiguous and idx.dtype == np.int64 and nxt.dtype == np.int64:
-        _core.take_rows(out, x, idx, nxt if len(nxt) else None)
-        return out
-    # mode="clip": the indices are valid, and numpy's default mode="raise" stages an out=
-    # result through a temporary (twice the time).
-    return np.take(x, idx, axis=0, out=out, mode="clip")
 
 
 def _verbosity(verbose) -> int:
