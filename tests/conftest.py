@@ -35,3 +35,13 @@ def num_threads():
     before = fastnn.get_num_threads()
     yield fastnn.set_num_threads
     fastnn.set_num_threads(before)
+
+
+@pytest.fixture(params=list(fastnn._core.supported_isas()))
+def isa(request):
+    """Runs a test once per ISA this CPU supports (the GEMM, the int8/sparse kernels and the
+    optimizer passes follow fastnn._core.set_gemm_isa), restoring the choice after."""
+    before = fastnn._core.gemm_isa()
+    fastnn._core.set_gemm_isa(request.param)
+    yield request.param
+    fastnn._core.set_gemm_isa(before)

@@ -33,14 +33,6 @@ MLP_SHAPES = [  # (batch, in, out) of the MNIST MLPs 784→128→10 and 784→12
 TRANS = [(False, False), (True, False), (False, True), (True, True)]
 
 
-@pytest.fixture(params=ISAS)
-def isa(request):
-    before = _core.gemm_isa()
-    _core.set_gemm_isa(request.param)
-    yield request.param
-    _core.set_gemm_isa(before)
-
-
 @pytest.fixture
 def restore_threads():
     n = fastnn.get_num_threads()

@@ -23,14 +23,6 @@ def restore_threads():
     fastnn.set_num_threads(n)
 
 
-@pytest.fixture(params=ISAS)
-def isa(request):
-    before = _core.gemm_isa()
-    _core.set_gemm_isa(request.param)
-    yield request.param
-    _core.set_gemm_isa(before)
-
-
 def _problem(n, seed=0, steps=STEPS):
     rng = np.random.default_rng(seed)
     p = rng.standard_normal(n).astype(np.float32)
