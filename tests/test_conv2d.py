@@ -181,7 +181,7 @@ def test_valid_and_explicit_padding_output_sizes():
 # ---------------------------------------------------------------------------------------
 # C++ kernels against the twin (float32 inputs, float64 reference)
 
-def check_against_twin(c, act, use_bias, seed, naive=False):
+def check_against_twin(c, act, use_bias, seed, naive=False, need_dx=True):
     rng = np.random.default_rng(seed)
     x, w, b = draw(rng, c)
     b = b if use_bias else None
@@ -205,6 +205,7 @@ def check_against_twin(c, act, use_bias, seed, naive=False):
     # Backward, from the kernel's own y and z (so relu's mask is the same).
     dy = rng.standard_normal(shape).astype(np.float32)
     dx, dw, db = np.zeros_like(x), np.zeros_like(w), np.zeros(c["OC"], np.float32)
+    dx = dx if need_dx else None
     dz = np.empty_like(dy)
     bwd = (_core.plain if naive else _core).conv2d_backward
     bwd(dx, dw, db, dz, dy, x, w, y, z, act=getattr(_core.Act, act), **cargs)
@@ -218,7 +219,8 @@ def check_against_twin(c, act, use_bias, seed, naive=False):
     sx, sw, sb = ref.conv2d_backward(g, np.abs(x64), np.abs(w64), **kw)
     ex, ew, eb = ref.conv2d_backward(g_err, np.abs(x64), np.abs(w64), **kw)
     OCg = c["OC"] // c["groups"]
-    assert_close(dx, want[0], sx, kh * kwid * OCg, "dx", ex)
+    if need_dx:
+        assert_close(dx, want[0], sx, kh * kwid * OCg, "dx", ex)
     assert_close(dw, want[1], sw, dy.size // c["OC"], "dw", ew)
     assert_close(db, want[2], sb, dy.size // c["OC"], "db", eb)
 
@@ -257,6 +259,97 @@ def test_naive_twins_match_reference(name):
 ], ids=["whole-image-tiles", "bands"])
 def test_im2col_tiling(c):
     check_against_twin(c, "relu", use_bias=True, seed=3)
+
+
+# ---------------------------------------------------------------------------------------
+# The first layer of an image model: the direct path without dx. With linear or relu and
+# OC a multiple of 8, the backward forms dz in registers in its dw tiles (which also take
+# db's sums); else dz goes through a row buffer. Windows inside the image are read in
+# place, the others from zero-padded copies; a 3-float window row (KW·C == 3, dil_w == 1)
+# takes the tiles of runs, other kernels tiles of listed taps. Tiles are 32, 16 or 8
+# channels wide with AVX-512, 8 otherwise.
+
+FIRST = {
+    "C1-OC32-mnist": case(3, 28, 28, 1, 32, 3, algo="direct"),  # every window in place
+    "C1-OC8": case(2, 9, 11, 1, 8, 3, algo="direct"),
+    "C1-OC24-same": case(2, 10, 9, 1, 24, 3, padding="same", algo="direct"),
+    "C1-OC40-stride2": case(2, 13, 12, 1, 40, 3, strides=2, algo="direct"),
+    # top/bottom padding only: border rows padded, the others in place
+    "C1-OC48-pad-rows": case(2, 12, 11, 1, 48, 3, padding=((1, 1), (0, 0)), algo="direct"),
+    "C1-OC56-dil(2,1)-stride(1,2)": case(2, 14, 13, 1, 56, 3, strides=(1, 2),
+                                          dilation=(2, 1), padding=((2, 0), (0, 0)),
+                                          algo="direct"),
+    "C1-OC16-batch1-odd": case(1, 7, 5, 1, 16, 3, algo="direct"),
+    "C1-OC5": case(2, 9, 8, 1, 5, 3, algo="direct"),  # not a multiple of 8: dz buffered
+    "C1-OC1-batch1": case(1, 6, 7, 1, 1, 3, algo="direct"),
+    "C1-OC20-same-5x5": case(2, 12, 11, 1, 20, 5, padding="same", algo="direct"),
+    "C1-OC32-5x5": case(2, 12, 11, 1, 32, 5, algo="direct"),  # 25 taps: 9 + 9 + 3 + 3 + 1
+    "C1-OC64-dil_w2": case(2, 9, 12, 1, 64, 3, dilation=(1, 2), algo="direct"),
+    "C3-OC32": case(2, 9, 10, 3, 32, 3, algo="direct"),
+    "C3-OC16-3x1": case(2, 9, 9, 3, 16, (3, 1), algo="direct"),  # KW·C == 3: runs
+    "C2-OC24-2x4-same": case(3, 8, 9, 2, 24, (2, 4), padding="same", algo="direct"),
+}
+
+
+@pytest.mark.parametrize("act", ["linear", "relu", "sigmoid", "gelu"])
+@pytest.mark.parametrize("name", list(FIRST))
+def test_first_layer_matches_twin(name, act):
+    i = list(FIRST).index(name)
+    check_against_twin(FIRST[name], act, use_bias=i % 4 != 3, seed=200 + i, need_dx=False)
+
+
+@pytest.fixture
+def restore_isa():
+    isa = _core.gemm_isa()
+    yield
+    _core.set_gemm_isa(isa)
+
+
+@pytest.mark.parametrize("name", list(FIRST))
+@pytest.mark.parametrize("act", ["linear", "relu", "tanh"])
+def test_first_layer_bitwise_identical_for_threads_tiles_and_need_dx(
+        name, act, restore_threads, restore_isa):
+    # The same dw and db, bit for bit, on 1 and 2 threads, with every ISA's register tiles
+    # (gemm_isa picks them) and whether or not dx is computed (dz formed in the dw tiles, or
+    # in a buffer for dx to gather from). The forward's y likewise, for threads and tiles.
+    c = FIRST[name]
+    rng = np.random.default_rng(30)
+    x, w, b = draw(rng, c)
+    kw = geo_kwargs(c)
+    y0 = dy = None
+    results = []
+    for isa in _core.supported_isas():
+        _core.set_gemm_isa(isa)
+        for n in (1, 2):
+            fastnn.set_num_threads(n)
+            y = ops.conv2d(x, w, b, activation=act, **kw)
+            if dy is None:
+                y0, dy = y, rng.standard_normal(y.shape).astype(np.float32)
+            np.testing.assert_array_equal(y, y0, err_msg=f"y, {isa}, {n} threads")
+            part = ops.conv2d_backward(dy, x, w, y0, activation=act, need_dx=False, **kw)
+            results.append((f"{isa}, {n} threads, no dx", part[1:]))
+    results.append(("with dx", ops.conv2d_backward(dy, x, w, y0, activation=act, **kw)[1:]))
+    for what, (dw, db) in results[1:]:
+        np.testing.assert_array_equal(dw, results[0][1][0], err_msg=f"dw: {what}")
+        np.testing.assert_array_equal(db, results[0][1][1], err_msg=f"db: {what}")
+
+
+@pytest.mark.parametrize("name", ["C1-OC32-mnist", "C1-OC48-pad-rows", "C1-OC40-stride2",
+                                  "C3-OC16-3x1", "C1-OC5"])
+def test_first_layer_small_integers_are_exact(name):
+    c = FIRST[name]
+    rng = np.random.default_rng(22)
+    x, w, b = draw(rng, c, integers=True)
+    kw = geo_kwargs(c)
+    x64, w64, b64 = x.astype(np.float64), w.astype(np.float64), b.astype(np.float64)
+    y = ops.conv2d(x, w, b, activation="relu", **kw)
+    np.testing.assert_array_equal(y, ref.conv2d(x64, w64, b64, activation="relu", **kw))
+    dy = rng.integers(-3, 4, size=y.shape).astype(np.float32)
+    _, dw, db = ops.conv2d_backward(dy, x, w, y, activation="relu", need_dx=False, **kw)
+    _, dw_want, db_want = ref.conv2d_backward(dy.astype(np.float64), x64, w64,
+                                              y.astype(np.float64), activation="relu", **kw)
+    np.testing.assert_array_equal(dw, dw_want)
+    np.testing.assert_array_equal(db, db_want)
 
 
 # ---------------------------------------------------------------------------------------
