@@ -50,47 +50,30 @@ class _Timed:
         self.table[self.row][1] += _clock() - t
 
 
-def _row_name(step):
-    layer = step.layer
-    name = getattr(layer, "name", None) or type(layer).__name__
-    return f"{name} ({type(layer).__name__})"
-
-
-def _timed_method(obj, attr, cell):
-    """Replace obj.attr (a bound method) by one that adds its time to cell[0]."""
+def _timed_method(obj, attr, row, k):
+    """Replace obj.attr (a bound method) by one that adds its time to row[k]."""
     inner = getattr(obj, attr)
 
-    def timed(*a, **k):
+    def timed(*a, **kw):
         t = _clock()
         try:
-            return inner(*a, **k)
+            return inner(*a, **kw)
         finally:
-            cell[0] += _clock() - t
+            row[k] += _clock() - t
     setattr(obj, attr, timed)
 
 
 def _instrument_sublayers(layer, table, depth=1):
     """Time the forward and backward of a composite layer's sublayers, recursively."""
     for sub in getattr(layer, "_children", None) or ():
-        fw, bw = [0.0], [0.0]
-        _timed_method(sub, "forward", fw)
-        _timed_method(sub, "backward", bw)
-        table["  " * depth + _row_name_of(sub)] = _Cells(fw, bw)
+        row = table["  " * depth + _row_name_of(sub)]
+        _timed_method(sub, "forward", row, 0)
+        _timed_method(sub, "backward", row, 1)
         _instrument_sublayers(sub, table, depth + 1)
 
 
-class _Cells(list):
-    """A table row [forward s, backward s] whose entries are shared one-element lists."""
-
-    def __init__(self, fw, bw):
-        super().__init__([0.0, 0.0])
-        self.fw, self.bw = fw, bw
-
-    def values(self):
-        return self.fw[0], self.bw[0]
-
-
 def _row_name_of(layer):
+    """"name (Type)"; a sublayer's name without its parent's prefix."""
     name = getattr(layer, "name", None) or type(layer).__name__
     return f"{name.split('/')[-1]} ({type(layer).__name__})"
 
@@ -100,8 +83,8 @@ def instrument(model, table):
     plan = model._plan_train
     wrapped = {}
     for st in plan.steps:
-        wrapped[id(st)] = _Timed(st, _row_name(st), table)
-        table[_row_name(st)]  # the layer's row comes before its sublayers' rows
+        wrapped[id(st)] = _Timed(st, _row_name_of(st.layer), table)
+        table[_row_name_of(st.layer)]  # the layer's row comes before its sublayers' rows
         _instrument_sublayers(st.layer, table)
     plan.steps = [wrapped[id(st)] for st in plan.steps]
     plan.backward_steps = [wrapped[id(st)] for st in plan.backward_steps]
@@ -190,8 +173,7 @@ def main(argv=None):
           f"{info['num_threads']}: {total * 1e6:.0f} us per training step")
     print(f"\n{'layer':44s} {'forward us':>11s} {'backward us':>12s} {'share':>7s}")
     accounted = 0.0
-    for row, cells in table.items():
-        f, b = cells.values() if isinstance(cells, _Cells) else cells
+    for row, (f, b) in table.items():
         f, b = f / steps, b / steps
         if not row.startswith(" "):
             accounted += f + b
