@@ -30,6 +30,17 @@ def _check_x_w(x, w, op):
                          f"of shape {w.shape} expects IC = {w.shape[0]}")
 
 
+def bias_and_out(b, out, x_shape, oc: int, op: str):
+    """(b as float32 (OC,) or None, the output (..., OC) for input rows of x_shape: out
+    checked, or a new array) for the dense-like forwards; errors name op's argument."""
+    if b is not None:
+        b = as_f32(b, op, "b")
+        if b.shape != (oc,):
+            raise ValueError(f"{op}: argument 'b' must have shape (OC,) = ({oc},), got {b.shape}")
+    shape = tuple(x_shape[:-1]) + (oc,)
+    return b, check_out(out, shape, op) if out is not None else np.empty(shape, np.float32)
+
+
 def dense(x, w, b=None, activation="linear", out=None, z=None) -> np.ndarray:
     """Return activation(x @ w + b).
 
@@ -50,12 +61,8 @@ def dense(x, w, b=None, activation="linear", out=None, z=None) -> np.ndarray:
     w = as_f32(w, op, "w")
     _check_x_w(x, w, op)
     ic, oc = w.shape
-    if b is not None:
-        b = as_f32(b, op, "b")
-        if b.shape != (oc,):
-            raise ValueError(f"{op}: argument 'b' must have shape (OC,) = ({oc},), got {b.shape}")
-    shape = x.shape[:-1] + (oc,)
-    out = check_out(out, shape, op) if out is not None else np.empty(shape, np.float32)
+    b, out = bias_and_out(b, out, x.shape, oc, op)
+    shape = out.shape
     z2 = None if z is None else _rows(check_out(z, shape, op, "z"), oc)
     _core.dense_forward(_rows(out, oc), z2, _rows(x, ic), w, b, act)
     return out

@@ -13,7 +13,8 @@ import numpy as np
 
 from .. import _core
 from ._util import as_f32
-from .activation import act_kind, check_out
+from .activation import act_kind
+from .dense import bias_and_out
 
 
 class CSC(NamedTuple):
@@ -82,12 +83,7 @@ def sparse_dense(x, w: CSC, b=None, activation="linear", out=None) -> np.ndarray
                          f"got shape {x.shape}")
     if x.size == 0:
         raise ValueError(f"{op}: argument 'x' is empty (shape {x.shape})")
-    if b is not None:
-        b = as_f32(b, op, "b")
-        if b.shape != (oc,):
-            raise ValueError(f"{op}: argument 'b' must have shape (OC,) = ({oc},), got {b.shape}")
-    shape = x.shape[:-1] + (oc,)
-    out = check_out(out, shape, op) if out is not None else np.empty(shape, np.float32)
+    b, out = bias_and_out(b, out, x.shape, oc, op)
     x2 = x.reshape(-1, ic)
     n = x2.shape[0]
     xt = np.empty(scratch_size(n, ic), np.float32) if n >= _core.SPARSE_DENSE_BATCH_VEC else None
