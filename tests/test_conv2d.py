@@ -340,6 +340,29 @@ def test_first_layer_small_integers_are_exact(name):
     check_small_integers_exact(FIRST[name], seed=22, need_dx=False)
 
 
+IMPLICIT = {name: CASES[name] for name in CASES if name.startswith("implicit")}
+IMPLICIT["implicit-packed-weights"] = MNIST["mnist-conv2-batch8"]
+
+
+@pytest.mark.parametrize("act", ["linear", "relu", "tanh"])
+@pytest.mark.parametrize("name", list(IMPLICIT))
+def test_implicit_forward_bitwise_identical_for_every_isa_tile(name, act, restore_isa):
+    # AVX-512 builds wide tiles (8 pixels x 32 channels), AVX2 narrow ones (6 x 16): each
+    # output is the same sum in the same order, so y and z agree bit for bit, and match
+    # the twin within the float32 tolerance.
+    c = IMPLICIT[name]
+    x, w, b = draw(np.random.default_rng(31), c)
+    kw = geo_kwargs(c)
+    outs = {}
+    for isa in _core.supported_isas():
+        _core.set_gemm_isa(isa)
+        outs[isa] = ops.conv2d(x, w, b, activation=act, **kw)
+    first = next(iter(outs.values()))
+    for isa, y in outs.items():
+        np.testing.assert_array_equal(y, first, err_msg=isa)
+    check_against_twin(c, act, use_bias=True, seed=31)
+
+
 # ---------------------------------------------------------------------------------------
 # Exact small-integer results
 

@@ -723,13 +723,16 @@ void pad_weights(float* wp, float* bp, const float* w, const float* b, const Geo
 
 // ---------------------------------------------------------------------------------------
 // implicit-GEMM forward (the im2col shapes whose windows all lie inside the image): the
-// product of the im2col path without its matrix. A register tile of kImPB output pixels
-// × NV·16 channels reads each pixel's window in place (KH runs of KW·C contiguous floats
-// when dil_w == 1) against the weights (read in place, or repacked per channel block when
-// there are many pixels), and sums the K = KH·KW·C terms from zero in im2col's column
-// order before adding the bias, as the GEMM does for K up to its K block.
+// product of the im2col path without its matrix. A register tile of PB output pixels ×
+// NV vectors of channels reads each pixel's window in place (KH runs of KW·C contiguous
+// floats when dil_w == 1) against the weights (read in place, or repacked per channel
+// block when there are many pixels), and sums the K = KH·KW·C terms from zero in im2col's
+// column order before adding the bias, as the GEMM does for K up to its K block. The tile
+// depends on the registers: with wide tiles (AVX-512's 32 zmm) 8 pixels × 32 channels
+// (16 accumulators); otherwise 6 pixels × 16 channels in 8-float vectors (12 of AVX2's
+// 16 ymm: a 16-float vector there is two ymm, and 8 × 32 channels would spill). Every
+// output gets the same sum in the same order whatever the tile.
 
-constexpr int kImPB = 8;  // pixels per register tile (a last short tile takes 4)
 constexpr int64_t kImPackMinP = 512;  // pack the weights from this many output pixels on
 
 bool implicit_fits(const Geom& g) {
@@ -738,27 +741,27 @@ bool implicit_fits(const Geom& g) {
          (g.OW - 1) * g.sw + (g.KW - 1) < g.W;
 }
 
-// PB pixels (px: their windows' first floats; the first np real) × NV·16 channels:
-// y (and z) rows ldy floats apart, no real channels. wb: this block's weights (K rows,
-// ldw floats apart).
-template <int PB, int NV>
+// PB pixels (px: their windows' first floats; the first np real) × NV vectors V of
+// channels: y (and z) rows ldy floats apart, no real channels. wb: this block's weights
+// (K rows, ldw floats apart).
+template <class V, int PB, int NV>
 __attribute__((always_inline)) inline void implicit_tile(float* yo, float* zo, int64_t ldy,
                                                         const float* const* px, int64_t np,
                                                         int64_t no, const float* wb,
                                                         int64_t ldw, const float* bo,
                                                         const Geom& g, Act act) {
-  constexpr int L = 16;
-  v16 acc[PB][NV];
+  constexpr int L = int(sizeof(V) / sizeof(float));
+  V acc[PB][NV];
   for (int j = 0; j < PB; ++j)
-    for (int v = 0; v < NV; ++v) acc[j][v] = v16{};
+    for (int v = 0; v < NV; ++v) acc[j][v] = V{};
   const int64_t run = g.KW * g.C, step = g.dh * g.W * g.C;
   const float* wq = wb;
   for (int64_t kh = 0; kh < g.KH; ++kh) {
     const float* p[PB];
     for (int j = 0; j < PB; ++j) p[j] = px[j] + kh * step;
     for (int64_t t = 0; t < run; ++t, wq += ldw) {
-      v16 wv[NV];
-      for (int v = 0; v < NV; ++v) wv[v] = loadv<v16>(wq + L * v);
+      V wv[NV];
+      for (int v = 0; v < NV; ++v) wv[v] = loadv<V>(wq + L * v);
       for (int j = 0; j < PB; ++j) {
         const float xv = p[j][t];
         for (int v = 0; v < NV; ++v) acc[j][v] += xv * wv[v];
@@ -767,41 +770,55 @@ __attribute__((always_inline)) inline void implicit_tile(float* yo, float* zo, i
   }
   if (bo)
     for (int v = 0; v < NV; ++v) {
-      const v16 bv = loadv<v16>(bo + L * v);
+      const V bv = loadv<V>(bo + L * v);
       for (int j = 0; j < PB; ++j) acc[j][v] = acc[j][v] + bv;
     }
-  store_tile<v16, PB, NV>(yo, zo, ldy, acc, np, no, act);
+  store_tile<V, PB, NV>(yo, zo, ldy, acc, np, no, act);
+}
+
+// Pixels [p0, p1) × the NV·L channels from o0 (weights wb, ldw floats apart), in tiles
+// of PB pixels; a last tile of at most PB / 2 pixels takes the half tile.
+template <class V, int PB, int NV>
+FASTNN_INLINE void implicit_run(float* y, float* z, const float* x, const float* wb,
+                                int64_t ldw, const float* b, const Geom& g, Act act,
+                                int64_t p0, int64_t p1, int64_t o0) {
+  constexpr int L = int(sizeof(V) / sizeof(float));
+  const int64_t OC = g.OC;
+  for (int64_t q = p0; q < p1; q += PB) {
+    const int64_t np = std::min<int64_t>(PB, p1 - q);
+    const float* px[PB];
+    for (int j = 0; j < PB; ++j) {
+      const int64_t p = q + std::min<int64_t>(j, np - 1);
+      const int64_t ow = p % g.OW, r = p / g.OW, oh = r % g.OH, n = r / g.OH;
+      px[j] = x + ((n * g.H + oh * g.sh) * g.W + ow * g.sw) * g.C;
+    }
+    float* yo = y + q * OC + o0;
+    float* zo = z ? z + q * OC + o0 : nullptr;
+    const float* bo = b ? b + o0 : nullptr;
+    if (np > PB / 2)
+      implicit_tile<V, PB, NV>(yo, zo, OC, px, np, NV * L, wb, ldw, bo, g, act);
+    else
+      implicit_tile<V, PB / 2, NV>(yo, zo, OC, px, np, NV * L, wb, ldw, bo, g, act);
+  }
 }
 
 // Pixels [p0, p1) of y (and z), channel blocks of 32 (then one of 16). Weights w (K, OC),
 // or packed (wpk != nullptr: block o0 is (K, width) at wpk + o0·K).
 FASTNN_CLONES void implicit_pixels(float* y, float* z, const float* x, const float* w,
                                    const float* wpk, const float* b, const Geom& g, Act act,
-                                   int64_t p0, int64_t p1) {
+                                   int64_t p0, int64_t p1, bool wide) {
   const int64_t OC = g.OC, K = g.KH * g.KW * g.C;
   for (int64_t o0 = 0; o0 < OC;) {
     const int64_t bw = OC - o0 >= 32 ? 32 : 16;
     const float* wb = wpk ? wpk + o0 * K : w + o0;
     const int64_t ldw = wpk ? bw : OC;
-    for (int64_t q = p0; q < p1; q += kImPB) {
-      const int64_t np = std::min<int64_t>(kImPB, p1 - q);
-      const float* px[kImPB];
-      for (int j = 0; j < kImPB; ++j) {
-        const int64_t p = q + std::min<int64_t>(j, np - 1);
-        const int64_t ow = p % g.OW, r = p / g.OW, oh = r % g.OH, n = r / g.OH;
-        px[j] = x + ((n * g.H + oh * g.sh) * g.W + ow * g.sw) * g.C;
-      }
-      float* yo = y + q * OC + o0;
-      float* zo = z ? z + q * OC + o0 : nullptr;
-      const float* bo = b ? b + o0 : nullptr;
-      if (np > 4) {
-        if (bw == 32) implicit_tile<kImPB, 2>(yo, zo, OC, px, np, 32, wb, ldw, bo, g, act);
-        else implicit_tile<kImPB, 1>(yo, zo, OC, px, np, 16, wb, ldw, bo, g, act);
-      } else {
-        if (bw == 32) implicit_tile<4, 2>(yo, zo, OC, px, np, 32, wb, ldw, bo, g, act);
-        else implicit_tile<4, 1>(yo, zo, OC, px, np, 16, wb, ldw, bo, g, act);
-      }
-    }
+    if (wide && bw == 32)
+      implicit_run<v16, 8, 2>(y, z, x, wb, ldw, b, g, act, p0, p1, o0);
+    else if (wide)
+      implicit_run<v16, 8, 1>(y, z, x, wb, ldw, b, g, act, p0, p1, o0);
+    else
+      for (int64_t c = 0; c < bw; c += 16)
+        implicit_run<v8, 6, 2>(y, z, x, wb + c, ldw, b, g, act, p0, p1, o0 + c);
     o0 += bw;
   }
 }
@@ -821,11 +838,12 @@ void forward_implicit(float* y, float* z, const float* x, const float* w, const 
       o0 += bw;
     }
   }
-  // Units of 128 pixels (a multiple of the tile), in parallel; one thread each.
-  constexpr int64_t kUnit = 16 * kImPB;
+  // Units of 96 pixels (a multiple of either tile), in parallel; one thread each.
+  constexpr int64_t kUnit = 96;
   const int64_t P = g.P(), units = (P + kUnit - 1) / kUnit;
+  const bool wide = wide_tiles();
   parallel_for(units, grain_for(units, 1), [&](int64_t a, int64_t e) {
-    implicit_pixels(y, z, x, w, wpk, b, g, act, a * kUnit, std::min(P, e * kUnit));
+    implicit_pixels(y, z, x, w, wpk, b, g, act, a * kUnit, std::min(P, e * kUnit), wide);
   });
 }
 
