@@ -108,6 +108,26 @@ def test_dense_z_is_the_linear_output(kind, rng):
     np.testing.assert_array_equal(y, ops.activation(z, kind))  # the epilogue is the same code
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("N,IC,OC", [(1, 1, 1), (3, 7, 10), (32, 784, 128), (257, 64, 10),
+                                     (32, 300, 1100), (600, 40, 33)])
+def test_dense_backward_overwrite_equals_adding_into_zeros(impl, N, IC, OC, rng):
+    # accumulate=False writes dw and db (whatever they held: here NaN) with the values
+    # += gives into zeros, bit for bit; dx is still added into.
+    x, w, _ = make(rng, N, IC, OC)
+    y = np.empty((N, OC), np.float32)
+    impl.dense_forward(y, None, x, w, None, _core.Act.relu)
+    dy = rng.normal(size=(N, OC)).astype(np.float32)
+    dx0 = rng.normal(size=(N, IC)).astype(np.float32)
+    got = [dx0.copy(), np.full((IC, OC), np.nan, np.float32), np.full(OC, np.nan, np.float32)]
+    want = [dx0.copy(), np.zeros((IC, OC), np.float32), np.zeros(OC, np.float32)]
+    for (dx, dw, db), acc in ((got, False), (want, True)):
+        impl.dense_backward(dx, dw, db, np.empty_like(dy), dy, x, w, y, None, _core.Act.relu,
+                            acc)
+    for g, wnt, what in zip(got, want, ("dx", "dw", "db")):
+        np.testing.assert_array_equal(g, wnt, err_msg=what)
+
+
 def test_dense_backward_optional_gradients(rng):
     N, IC, OC = 6, 5, 4
     x, w, _ = make(rng, N, IC, OC)
@@ -367,6 +387,14 @@ def _check_sparse_pair(x, w, b, act, kind, nonzero, gathered, rng, num_threads):
             scale = np.abs(x).T @ np.abs(dz_ref) + np.abs(dw0)
             assert_within(dw, dw_ref.astype(np.float64), 4 * EPS * (N + 1) * scale, "dw")
             np.testing.assert_array_equal(db, db_ref)
+        # accumulate=False: the same values as adding into zeros, every row of dw written
+        dw_over, db_over = np.full_like(dw0, np.nan), np.full_like(db0, np.nan)
+        _core.dense_backward_sparse(dw_over, db_over, dz, dwc, dy, cols, nk, xc, y, z, act,
+                                    False)
+        dw_zero, db_zero = np.zeros_like(dw0), np.zeros_like(db0)
+        _core.dense_backward_sparse(dw_zero, db_zero, dz, dwc, dy, cols, nk, xc, y, z, act)
+        np.testing.assert_array_equal(dw_over, dw_zero)
+        np.testing.assert_array_equal(db_over, db_zero)
 
 
 def test_dense_sparse_bad_input(rng):

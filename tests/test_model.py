@@ -240,10 +240,10 @@ def test_validation_and_predict_inside_fit_do_not_change_training():
 
 @pytest.mark.parametrize("opt", ["sgd", "adam", "adagrad"])
 def test_gradients_restart_from_zero_after_each_step(opt):
-    # The optimizer step zeroes the gradients it has read (zero_grads), so the next
-    # backward pass starts from zeros without a separate memset: the gradients after a
-    # training step must equal those of a fresh model with the same weights, and frozen
-    # layers' gradients (which no optimizer step touches) stay zero.
+    # Dense layers overwrite their gradients on their first write of a backward pass, and
+    # the model zeroes only the rest before it: the gradients after a training step must
+    # equal those of a fresh model with the same weights, and frozen layers' gradients
+    # stay zero.
     rng = np.random.default_rng(3)
     x = rng.normal(size=(32, 6)).astype(np.float32)
     y = rng.integers(0, 3, size=32).astype(np.int32)
@@ -258,7 +258,6 @@ def test_gradients_restart_from_zero_after_each_step(opt):
 
     model = make()
     model.fit(x, y, epochs=2, batch_size=8, verbose=0)
-    assert not model._grads.any()
     fresh = make()
     fresh.set_weights(model.get_weights())
     fresh._configure_output()
@@ -268,3 +267,38 @@ def test_gradients_restart_from_zero_after_each_step(opt):
     np.testing.assert_array_equal(model._grads, fresh._grads)
     assert model._grads[:model._n_trainable].any()
     assert not model._grads[model._n_trainable:].any()
+
+
+def test_overwritten_gradients_are_zero_where_no_gradient_reaches():
+    # A head that gets no gradient (its output is not in the loss) runs no backward, so
+    # its Dense does not overwrite the last step's gradients: the model zeroes them.
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(16, 6)).astype(np.float32)
+    y1 = rng.normal(size=(16, 3)).astype(np.float32)
+    y2 = rng.normal(size=(16, 2)).astype(np.float32)
+
+    def make():
+        inp = fn.Input(shape=(6,))
+        h = fn.layers.Dense(5, activation="tanh", name="h")(inp)
+        a = fn.layers.Dense(3, name="a")(h)
+        b = fn.layers.Dense(2, name="b")(h)
+        m = fn.Model(inp, [a, b], seed=6)
+        m.compile(optimizer="sgd", loss=["mse", "mse"])
+        return m
+
+    def grads_of_a_only(m):
+        with fn.GradientTape() as tape:
+            pa, _ = m(x, training=True)
+            loss = fn.losses.MeanSquaredError()(y1, pa)
+        return [np.array(g) for g in tape.gradient(loss, m.trainable_weights)]
+
+    model = make()
+    model.fit(x, [y1, y2], epochs=1, batch_size=8, verbose=0)
+    head = model.get_layer("b")
+    assert head.dkernel.any() and head.dbias.any()
+    got = grads_of_a_only(model)
+    assert not head.dkernel.any() and not head.dbias.any()
+    fresh = make()
+    fresh.set_weights(model.get_weights())
+    for g, w in zip(got, grads_of_a_only(fresh)):
+        np.testing.assert_array_equal(g, w)

@@ -55,7 +55,7 @@ using DenseForwardFn = void (*)(float*, float*, const float*, const float*, cons
                                 int64_t, int64_t, int64_t, Act);
 using DenseBackwardFn = void (*)(float*, float*, float*, float*, const float*, const float*,
                                  const float*, const float*, const float*, int64_t, int64_t,
-                                 int64_t, Act);
+                                 int64_t, Act, bool);
 
 void def_all(py::module_& m, DenseForwardFn fwd, DenseBackwardFn bwd) {
   m.def(
@@ -83,7 +83,7 @@ void def_all(py::module_& m, DenseForwardFn fwd, DenseBackwardFn bwd) {
   m.def(
       "dense_backward",
       [bwd](py::handle dx, py::handle dw, py::handle db, py::handle dz, py::handle dy,
-            py::handle x, py::handle w, py::handle y, py::handle z, Act act) {
+            py::handle x, py::handle w, py::handle y, py::handle z, Act act, bool accumulate) {
         const char* op = "dense_backward";
         auto W = in<float>(op, "w", w, {ANY, ANY}, "(IC, OC)");
         const int64_t IC = W[0], OC = W[1];
@@ -109,13 +109,14 @@ void def_all(py::module_& m, DenseForwardFn fwd, DenseBackwardFn bwd) {
         no_overlap(op, "dz", DZ, "z", Z);
         py::gil_scoped_release nogil;
         bwd(DX.data, DW.data, DB.data, DZ.data, DY.data, X.data, W.data, Y.data, Z.data, N,
-            IC, OC, act);
+            IC, OC, act, accumulate);
       },
       py::arg("dx"), py::arg("dw"), py::arg("db"), py::arg("dz"), py::arg("dy"), py::arg("x"),
       py::arg("w"), py::arg("y") = py::none(), py::arg("z") = py::none(),
-      py::arg("act") = Act::linear,
+      py::arg("act") = Act::linear, py::arg("accumulate") = true,
       "With dz = dy * act'(.): dx (N,IC) += dz @ w.T; dw (IC,OC) += x.T @ dz; db (OC,) += "
-      "dz.sum(0). Any of dx, dw, db may be None (not computed). dz is (N,OC) scratch, "
+      "dz.sum(0); accumulate=False overwrites dw and db (=) instead. Any of dx, dw, db may "
+      "be None (not computed). dz is (N,OC) scratch, "
       "required unless act is linear; it may be dy itself, which is then overwritten. "
       "relu/sigmoid/tanh read y (forward output), gelu reads z (pre-activation).");
 }
@@ -148,7 +149,8 @@ void def_sparse(py::module_& m) {
   m.def(
       "dense_backward_sparse",
       [](py::handle dw, py::handle db, py::handle dz, py::handle dwc, py::handle dy,
-         py::handle cols, int64_t nk, py::handle xc, py::handle y, py::handle z, Act act) {
+         py::handle cols, int64_t nk, py::handle xc, py::handle y, py::handle z, Act act,
+         bool accumulate) {
         const char* op = "dense_backward_sparse";
         auto DY = in<float>(op, "dy", dy, {ANY, ANY}, "(N, OC)");
         const int64_t N = DY[0], OC = DY[1];
@@ -180,14 +182,15 @@ void def_sparse(py::module_& m) {
         no_overlap(op, "dz", DZ, "z", Z);
         py::gil_scoped_release nogil;
         dense_backward_sparse(DW.data, DB.data, DZ.data, DWC.data, DY.data, COLS.data, nk,
-                              XC.data, Y.data, Z.data, N, OC, act);
+                              XC.data, Y.data, Z.data, N, IC, OC, act, accumulate);
       },
       py::arg("dw"), py::arg("db"), py::arg("dz"), py::arg("dwc"), py::arg("dy"),
       py::arg("cols"), py::arg("nk"), py::arg("xc"), py::arg("y") = py::none(),
-      py::arg("z") = py::none(), py::arg("act") = Act::linear,
+      py::arg("z") = py::none(), py::arg("act") = Act::linear, py::arg("accumulate") = true,
       "Backward of a gathered dense_forward_sparse (it returned nk > 0): with dz = dy * "
       "act'(.), db += dz.sum(0) and dw[cols[:nk]] += xc_nk.T @ dz, where xc_nk is the "
-      "first N*nk floats of xc as (N, nk). dwc (IC,OC) is scratch. dw, db may be None.");
+      "first N*nk floats of xc as (N, nk). dwc (IC,OC) is scratch. dw, db may be None. "
+      "accumulate=False overwrites db and every row of dw (0 outside cols[:nk]).");
 }
 
 }  // namespace

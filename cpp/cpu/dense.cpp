@@ -14,7 +14,9 @@
 // that does not depend on the thread count.
 #include "fastnn/dense.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "fastnn/common.h"
 #include "fastnn/gemm.h"
@@ -49,7 +51,7 @@ FASTNN_CLONES void act_grad_set_span(float* dz, const float* dy, const float* z,
 
 // db (j0..j1) += Σ_rows dz (N,OC)[:, j0..j1], each column summed over rows in order.
 FASTNN_CLONES void column_sums(float* db, const float* dz, int64_t N, int64_t OC, int64_t j0,
-                               int64_t j1) {
+                               int64_t j1, bool accumulate) {
   constexpr int64_t kBlock = 256;
   float acc[kBlock];
   for (int64_t jb = j0; jb < j1; jb += kBlock) {
@@ -61,7 +63,7 @@ FASTNN_CLONES void column_sums(float* db, const float* dz, int64_t N, int64_t OC
 #pragma omp simd
       for (int64_t j = 0; j < nb; ++j) acc[j] += row[j];
     }
-    for (int64_t j = 0; j < nb; ++j) db[jb + j] += acc[j];
+    for (int64_t j = 0; j < nb; ++j) db[jb + j] = accumulate ? db[jb + j] + acc[j] : acc[j];
   }
 }
 
@@ -83,10 +85,10 @@ void dense_forward(float* y, float* z, const float* x, const float* w, const flo
   bias_act(y, acc, b, N, OC, act);
 }
 
-// dz = dy ⊙ act'(.);  dx (N,IC) += dz·wᵀ;  dw (IC,OC) += xᵀ·dz;  db (OC) += Σ_N dz
+// dz = dy ⊙ act'(.);  dx (N,IC) += dz·wᵀ;  dw (IC,OC) (+)= xᵀ·dz;  db (OC) (+)= Σ_N dz
 void dense_backward(float* dx, float* dw, float* db, float* dz, const float* dy,
                     const float* x, const float* w, const float* y, const float* z,
-                    int64_t N, int64_t IC, int64_t OC, Act act) {
+                    int64_t N, int64_t IC, int64_t OC, Act act, bool accumulate) {
   const int64_t threads = num_threads();
   const float* g = dy;
   if (act != Act::linear) {
@@ -104,9 +106,9 @@ void dense_backward(float* dx, float* dw, float* db, float* dz, const float* dy,
     const int64_t lo = (16384 + N - 1) / N;
     if (grain < lo) grain = lo;
     parallel_for(OC, grain,
-                 [=](int64_t j0, int64_t j1) { column_sums(db, g, N, OC, j0, j1); });
+                 [=](int64_t j0, int64_t j1) { column_sums(db, g, N, OC, j0, j1, accumulate); });
   }
-  if (dw) gemm(dw, x, g, IC, OC, N, /*trans_a=*/true, /*trans_b=*/false, /*accumulate=*/true);
+  if (dw) gemm(dw, x, g, IC, OC, N, /*trans_a=*/true, /*trans_b=*/false, accumulate);
   if (dx) gemm(dx, g, w, N, IC, OC, /*trans_a=*/false, /*trans_b=*/true, /*accumulate=*/true);
 }
 
@@ -154,20 +156,38 @@ int64_t dense_forward_sparse(float* y, float* z, int32_t* cols, float* xc, const
   return nk;
 }
 
-// dz = dy ⊙ act'(.);  db += Σ_N dz;  dwc (nk,OC) = xcᵀ·dz;  dw[cols, :] += dwc
+// dz = dy ⊙ act'(.);  db (+)= Σ_N dz;  dwc (nk,OC) = xcᵀ·dz;  dw[cols, :] (+)= dwc, and
+// without accumulate dw's other rows = 0
 void dense_backward_sparse(float* dw, float* db, float* dz, float* dwc, const float* dy,
                            const int32_t* cols, int64_t nk, const float* xc, const float* y,
-                           const float* z, int64_t N, int64_t OC, Act act) {
-  dense_backward(nullptr, nullptr, db, dz, dy, xc, nullptr, y, z, N, nk, OC, act);
+                           const float* z, int64_t N, int64_t IC, int64_t OC, Act act,
+                           bool accumulate) {
+  dense_backward(nullptr, nullptr, db, dz, dy, xc, nullptr, y, z, N, nk, OC, act, accumulate);
   if (!dw) return;
   const float* g = act == Act::linear ? dy : dz;
   gemm(dwc, xc, g, nk, OC, N, /*trans_a=*/true, /*trans_b=*/false, /*accumulate=*/false);
-  parallel_for(nk, vmath::row_grain(nk, OC, num_threads()), [=](int64_t j0, int64_t j1) {
-    for (int64_t j = j0; j < j1; ++j) {
-      float* d = dw + int64_t(cols[j]) * OC;
-      const float* s = dwc + j * OC;
+  if (accumulate) {
+    parallel_for(nk, vmath::row_grain(nk, OC, num_threads()), [=](int64_t j0, int64_t j1) {
+      for (int64_t j = j0; j < j1; ++j) {
+        float* d = dw + int64_t(cols[j]) * OC;
+        const float* s = dwc + j * OC;
 #pragma omp simd
-      for (int64_t c = 0; c < OC; ++c) d[c] += s[c];
+        for (int64_t c = 0; c < OC; ++c) d[c] += s[c];
+      }
+    });
+    return;
+  }
+  // Every row of dw: the next of cols (ascending) gets its dwc row, any other row 0.
+  parallel_for(IC, vmath::row_grain(IC, OC, num_threads()), [=](int64_t k0, int64_t k1) {
+    int64_t j = std::lower_bound(cols, cols + nk, int32_t(k0)) - cols;
+    for (int64_t k = k0; k < k1; ++k) {
+      float* d = dw + k * OC;
+      if (j < nk && cols[j] == k) {
+        std::memcpy(d, dwc + j * OC, size_t(OC) * sizeof(float));
+        ++j;
+      } else {
+        std::memset(d, 0, size_t(OC) * sizeof(float));
+      }
     }
   });
 }
@@ -189,10 +209,10 @@ void dense_forward_naive(float* y, float* z, const float* x, const float* w, con
   }
 }
 
-// dz = dy ⊙ act'(.);  dx += dz·wᵀ;  dw += xᵀ·dz;  db += Σ_N dz
+// dz = dy ⊙ act'(.);  dx += dz·wᵀ;  dw (+)= xᵀ·dz;  db (+)= Σ_N dz
 void dense_backward_naive(float* dx, float* dw, float* db, float* dz, const float* dy,
                           const float* x, const float* w, const float* y, const float* z,
-                          int64_t N, int64_t IC, int64_t OC, Act act) {
+                          int64_t N, int64_t IC, int64_t OC, Act act, bool accumulate) {
   const float* g = dy;
   if (act != Act::linear) {
     for (int64_t i = 0; i < N * OC; ++i) {
@@ -212,7 +232,7 @@ void dense_backward_naive(float* dx, float* dw, float* db, float* dz, const floa
     for (int64_t j = 0; j < OC; ++j) {
       float s = 0.0f;
       for (int64_t i = 0; i < N; ++i) s += g[i * OC + j];
-      db[j] += s;
+      db[j] = accumulate ? db[j] + s : s;
     }
   }
   if (dw) {
@@ -220,7 +240,7 @@ void dense_backward_naive(float* dx, float* dw, float* db, float* dz, const floa
       for (int64_t j = 0; j < OC; ++j) {
         float s = 0.0f;
         for (int64_t i = 0; i < N; ++i) s += x[i * IC + k] * g[i * OC + j];
-        dw[k * OC + j] += s;
+        dw[k * OC + j] = accumulate ? dw[k * OC + j] + s : s;
       }
     }
   }

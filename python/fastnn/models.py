@@ -28,7 +28,8 @@ from . import metrics as metrics_mod
 from . import optim as optim_mod
 from . import quantization
 from .graph import KerasTensor, Plan, Variable
-from .layers.base import Layer, bind_variable, layer_class, register
+from .layers.base import (Layer, bind_variable, grads_written, layer_class, new_grad_pass,
+                          overwrites_grads, register)
 from .layers.core import Activated, InputLayer
 from .layers.quantized import QuantKernels
 from .ops._util import as_f32, from_any
@@ -298,7 +299,6 @@ class Model(Layer):
             if copy_old and old is not None:
                 v.value[...] = old
         self._params, self._grads = params, grads
-        self._grads_zeroed = True
         _BIND_EPOCH[0] += 1
         self._bind_epoch = _BIND_EPOCH[0]
 
@@ -591,17 +591,48 @@ class Model(Layer):
     def _train_step(self, xs, ys):
         loss_sum, preds = self._loss_and_grads(xs, ys)
         n = self._n_trainable
-        self.optimizer.step(self._params[:n], self._grads[:n], zero_grads=True)
-        self._grads_zeroed = True
+        self.optimizer.step(self._params[:n], self._grads[:n])
         return loss_sum, preds
 
+    def _grad_zeroing(self):
+        """(ranges, by_layer): the [a, b) ranges of the gradient buffer to zero before a
+        backward pass (what frozen variables and the layers that add into their gradients
+        own), and for each layer that overwrites its gradients (overwrites_grads) the
+        ranges to zero after the pass if it did not run."""
+        key = self.__dict__.get("_bind_epoch")
+        cached = self.__dict__.get("_grad_zeroing_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        ranges, by_layer, offset = [], {}, 0
+        for v in self._variables:
+            span = (offset, offset + v.size)
+            offset += v.size
+            layer = v.layer
+            if v.trainable and isinstance(layer, Layer) and \
+                    layer.trainable and overwrites_grads(layer):
+                by_layer.setdefault(id(layer), (layer, []))[1].append(span)
+            elif ranges and ranges[-1][1] == span[0]:
+                ranges[-1] = (ranges[-1][0], span[1])
+            else:
+                ranges.append(span)
+        by_layer = list(by_layer.values())
+        self._grad_zeroing_cache = (key, ranges, by_layer)
+        return ranges, by_layer
+
     def _zero_grads(self):
-        if self._grads_zeroed:  # by the last optimizer step, except what it does not update
-            if self._n_trainable < self._grads.size:
-                self._grads[self._n_trainable:].fill(0.0)
-        else:
-            self._grads.fill(0.0)
-        self._grads_zeroed = False
+        """Before a backward pass: zero the gradients that layers add into; the others
+        are overwritten by their layer's first write (or zeroed after, see _loss_and_grads)."""
+        new_grad_pass()
+        grads = self._grads
+        for a, b in self._grad_zeroing()[0]:
+            grads[a:b].fill(0.0)
+
+    def _zero_unwritten_grads(self):
+        grads = self._grads
+        for layer, spans in self._grad_zeroing()[1]:
+            if not grads_written(layer):
+                for a, b in spans:
+                    grads[a:b].fill(0.0)
 
     def _loss_and_grads(self, xs, ys, scale: float = 1.0):
         """Forward, loss and backward for one batch: the gradient of the (weighted) mean
@@ -626,6 +657,7 @@ class Model(Layer):
             douts.append(dout)
             preds.append(probs if probs is not None else out)
         self._plan_train.backward(douts)
+        self._zero_unwritten_grads()
         return total, (preds[0] if len(preds) == 1 else preds)
 
     def _eval_batch(self, xs, ys):

@@ -71,6 +71,22 @@ class Layer:
     #: caller without a copy. A subclass that overrides forward does not inherit it (see
     #: graph.fresh_inference_output).
     fresh_inference_output = False
+    #: backward() overwrites (=) this layer's parameter gradients the first time it runs
+    #: in a backward pass (first_grad_write() tells it when) and adds into them after that
+    #: (a layer called twice), so the model need not zero them before each step. Honoured
+    #: only on the class that defines backward (see overwrites_grads).
+    overwrites_grads = False
+
+    def first_grad_write(self) -> bool:
+        """Whether this backward call is the first in the current backward pass (see
+        new_grad_pass) to write these parameters' gradients, counting the copies of a
+        shared layer (graph.share_weights_copy) as the layer: it then overwrites them."""
+        owner = _weights_owner(self)
+        p = _GRAD_PASS[0]
+        if owner.__dict__.get("_grad_pass") == p:
+            return False
+        owner._grad_pass = p
+        return True
 
     def __init__(self, name: str | None = None, input_shape=None, trainable: bool = True,
                  dtype=None, **kwargs):
@@ -341,6 +357,35 @@ class Layer:
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}>"
+
+
+_GRAD_PASS = [0]
+
+
+def new_grad_pass() -> None:
+    """Start a backward pass: every layer's next first_grad_write() is True."""
+    _GRAD_PASS[0] += 1
+
+
+def _weights_owner(layer):
+    while "_shared_from" in layer.__dict__:
+        layer = layer.__dict__["_shared_from"]
+    return layer
+
+
+def grads_written(layer) -> bool:
+    """Whether layer (or a copy sharing its weights) wrote its gradients in the current
+    backward pass."""
+    return _weights_owner(layer).__dict__.get("_grad_pass") == _GRAD_PASS[0]
+
+
+def overwrites_grads(layer) -> bool:
+    """layer.overwrites_grads, as declared by the class that defines its backward (a
+    subclass with its own backward does not inherit the promise)."""
+    for cls in type(layer).__mro__:
+        if "backward" in cls.__dict__:
+            return bool(cls.__dict__.get("overwrites_grads", False))
+    return False
 
 
 def bind_variable(v: Variable, params, grads, offset: int) -> int:

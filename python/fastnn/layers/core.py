@@ -58,6 +58,7 @@ class Dense(QuantKernels, Activated):
 
     quantizable_kernels = ("kernel",)
     fresh_inference_output = True
+    overwrites_grads = True
 
     def __init__(self, units: int, activation=None, use_bias: bool = True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kw):
@@ -124,14 +125,17 @@ class Dense(QuantKernels, Activated):
         dx = self.buffer("dx", x.shape, zero=True) if self.need_input_grad else None
         if self.trainable:
             dw, db = self.dkernel, (self.dbias if self.use_bias else None)
+            acc = not self.first_grad_write()
         else:
             dw = db = None
+            acc = True
         # dz doubles as the kernel's scratch: dy belongs to this step only.
         if self._nk:
             _core.dense_backward_sparse(dw, db, dz, self.buffer("dwc", self.kernel.shape), dz,
-                                        self._cols, self._nk, self._xc, y, self._z, self._act)
+                                        self._cols, self._nk, self._xc, y, self._z, self._act,
+                                        acc)
             return None
-        _core.dense_backward(dx, dw, db, dz, dz, x, self.kernel, y, self._z, self._act)
+        _core.dense_backward(dx, dw, db, dz, dz, x, self.kernel, y, self._z, self._act, acc)
         return None if dx is None else dx.reshape(self._lead + (x.shape[1],))
 
     def get_config(self):
