@@ -156,6 +156,32 @@ def test_gemm_threads_bitwise_identical(isa, restore_threads, M, N, K, ta, tb):
         assert np.array_equal(r, results[0])
 
 
+@pytest.mark.parametrize("M,N,K", [(1, 300, 256), (7, 40, 300), (33, 257, 520), (64, 64, 1000),
+                                   (256, 300, 256)])
+def test_gemm_skinny_a_times_b_transposed(isa, restore_threads, M, N, K):
+    # A·Bᵀ with few rows and K >= 256 runs transposed (Bᵀ's rows read in place, then C =
+    # Tᵀ): the same sums in the same order as the loop nest on a copied Bᵀ, bit for bit;
+    # with accumulate, C is added to the whole sum (within tolerance), on any thread count.
+    rng = np.random.default_rng(M + N)
+    a, b = operands(rng, M, N, K, False, True)
+    bt = np.ascontiguousarray(b.T)
+    c0 = rng.standard_normal((M, N), dtype=np.float32)
+    for n in (1, 2):
+        fastnn.set_num_threads(n)
+        got = np.full((M, N), np.nan, np.float32)
+        _core.gemm(got, a, b, False, True)
+        want = np.empty((M, N), np.float32)
+        _core.gemm(want, a, bt, False, False)
+        assert np.array_equal(got, want)
+        acc = c0.copy()
+        _core.gemm(acc, a, b, False, True, accumulate=True)
+        check_close(acc, a, b, False, True, K, c0=c0.astype(np.float64))
+        if n == 1:
+            acc1 = acc
+        else:
+            assert np.array_equal(acc, acc1)
+
+
 def out_at_line_offset(M, N, offset):
     """A C-contiguous (M, N) float32 view whose first element sits `offset` floats past a
     64-byte boundary (the thread split depends on how C's rows meet cache lines)."""
