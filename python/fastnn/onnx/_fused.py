@@ -54,6 +54,8 @@ class Graph:
         for n in nodes:
             if n.op_type == "Constant":
                 self.consts[n.output[0]] = numpy_helper.to_array(self.attrs(n)["value"])
+            elif n.op_type == "Identity" and n.input[0] in self.consts:  # shared weights
+                self.consts[n.output[0]] = self.consts[n.input[0]]
         self._static: dict[str, bool] = {}
 
     def attrs(self, node):
