@@ -60,8 +60,26 @@ def test_fastnn_transformer_round_trips(mask, rng, tmp_path):
     _fits(loaded, ids, want)
 
 
+def test_fastnn_causal_attention_round_trips(rng, tmp_path):
+    """use_causal_mask (a constant lower triangle in ONNX) comes back causal."""
+    x = fn.Input((6, 8))
+    h = L.MultiHeadAttention(2, 4)(x, x, use_causal_mask=True)
+    model = fn.Model(x, L.Dense(3)(L.GlobalAveragePooling1D()(h)), seed=5)
+    xs = rng.standard_normal((4, 6, 8)).astype(np.float32)
+    path = tmp_path / "causal.onnx"
+    fn.onnx.export(model, path)
+    loaded = fn.onnx.load(path)
+    want = model.predict(xs)
+    _close(loaded.predict(xs), want)  # pooled over every query: differs if not causal
+    x_in = fn.Input((6, 8))
+    plain = fn.Model(x_in, L.Dense(3)(L.GlobalAveragePooling1D()(L.MultiHeadAttention(2, 4)(x_in))))
+    plain.set_weights(model.get_weights())
+    assert np.abs(plain.predict(xs) - want).max() > 1e-3  # so the comparison above can fail
+    _fits(loaded, xs, want)
+
+
 def test_fastnn_cross_attention_round_trips(rng, tmp_path):
-    """Separate query and key/value inputs, a causal mask is not involved."""
+    """Separate query and key/value inputs, projected to another output width."""
     q_in, kv_in = fn.Input((5, 8)), fn.Input((7, 6))
     y = L.MultiHeadAttention(2, 4, output_shape=3)(q_in, kv_in)
     model = fn.Model([q_in, kv_in], L.GlobalAveragePooling1D()(y), seed=4)

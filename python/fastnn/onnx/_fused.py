@@ -3,7 +3,7 @@ MultiHeadAttention), the erf form of GELU (-> Activation("gelu")) and the masked
 time fastnn exports (-> GlobalAveragePooling1D, which reads the padding mask).
 
 An attention block is found from its Softmax: the scores MatMul before it (after scalar
-scales and a Where on a key mask), the MatMul by the values after it, and, through the
+scales, a Where on a key mask and one on a constant causal triangle), the MatMul by the values after it, and, through the
 layout operators around them (Reshape, Transpose, Squeeze, Unsqueeze, Gather of one
 block of a packed projection), the four projections by constant kernels. What lies
 between is not interpreted: exporters write the head split in many ways (fastnn as
@@ -239,7 +239,7 @@ def match_attention(g, k):
     the Softmax input is not a product of two computed tensors)."""
     sm = g.nodes[k]
     where = f"fastnn.onnx.load: attention at Softmax node {sm.name or sm.output[0]!r}"
-    scales, mask, name = [], None, sm.input[0]
+    scales, mask, causal, name = [], None, False, sm.input[0]
     while True:  # back from the Softmax to the scores MatMul
         n = g.node(name)
         if n is None:
@@ -248,8 +248,11 @@ def match_attention(g, k):
             j = _scale_operand(g, n)
             scales.append((n.input[j], n.op_type == "Div"))
             name = n.input[1 - j]
+        elif n.op_type == "Where" and not causal and _is_causal(g.consts.get(n.input[0])) \
+                and g.static(n.input[2]):
+            causal, name = True, n.input[1]  # a constant lower triangle: a causal mask
         elif n.op_type == "Where" and mask is None and g.static(n.input[2]) and \
-                not g.static(n.input[1]):
+                not g.static(n.input[1]) and not g.static(n.input[0]):
             mask, name = n.input[0], n.input[1]
         elif n.op_type == "MatMul" and not any(g.static(i) for i in n.input):
             scores = n
@@ -280,7 +283,13 @@ def match_attention(g, k):
         raise ValueError(f"{where}: two roles read the same part of a packed projection")
     out = _forward_to_projection(g, pv.output[0], where)
     return dict(where=where, softmax=k, scores_in=sm.input[0], q=q, k=kk, v=v, o=out,
-                scales=scales + q["scales"] + kk["scales"], mask=mask)
+                scales=scales + q["scales"] + kk["scales"], mask=mask, causal=causal)
+
+
+def _is_causal(c):
+    """Whether c is a square boolean lower triangle (query i sees keys 0..i)."""
+    return c is not None and c.dtype == np.bool_ and c.ndim >= 2 and c.shape[-1] == c.shape[-2] \
+        and np.array_equal(c.reshape(c.shape[-2:]), np.tril(np.ones(c.shape[-2:], bool)))
 
 
 def _forward_to_projection(g, name, where):
@@ -386,7 +395,8 @@ def attention_region(g, m, res, n):
             b = np.zeros(p["kernel"].shape[1]) if p["bias"] is None else p["bias"]
             weights[role + "_bias"] = (b * f).astype(np.float32)
     region = Region("attention", nodes, name, None,
-                    info=dict(where=where, xs=xs, mask=mask, perm=perm))
+                    info=dict(where=where, xs=xs, mask=mask, perm=perm, causal=m["causal"]))
+    kw = {"use_causal_mask": True} if m["causal"] else {}
 
     def build(imp):
         from ._import import Value
@@ -400,9 +410,9 @@ def attention_region(g, m, res, n):
                                      output_shape=None if cout == cq else cout)
         tq_, tk, tv = (val.t for val in vs)
         if tk is tq_ and tv is tq_:
-            y = layer(tq_)
+            y = layer(tq_, **kw)
         else:
-            y = layer(tq_, tv) if tk is tv else layer(tq_, tv, tk)
+            y = layer(tq_, tv, **kw) if tk is tv else layer(tq_, tv, tk, **kw)
         imp.weights.append((layer, weights))
         region.info.update(layer=layer, perms=[val.perm for val in vs])
         return Value(t=y, perm=perm)
@@ -425,7 +435,8 @@ def _check_attention(region, res):
         if mask.dtype != np.bool_ or mask.ndim != 2:
             raise ValueError(f"{i['where']}: its key mask {i['mask']!r} must be a boolean "
                              f"(N, Tk) tensor, got {mask.dtype} {mask.shape}")
-    got = layer.forward(xs[0], xs[2], xs[1], mask=mask, training=False)
+    got = layer.forward(xs[0], xs[2], xs[1], mask=mask, training=False,
+                        use_causal_mask=i["causal"])
     want = _to_fastnn(res[region.output], i["perm"])
     err = float(np.max(np.abs(got - want))) if want.size else 0.0
     if not err <= 1e-4 * max(float(np.max(np.abs(want))), 1.0):
