@@ -30,7 +30,12 @@ def export(model, path=None, opset: int = 17):
 
 
 def load(path):
-    """Read an ONNX file into a fastnn Functional model (see fastnn.onnx._import)."""
+    """Read an ONNX file into a fastnn Functional model (see fastnn.onnx._import).
+
+    Attention blocks (fastnn's own exports, torch's nn.MultiheadAttention and
+    nn.TransformerEncoderLayer) become MultiHeadAttention layers; see
+    fastnn.onnx._fused and docs/interop.md. Raises ValueError naming the operators or
+    nodes fastnn cannot import."""
     from ._import import load_model
 
     return load_model(path)

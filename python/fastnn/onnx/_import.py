@@ -37,7 +37,11 @@ SUPPORTED = ("Identity", "Dropout", "Cast", "Relu", "Sigmoid", "Tanh", "Softmax"
              "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape", "Transpose", "Concat",
              "BatchNormalization", "LayerNormalization", "Gather", "ReduceMean", "ReduceMax",
              "Constant", "LSTM", "GRU", "RNN", "Squeeze", "Unsqueeze", "Slice", "Shape",
-             "ConstantOfShape")
+             "ConstantOfShape", "Erf", "Where", "Equal", "Not", "ReduceSum", "Max", "Sqrt",
+             "Mod")
+# ops imported only as part of a fused subgraph (see _fused): attention blocks, GELU and
+# masked average pooling, or in shape arithmetic; Equal and Not make padding masks
+_FUSED_ONLY = ("Erf", "Where", "ReduceSum", "Max", "Sqrt", "Mod")
 # ops that take recurrent outputs with a direction axis, reversed sequences or
 # batch-sized constants as they are; every other op gets plain tensors (see Importer.plain)
 _LAYOUT_OPS = ("Identity", "Dropout", "Cast", "Transpose", "Squeeze", "Gather", "Slice",
@@ -64,6 +68,7 @@ class Value:
     fill: tuple | None = None
     dirs: "Dirs | None" = None
     origin: tuple | None = None  # (Dirs.joined, k): direction k of a Bidirectional's states
+    padding: tuple | None = None  # (token ids tensor, "eq" or "ne"): ids == 0 or ids != 0
 
 
 @dataclass
@@ -100,6 +105,14 @@ class Importer:
         for o in self.g.output:
             self.uses[o.name] = self.uses.get(o.name, 0) + 1
 
+        producer = {o: n for n in self.nodes for o in n.output}
+        self.root = lambda name: name if producer.get(name) is None or producer[name].op_type \
+            not in ("Cast", "Identity") else self.root(producer[name].input[0])
+        # token ids compared with 0: their embedding makes a padding mask (mask_zero)
+        self.padded_ids = {self.root(i) for n in self.nodes if n.op_type == "Equal"
+                           for i in n.input}
+        self.regions: dict[int, object] = {}  # node index -> _fused.Region
+
     # --- values -------------------------------------------------------------------------
     def tensor(self, name):
         """The fastnn tensor holding ONNX value `name` in ONNX layout."""
@@ -121,6 +134,10 @@ class Importer:
             raise ValueError(f"fastnn.onnx.load: {where}: {name!r} is a recurrent output with "
                              "its direction axis; fastnn imports it after a Squeeze or Gather "
                              "of one direction, or a Reshape that concatenates them")
+        if v.padding is not None:
+            raise ValueError(f"fastnn.onnx.load: {where}: {name!r} is a padding mask (token "
+                             "ids compared with 0); fastnn imports it as the key mask of "
+                             "attention or of a masked average over time only")
         if v.fill is not None:
             raise ValueError(f"fastnn.onnx.load: {where}: ConstantOfShape of the batch size "
                              "is supported as a recurrent node's zero initial state only")
@@ -164,6 +181,13 @@ class Importer:
         ins = list(node.input)
         out = node.output[0]
         env = self.env
+        if op in ("Equal", "Not"):
+            env[out] = self.padding(node, ins)
+            return
+        if op in _FUSED_ONLY and not all(self.const(i) is not None for i in ins if i):
+            raise ValueError(f"fastnn.onnx.load: {op} node {_node_name(node)} is imported "
+                             "only inside an attention block, a GELU or a masked average "
+                             "over time, which this one is not part of")
         if op not in _LAYOUT_OPS:
             for i in ins:
                 if i:
@@ -172,6 +196,8 @@ class Importer:
             env[out] = Value(const=self.nh.to_array(a["value"]))
         elif op in ("Identity", "Dropout", "Cast"):  # ids stay float32 in fastnn
             env[out] = env[ins[0]]
+        elif op in _FUSED_ONLY:  # arithmetic on constants (shapes)
+            env[out] = Value(const=self.fold(op, [self.const(i) for i in ins]))
         elif op in ("Relu", "Sigmoid", "Tanh"):
             v = env[ins[0]]
             t = self.tensor(ins[0]) if v.matmul is not None else v.t
@@ -244,6 +270,32 @@ class Importer:
             else:
                 env[out] = Value(const=np.full([int(d) for d in shape], value))
 
+    def padding(self, node, ins):
+        """Equal(ids, 0) and Not of it: a padding mask, kept as the ids it is made from."""
+        where = f"fastnn.onnx.load: {node.op_type} node {_node_name(node)}"
+        if node.op_type == "Not":
+            v = self.env[ins[0]]
+            if v.padding is None:
+                raise ValueError(f"{where}: Not is supported on a comparison of token ids "
+                                 "with 0 only")
+            return Value(padding=(v.padding[0], "ne" if v.padding[1] == "eq" else "eq"))
+        cs = [self.const(i) for i in ins]
+        k = 0 if cs[0] is not None else 1
+        if cs[k] is None or cs[1 - k] is not None or cs[k].size != 1 or np.any(cs[k]):
+            raise ValueError(f"{where}: Equal is supported as a comparison of token ids "
+                             "with 0 (a padding mask) only")
+        return Value(padding=(self.tensor(ins[1 - k]), "eq"))
+
+    @staticmethod
+    def fold(op, cs):
+        if op == "Sqrt":
+            return np.sqrt(cs[0])
+        if op == "Mod":
+            return np.mod(cs[0], cs[1])
+        if op == "Max":
+            return np.maximum.reduce([np.asarray(c) for c in cs])
+        raise ValueError(f"fastnn.onnx.load: {op} of constants is not supported")
+
     def last_axis(self, node, axis, name):
         rank = len(self.tensor_shape(name))
         if axis not in (-1, rank - 1):
@@ -272,6 +324,8 @@ class Importer:
     def binary(self, op, ins):
         ca, cb = self.const(ins[0]), self.const(ins[1])
         va = self.env[ins[0]]
+        if op == "Add" and ca is not None and cb is None:  # bias + MatMul: as MatMul + bias
+            ins, ca, cb, va = [ins[1], ins[0]], None, ca, self.env[ins[1]]
         if op == "Add" and cb is not None and va.matmul is not None and cb.ndim == 1 \
                 and cb.shape[0] == va.matmul[1].shape[1] and self.uses.get(ins[0], 0) == 1:
             x, k = va.matmul  # MatMul + bias: one Dense
@@ -410,7 +464,8 @@ class Importer:
             if table.ndim != 2 or axis != 0:
                 raise ValueError("fastnn.onnx.load: Gather is supported as an embedding lookup "
                                  "(a constant 2-D table, axis 0) or as one index of a tensor")
-            layer = L.Embedding(table.shape[0], table.shape[1])
+            layer = L.Embedding(table.shape[0], table.shape[1],
+                                mask_zero=self.root(ins[1]) in self.padded_ids)
             return Value(t=self.layer(layer, self.tensor(ins[1]), embeddings=table))
         if idx is None or idx.ndim != 0:
             raise ValueError(f"fastnn.onnx.load: Gather node {_node_name(node)}: a tensor is "
@@ -812,8 +867,13 @@ def load_model(path):
         t = fn.Input(tuple(dims[1:]), name=vi.name)
         imp.env[vi.name] = Value(t=t)
         inputs.append(t)
-    for node in imp.nodes:  # the nodes no output depends on are left out
-        imp.run(node)
+    regions, res = _fused_regions(imp, proto)
+    for k, node in enumerate(imp.nodes):  # the nodes no output depends on are left out
+        r = imp.regions.get(k)
+        if r is None or node.op_type == "Constant":
+            imp.run(node)
+        elif r.output in node.output:
+            imp.env[r.output] = r.build(imp)
     outputs = [imp.tensor(o.name) for o in g.output]
     model = fn.Model(inputs if len(inputs) > 1 else inputs[0],
                      outputs if len(outputs) > 1 else outputs[0], name=g.name or "onnx_model")
@@ -821,4 +881,63 @@ def load_model(path):
     for layer, weights in imp.weights:
         for attr, value in weights.items():
             getattr(layer, attr)[...] = np.asarray(value, np.float32).reshape(getattr(layer, attr).shape)
+    if res is not None:
+        _check_probe(model, regions, res, proto)
     return model
+
+
+def _fused_regions(imp, proto):
+    """Find the subgraphs imported as one layer (see _fused) and mark their nodes in
+    imp.regions. Attention and masked pooling need the probe run (returned; None if no
+    region needs it)."""
+    from . import _fused
+
+    inits = {t.name: imp.nh.to_array(t) for t in proto.graph.initializer}
+    g = _fused.Graph(imp.nodes, inits, imp.helper, imp.nh)
+    regions, matches = [], []
+    for k, node in enumerate(imp.nodes):
+        if node.op_type == "Erf":
+            r = _fused.find_gelu(g, k)
+        elif node.op_type == "Div":
+            r = _fused.find_masked_mean(g, k)
+        elif node.op_type == "Softmax":
+            try:
+                matches.append(_fused.match_attention(g, k))
+            except _fused.NotAttention:
+                pass
+            continue
+        else:
+            continue
+        if r is not None:
+            regions.append(r)
+    res = None
+    if matches or any(r.kind == "masked_mean" for r in regions):
+        n = _fused.probe_batch(proto)
+        feeds, res = _fused.probe(proto, g, n)
+        res = dict(res, __feeds__=feeds)
+        regions += [_fused.attention_region(g, m, res, n) for m in matches]
+    for r in regions:
+        for k in r.nodes:
+            if k in imp.regions:
+                raise ValueError(f"fastnn.onnx.load: node {_node_name(imp.nodes[k])} belongs "
+                                 f"to two fused subgraphs ({imp.regions[k].kind}, {r.kind})")
+            imp.regions[k] = r
+    return regions, res
+
+
+def _check_probe(model, regions, res, proto):
+    """Each attention layer, then the whole model, against the probe run's values."""
+    for r in regions:
+        if r.check is not None:
+            r.check(r, res)
+    feeds = res["__feeds__"]
+    xs = [feeds[t.name] for t in model.inputs]
+    got = model.predict(xs if len(xs) > 1 else xs[0], verbose=0)
+    got = got if isinstance(got, list) else [got]
+    for o, y in zip(proto.graph.output, got):
+        want = np.asarray(res[o.name], np.float32)
+        err = float(np.max(np.abs(y - want))) if want.size else 0.0
+        if not err <= 1e-4 * max(float(np.max(np.abs(want))), 1.0):
+            raise ValueError(f"fastnn.onnx.load: the imported model's output {o.name!r} differs "
+                             f"from the ONNX graph's by {err:.3g} on a probe batch (a padding "
+                             "mask or layout fastnn does not follow); not imported")
