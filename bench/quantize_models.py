@@ -3,6 +3,13 @@ model and of its dynamic and static int8 copies, and the sizes of their files.
 
     FASTNN_DATA=/path/to/data python bench/quantize_models.py [--models mlp,cnn,imdb]
         [--epochs-mlp 5] [--epochs-cnn 3] [--epochs-imdb 2] [--calibration 1000] [--markdown]
+    python bench/quantize_models.py --models imdb-lstm,imdb-gru [--rnn-units 32]
+        [--rnn-embed 32] [--rnn-maxlen 200] [--rnn-vocab 10000] [--epochs-rnn 2]
+
+imdb-lstm is ``python -m fastnn train imdb-lstm``'s model (Embedding, Bidirectional(LSTM,
+return_sequences), Bidirectional(LSTM), Dense(2, softmax)), by default at smaller sizes
+than the command's (units 64, embed 128, vocabulary 20000) to train in minutes on two
+cores; imdb-gru is Embedding, Bidirectional(GRU) (reset_after, Keras's default), Dense.
 
 Each model is trained as ``python -m fastnn train`` trains it (Adam 1e-3, the CLI's
 batch sizes, seed 0), saved, then quantized: dynamic, and static from the first
@@ -37,13 +44,30 @@ def _models(a):
         yield "MNIST MLP 784-128-10", cli.mnist_mlp_model([128], seed=0), _mnist("mlp"), a.epochs_mlp, 32
     if "cnn" in a.models:
         yield "MNIST CNN", cli.mnist_cnn_model(seed=0), _mnist("cnn"), a.epochs_cnn, 64
-    if "imdb" in a.models:
+    if "imdb" in a.models.split(","):
         args = types.SimpleNamespace(data=None, vocab=10000, maxlen=80, embed_dim=32, heads=2,
                                      key_dim=0, ff_dim=32, blocks=1, dropout=0.2,
                                      positional="learned", no_mask=False, norm_first=False,
                                      seed=0)
         model, train, test = cli._imdb_transformer(args)
         yield "IMDB transformer (C=32, T=80)", model, (train, test), a.epochs_imdb, 32
+    for kind in ("imdb-lstm", "imdb-gru"):
+        if kind not in a.models.split(","):
+            continue
+        args = types.SimpleNamespace(data=None, vocab=a.rnn_vocab, maxlen=a.rnn_maxlen,
+                                     embed_dim=a.rnn_embed, units=a.rnn_units, seed=0)
+        if kind == "imdb-lstm":
+            model, train, test = cli._imdb_lstm(args)
+            name = f"IMDB BiLSTM x2 (U={a.rnn_units}, T={a.rnn_maxlen})"
+        else:
+            L = fn.layers
+            tok, train, test = cli._imdb_data(args)
+            model = fn.Sequential([L.Embedding(tok.vocabulary_size, a.rnn_embed,
+                                               input_shape=(a.rnn_maxlen,)),
+                                   L.Bidirectional(L.GRU(a.rnn_units)),
+                                   L.Dense(2, activation="softmax")], seed=0)
+            name = f"IMDB BiGRU (U={a.rnn_units}, T={a.rnn_maxlen})"
+        yield name, model, (train, test), a.epochs_rnn, 32
 
 
 def main(argv=None) -> int:
@@ -52,12 +76,18 @@ def main(argv=None) -> int:
     p.add_argument("--epochs-mlp", type=int, default=5)
     p.add_argument("--epochs-cnn", type=int, default=3)
     p.add_argument("--epochs-imdb", type=int, default=2)
+    p.add_argument("--epochs-rnn", type=int, default=2)
+    p.add_argument("--rnn-units", type=int, default=32)
+    p.add_argument("--rnn-embed", type=int, default=32)
+    p.add_argument("--rnn-maxlen", type=int, default=200)
+    p.add_argument("--rnn-vocab", type=int, default=10000)
     p.add_argument("--calibration", type=int, default=1000)
     p.add_argument("--markdown", action="store_true")
     a = p.parse_args(argv)
     rows = []
     tmp = tempfile.mkdtemp()
     for name, model, ((x, y), (xt, yt)), epochs, batch in _models(a):
+        y, yt = np.asarray(y, np.int32), np.asarray(yt, np.int32)
         t0 = time.perf_counter()
         model.compile(optimizer=fn.optim.Adam(1e-3), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])

@@ -1,7 +1,7 @@
 """Int8 inference: fastnn.ops.qdense / qconv2d against fastnn's float dense / conv2d.
 
     FASTNN_BENCH_THREADS=1 python -m pytest bench/test_quant_bench.py --benchmark-only
-    python bench/test_quant_bench.py [--threads 1,2]   # compact table with the ratios
+    python bench/test_quant_bench.py [--threads 1,2] [--rnn]   # compact table with the ratios
 
 Groups: one per layer and batch, e.g. ``qdense N=32 784->128 relu``; in each, impl =
 float (fastnn.ops.dense / conv2d, float32 weights), int8 (qdense / qconv2d with dynamic
@@ -11,6 +11,14 @@ DynamicQuantizeLinear + MatMulInteger graph; skipped when onnx/onnxruntime are a
 extra_info holds the operation count (2·M·N·K: one multiply and one add per product)
 and GFLOP/s (float) or GOP/s (int8) at the median time; every int8 time includes the
 quantization of the input and the dequantizing epilogue.
+
+Recurrent groups ``qlstm N=.. T=200 128->64`` (and ``qgru``): the IMDB model's first
+LSTM layer (a one-layer model's predict, so Model.predict's overhead is in every row):
+float (the float32 layer), int8 (fastnn.quantization.quantize, dynamic: x per call, h
+per step), int8_static (calibrated scales) and torch_int8 (torch.ao.quantization.
+quantize_dynamic's int8 module, torch.ao.nn.quantized.dynamic.LSTM / GRU, of an nn.LSTM /
+nn.GRU of the same size, under torch.inference_mode; skipped without torch) and
+torch_float (the nn.LSTM / nn.GRU itself).
 """
 from __future__ import annotations
 
@@ -32,6 +40,9 @@ BATCHES = [1, 32, 256]
 CONV_N = 64
 CONVS = [(28, 28, 1, 32), (13, 13, 32, 64)]
 IMPLS = ["float", "int8", "int8_static", "ort_int8"]
+# The IMDB bidirectional-LSTM model's first recurrent layer: (T, C, U).
+RNN = (200, 128, 64)
+RNN_IMPLS = ["float", "int8", "int8_static", "torch_int8", "torch_float"]
 
 
 def dense_data(n, k, oc, seed=0):
@@ -131,6 +142,72 @@ def setup_conv(impl, h, w_, c, oc):
     return fn
 
 
+def rnn_data(n, t, c, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(0.0, 0.5, (n, t, c)).astype(np.float32)
+
+
+def torch_rnn(kind, n, t, c, u, quantized=True):
+    """torch nn.LSTM / nn.GRU (batch_first), in int8 (qint8 weights, activations
+    quantized per step as torch does) or left in float32."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(int(os.environ.get("FASTNN_BENCH_THREADS", "2")))
+    torch.manual_seed(0)
+    cls = torch.nn.LSTM if kind == "lstm" else torch.nn.GRU
+    mod = cls(c, u, batch_first=True).eval()
+    if quantized:
+        # torch.ao.nn.quantized.dynamic.LSTM / GRU: what quantize_dynamic maps nn.LSTM /
+        # nn.GRU to (torch 2.13's quantize_dynamic returned the float module unchanged
+        # here, so the module is converted directly, with the default dynamic qconfig).
+        import warnings
+        with warnings.catch_warnings():  # torch.ao.quantization is deprecated for torchao
+            warnings.simplefilter("ignore")
+            import torch.ao.nn.quantized.dynamic as qd
+            from torch.ao.quantization import default_dynamic_qconfig
+            mod.qconfig = default_dynamic_qconfig
+            mod = (qd.LSTM if kind == "lstm" else qd.GRU).from_float(mod)
+        assert type(mod).__module__.startswith("torch.ao.nn.quantized.dynamic")
+    x = torch.from_numpy(rnn_data(n, t, c))
+
+    def run():
+        with torch.inference_mode():
+            return mod(x)[0]
+    return run
+
+
+def setup_rnn(impl, kind, n, t, c, u):
+    """A closure predicting one batch with a one-layer LSTM/GRU model (int8 impls: its
+    quantized copy)."""
+    import fastnn as fn
+
+    if impl in ("torch_int8", "torch_float"):
+        return torch_rnn(kind, n, t, c, u, impl == "torch_int8")
+    L = fn.layers
+    layer = L.LSTM(u, input_shape=(t, c)) if kind == "lstm" else L.GRU(u, input_shape=(t, c))
+    model = fn.Sequential([layer], seed=0)
+    model.build()
+    x = rnn_data(n, t, c)
+    if impl == "int8":
+        model = fn.quantization.quantize(model)
+    elif impl == "int8_static":
+        model = fn.quantization.quantize(model, mode="static", calibration_data=rnn_data(64, t, c, 1))
+    run = lambda: model.predict(x, batch_size=n)  # noqa: E731
+    run()
+    return run
+
+
+@pytest.mark.parametrize("impl", RNN_IMPLS)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_qrnn(benchmark, impl, n, kind):
+    t, c, u = RNN
+    fn = setup_rnn(impl, kind, n, t, c, u)
+    benchmark.group = f"q{kind} N={n} T={t} {c}->{u}"
+    benchmark(fn)
+    _record(benchmark, impl if impl != "torch_float" else "float",
+            2 * n * t * (c + u) * (4 if kind == "lstm" else 3) * u)
+
+
 def _record(benchmark, impl, ops_count):
     _common.record_rate(benchmark, flops=ops_count, impl=impl)
     key = "gflops" if impl == "float" else "gops"
@@ -179,11 +256,42 @@ def _best(fns, rounds=7, min_time=0.05):
     return best
 
 
+def rnn_table(threads, kinds=("lstm", "gru")):
+    """fastnn float / int8 (dynamic, static) / torch int8 (quantize_dynamic) / torch float
+    predict times of one LSTM/GRU layer, side by side in one run."""
+    try:
+        import torch  # noqa: F401
+        have_torch = True
+    except ImportError:
+        have_torch = False
+    t, c, u = RNN
+    impls = ["float", "int8", "int8_static"] + (["torch_int8", "torch_float"] if have_torch else [])
+    print(f"\n{'threads':>7} {'layer':<26} " + " ".join(f"{i + ' ms':>14}" for i in impls)
+          + f" {'float/int8':>10}" + (f" {'torch8/int8':>11}" if have_torch else ""))
+    for nt in threads:
+        _common.pin_threads(nt, fastnn=True, torch=have_torch)
+        os.environ["FASTNN_BENCH_THREADS"] = str(nt)
+        for kind in kinds:
+            for n in BATCHES:
+                fns = [setup_rnn(i, kind, n, t, c, u) for i in impls]
+                times = _best(fns, rounds=5 if n < 256 else 3)
+                row = f"{nt:>7} {f'{kind} N={n} T={t} {c}->{u}':<26} " + " ".join(
+                    f"{x * 1e3:>14.2f}" for x in times) + f" {times[0] / times[1]:>10.2f}"
+                if have_torch:
+                    row += f" {times[3] / times[1]:>11.2f}"
+                print(row, flush=True)
+
+
 def main(argv):
     threads = [2]
     for i, a in enumerate(argv):
         if a == "--threads":
             threads = [int(t) for t in argv[i + 1].split(",")]
+    if "--rnn" in argv:  # the recurrent rows only
+        import fastnn
+        print(f"fastnn {fastnn.build_info()}")
+        rnn_table(threads)
+        return
     import fastnn
     from fastnn import _core
 
@@ -213,6 +321,7 @@ def main(argv):
             ort = f"{times[2] * 1e6:>11.1f}" if len(times) > 2 else f"{'-':>11}"
             print(f"{nt:>7} {name:<28} {tf * 1e6:>10.1f} {ti * 1e6:>10.1f} {tf / ti:>6.2f} "
                   f"{count / ti / 1e9:>10.1f} {ort}")
+    rnn_table(threads)
 
 
 if __name__ == "__main__":

@@ -108,5 +108,6 @@ void bind_layernorm(py::module_& m);
 void bind_conv2d(py::module_& m);
 void bind_recurrent(py::module_& m);
 void bind_quant(py::module_& m);
+void bind_qrecurrent(py::module_& m);
 
 }  // namespace fastnn::bind

@@ -25,4 +25,5 @@ PYBIND11_MODULE(_core, m) {
   bind_conv2d(m);
   bind_recurrent(m);
   bind_quant(m);
+  bind_qrecurrent(m);
 }

@@ -7,15 +7,21 @@ ONNX Runtime's quantize_dynamic / quantize_static).
     qmodel.predict(x); qmodel.evaluate(x, y); qmodel.save("model.fastnn")
     fn.quantization.model_bytes(qmodel)  # bytes of weights, int8 and float32
 
-Every Dense, Conv2D (groups 1; Conv1D too) and MultiHeadAttention projection (so the
-attention, feed-forward and output layers of a TransformerEncoder) gets int8 kernels,
+Every Dense, Conv2D (groups 1; Conv1D too), MultiHeadAttention projection (so the
+attention, feed-forward and output layers of a TransformerEncoder), LSTM and GRU (both
+forms; inside Bidirectional too) gets int8 kernels,
 symmetric per output channel; Embedding and PositionalEmbedding token tables become int8
 too (per channel, gathered and scaled: weight-only, no input range). Its input is quantized per tensor to uint8 with a zero
 point: from each batch's range at run time ("dynamic"), or from the range its layer saw
 on ``calibration_data`` ("static"; ``method="minmax"`` or ``"percentile"``, which clips
 the (100 - percentile)% most extreme values on each side). Products accumulate in int32
-and are dequantized, biased and activated in one pass; see fastnn.layers.quantized. Other
-layers (normalization, recurrent layers, pooling, position tables) stay float32.
+and are dequantized, biased and activated in one pass; see fastnn.layers.quantized. An
+LSTM/GRU quantizes its kernel and recurrent_kernel; its input projection over all steps
+is one int8 product (x quantized per tensor as above), and each step quantizes h_prev per
+tensor (dynamic: from that step's range, as torch's quantize_dynamic does; static: from
+the range of the float layer's outputs on the calibration data) for the recurrent int8
+product; gates stay float32 (fastnn.layers.qrecurrent). Other layers (normalization,
+SimpleRNN, pooling, position tables) stay float32.
 
 The model given is not changed: quantize works on a copy (of ``strip_pruning(model)`` for a
 model that is being pruned). The copy predicts, evaluates,
@@ -162,7 +168,7 @@ def quantize(model, mode: str = "dynamic", calibration_data=None, method: str = 
         done += 1
     if not done:
         raise ValueError("quantize: the model has no layer that can be quantized (Dense, "
-                         "Conv2D with groups=1, MultiHeadAttention)")
+                         "Conv2D with groups=1, MultiHeadAttention, LSTM, GRU)")
     qmodel._finalize()
     return qmodel
 

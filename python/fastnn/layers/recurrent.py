@@ -10,6 +10,11 @@ with return_sequences the mask passes on, and ``zero_output_for_mask`` makes the
 at padded steps zero (Bidirectional sets it, as Keras does). ``dropout`` drops input
 channels and ``recurrent_dropout`` units of h_prev in the recurrent product, with one
 mask per sample for all steps (Keras's variational dropout).
+
+LSTM and GRU run in int8 after fastnn.quantization.quantize (inference only): their
+kernel and recurrent_kernel become int8 per output column, the input is quantized once
+per call and h_prev once per step (fastnn._core.qlstm_forward / qgru_forward; the NumPy
+twin is fastnn.reference.qlstm / qgru).
 """
 from __future__ import annotations
 
@@ -18,7 +23,9 @@ import numpy as np
 from .. import _core, initializers
 from ..ops.recurrent import as_mask
 from .base import Layer, register
+from . import qrecurrent
 from .core import Dropout
+from .quantized import QuantKernels, observe
 
 
 def _positive_int(v, what: str) -> int:
@@ -38,7 +45,7 @@ def _f32(a) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
-class _Recurrent(Layer):
+class _Recurrent(QuantKernels, Layer):
     """What LSTM, GRU and SimpleRNN share: arguments, weights, masks, dropout, states.
 
     A subclass sets ``_gates`` (4, 3 or 1), ``_n_states`` (2 or 1) and implements
@@ -95,8 +102,8 @@ class _Recurrent(Layer):
                              f"got samples of shape {tuple(input_shape)}")
         t, c = input_shape
         gu = self._gates * self.units
-        self.add_weight("kernel", (c, gu), self.kernel_initializer)
-        self.add_weight("recurrent_kernel", (self.units, gu), self.recurrent_initializer)
+        self.add_kernel("kernel", (c, gu), self.kernel_initializer)
+        self.add_kernel("recurrent_kernel", (self.units, gu), self.recurrent_initializer)
         if self.use_bias:
             self.add_weight("bias", self._bias_shape(), self._bias_initializer())
         out = (t, self.units) if self.return_sequences else (self.units,)
@@ -179,7 +186,16 @@ class _Recurrent(Layer):
             xin = self.buffer("xin", x.shape)
             np.multiply(x, dm, out=xin)
         states = [_f32(s) for s in states] + [None] * (self._n_states - len(states))
-        saved = self._forward_kernel(xin, states, m, rm, reverse, training)
+        if self.quantization is not None:
+            self.check_inference(training)
+            saved = self._qforward_kernel(xin, states, m, reverse)
+        else:
+            if not training:
+                observe(self, "kernel", x)
+            saved = self._forward_kernel(xin, states, m, rm, reverse, training)
+            if not training:  # the range of every h_prev: the outputs and h0
+                observe(self, "recurrent_kernel", saved["y"] if states[0] is None else
+                        np.concatenate([saved["y"].reshape(-1), states[0].reshape(-1)]))
         y = saved["y"]
         last = 0 if reverse else t - 1
         finals = [np.ascontiguousarray(y[:, last])]
@@ -250,6 +266,9 @@ class _Recurrent(Layer):
         dx, dstates = self.run_backward(dseq, dfin)
         return [dx] + dstates
 
+    def can_quantize(self) -> bool:  # LSTM and GRU name their kernels; SimpleRNN none
+        return bool(self.quantizable_kernels)
+
     def _grad_args(self):
         """The parameter gradient arrays (None when the layer is frozen)."""
         if not self.trainable:
@@ -277,6 +296,7 @@ class LSTM(_Recurrent):
     To load a PyTorch nn.LSTM see fastnn.reference.lstm_from_torch."""
 
     _gates, _n_states = 4, 2
+    quantizable_kernels = ("kernel", "recurrent_kernel")
 
     def __init__(self, units: int, activation="tanh", recurrent_activation="sigmoid",
                  unit_forget_bias: bool = True, **kw):
@@ -308,6 +328,9 @@ class LSTM(_Recurrent):
                            self.recurrent_kernel, self.bias if self.use_bias else None, reverse)
         return {"y": y, "c": c, "gates": g}
 
+    def _qforward_kernel(self, x, states, m, reverse):
+        return qrecurrent.qlstm_run(self, x, states, m, reverse)
+
     def _backward_kernel(self, dx, dy, dfinals, dstates, s):
         x = s["x"]
         n, t, _ = x.shape
@@ -331,6 +354,7 @@ class GRU(_Recurrent):
     To load a PyTorch nn.GRU see fastnn.reference.gru_from_torch."""
 
     _gates, _n_states = 3, 1
+    quantizable_kernels = ("kernel", "recurrent_kernel")
 
     def __init__(self, units: int, activation="tanh", recurrent_activation="sigmoid",
                  reset_after: bool = True, **kw):
@@ -353,6 +377,9 @@ class GRU(_Recurrent):
         _core.gru_forward(y, g, hn, x, states[0], m, rm, self.kernel, self.recurrent_kernel,
                           self.bias if self.use_bias else None, reverse, self.reset_after)
         return {"y": y, "gates": g, "hn": hn}
+
+    def _qforward_kernel(self, x, states, m, reverse):
+        return qrecurrent.qgru_run(self, x, states, m, reverse)
 
     def _backward_kernel(self, dx, dy, dfinals, dstates, s):
         x = s["x"]

@@ -20,6 +20,7 @@ from .pool import (avg_pool2d, avg_pool2d_backward, global_avg_pool2d,
                    global_avg_pool2d_backward, max_pool2d, max_pool2d_backward)
 from .quant import (dequantize_u8, qconv2d, qdense, qgemm_s32, quantize_u8,
                     quantize_u8_dynamic, quantize_weight)
+from .qrecurrent import qgru, qlstm
 from .sparse_dense import sparse_dense
 from .rnn import (gru, gru_backward, gru_from_torch, lstm, lstm_backward, lstm_from_torch,
                   simple_rnn, simple_rnn_backward, simple_rnn_from_torch)
