@@ -19,7 +19,7 @@ using ForwardFn = void (*)(float*, float*, const float*, const float*, const flo
                            bool);
 using BackwardFn = void (*)(float*, float*, float*, const float*, const float*, const float*,
                             const float*, const float*, const float*, const uint8_t*, int64_t,
-                            int64_t, int64_t, int64_t, int64_t, float, bool);
+                            int64_t, int64_t, int64_t, int64_t, float, bool, bool);
 
 // Head size D = C / num_heads, with num_heads ≥ 1 dividing C.
 int64_t head_dim(const char* op, int64_t C, int64_t num_heads) {
@@ -98,7 +98,8 @@ void def_backward(py::module_& m, const char* name, BackwardFn fn, const char* d
       name,
       [name, fn](py::handle dq, py::handle dk, py::handle dv, py::handle dout, py::handle o,
                  py::handle lse, py::handle q, py::handle k, py::handle v, py::handle mask,
-                 int64_t num_heads, bool causal, std::optional<double> scale) {
+                 int64_t num_heads, bool causal, std::optional<double> scale,
+                 bool accumulate) {
         const char* op = name;
         const Inputs x = get_inputs(op, q, k, v, mask, num_heads);
         auto DO = in<float>(op, "dout", dout, {x.N, x.Tq, x.C}, "(N, Tq, C)");
@@ -121,11 +122,12 @@ void def_backward(py::module_& m, const char* name, BackwardFn fn, const char* d
         no_overlap(op, "dk", DK, "dv", DV);
         py::gil_scoped_release nogil;
         fn(DQ.data, DK.data, DV.data, DO.data, O.data, L.data, x.q.data, x.k.data, x.v.data,
-           x.mask.data, x.N, x.Tq, x.Tk, x.NH, x.D, sc, causal);
+           x.mask.data, x.N, x.Tq, x.Tk, x.NH, x.D, sc, causal, accumulate);
       },
       py::arg("dq"), py::arg("dk"), py::arg("dv"), py::arg("dout"), py::arg("o"),
       py::arg("lse"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask") = py::none(),
-      py::arg("num_heads") = 1, py::arg("causal") = false, py::arg("scale") = py::none(), doc);
+      py::arg("num_heads") = 1, py::arg("causal") = false, py::arg("scale") = py::none(),
+      py::arg("accumulate") = true, doc);
 }
 
 }  // namespace
@@ -141,8 +143,8 @@ void bind_attention(py::module_& m) {
               "Plain twin of attention_forward (same arguments), for tests.");
   def_backward(m, "attention_backward", &fastnn::attention_backward,
                "Backward of attention_forward: dq (N,Tq,C), dk and dv (N,Tk,C) += "
-               "gradients (each may be None) from dout (N,Tq,C) and the forward's o and lse; "
-               "other arguments as attention_forward.");
+               "gradients (each may be None; accumulate=False overwrites them) from dout "
+               "(N,Tq,C) and the forward's o and lse; other arguments as attention_forward.");
   def_backward(m, "attention_backward_naive", &fastnn::attention_backward_naive,
                "Plain twin of attention_backward (same arguments), for tests.");
 }

@@ -55,7 +55,7 @@ using DenseForwardFn = void (*)(float*, float*, const float*, const float*, cons
                                 int64_t, int64_t, int64_t, Act);
 using DenseBackwardFn = void (*)(float*, float*, float*, float*, const float*, const float*,
                                  const float*, const float*, const float*, int64_t, int64_t,
-                                 int64_t, Act, bool);
+                                 int64_t, Act, bool, bool);
 
 void def_all(py::module_& m, DenseForwardFn fwd, DenseBackwardFn bwd) {
   m.def(
@@ -83,7 +83,8 @@ void def_all(py::module_& m, DenseForwardFn fwd, DenseBackwardFn bwd) {
   m.def(
       "dense_backward",
       [bwd](py::handle dx, py::handle dw, py::handle db, py::handle dz, py::handle dy,
-            py::handle x, py::handle w, py::handle y, py::handle z, Act act, bool accumulate) {
+            py::handle x, py::handle w, py::handle y, py::handle z, Act act, bool accumulate,
+            bool accumulate_dx) {
         const char* op = "dense_backward";
         auto W = in<float>(op, "w", w, {ANY, ANY}, "(IC, OC)");
         const int64_t IC = W[0], OC = W[1];
@@ -109,13 +110,15 @@ void def_all(py::module_& m, DenseForwardFn fwd, DenseBackwardFn bwd) {
         no_overlap(op, "dz", DZ, "z", Z);
         py::gil_scoped_release nogil;
         bwd(DX.data, DW.data, DB.data, DZ.data, DY.data, X.data, W.data, Y.data, Z.data, N,
-            IC, OC, act, accumulate);
+            IC, OC, act, accumulate, accumulate_dx);
       },
       py::arg("dx"), py::arg("dw"), py::arg("db"), py::arg("dz"), py::arg("dy"), py::arg("x"),
       py::arg("w"), py::arg("y") = py::none(), py::arg("z") = py::none(),
       py::arg("act") = Act::linear, py::arg("accumulate") = true,
+      py::arg("accumulate_dx") = true,
       "With dz = dy * act'(.): dx (N,IC) += dz @ w.T; dw (IC,OC) += x.T @ dz; db (OC,) += "
-      "dz.sum(0); accumulate=False overwrites dw and db (=) instead. Any of dx, dw, db may "
+      "dz.sum(0); accumulate=False overwrites dw and db (=) instead, accumulate_dx=False dx. "
+      "Any of dx, dw, db may "
       "be None (not computed). dz is (N,OC) scratch, "
       "required unless act is linear; it may be dy itself, which is then overwritten. "
       "relu/sigmoid/tanh read y (forward output), gelu reads z (pre-activation).");

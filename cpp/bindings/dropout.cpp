@@ -63,7 +63,7 @@ void bind_dropout(py::module_& m) {
 
   m.def(
       "dropout_backward",
-      [](py::handle dx, py::handle dy, py::handle mask, float rate) {
+      [](py::handle dx, py::handle dy, py::handle mask, float rate, bool accumulate) {
         const char* op = "dropout_backward";
         auto DY = in<float>(op, "dy", dy, any_shape(dy), "(...)");
         auto M = in<uint8_t>(op, "mask", mask, DY.shape, "like dy");
@@ -72,10 +72,12 @@ void bind_dropout(py::module_& m) {
         no_overlap(op, "dx", DX, "dy", DY);
         no_overlap(op, "dx", DX, "mask", M);
         py::gil_scoped_release nogil;
-        fastnn::dropout_backward(DX.data, DY.data, M.data, DY.size, rate);
+        fastnn::dropout_backward(DX.data, DY.data, M.data, DY.size, rate, accumulate);
       },
       py::arg("dx"), py::arg("dy"), py::arg("mask"), py::arg("rate"),
-      "dx += dy·mask/(1 − rate) (mask nonzero = kept); all like dy, float32 / uint8.");
+      py::arg("accumulate") = true,
+      "dx += dy·mask/(1 − rate) (mask nonzero = kept); all like dy, float32 / uint8. "
+      "accumulate=False overwrites dx (=) instead.");
 }
 
 }  // namespace fastnn::bind

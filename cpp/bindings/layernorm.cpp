@@ -49,7 +49,7 @@ void bind_layernorm(py::module_& m) {
   m.def(
       "layer_norm_backward",
       [](py::handle dx, py::handle dgamma, py::handle dbeta, py::handle dy, py::handle mean,
-         py::handle rstd, py::handle x, py::handle gamma, bool naive) {
+         py::handle rstd, py::handle x, py::handle gamma, bool naive, bool accumulate_dx) {
         const char* op = "layer_norm_backward";
         auto X = in<float>(op, "x", x, {ANY, ANY}, "(M, C)");
         const int64_t M = X[0], C = X[1];
@@ -65,13 +65,16 @@ void bind_layernorm(py::module_& m) {
                         {"rstd", &R}, {"x", &X}, {"gamma", &G}});
         py::gil_scoped_release nogil;
         (naive ? layer_norm_backward_naive : layer_norm_backward)(
-            DX.data, DG.data, DB.data, DY.data, MU.data, R.data, X.data, G.data, M, C);
+            DX.data, DG.data, DB.data, DY.data, MU.data, R.data, X.data, G.data, M, C,
+            accumulate_dx);
       },
       py::arg("dx"), py::arg("dgamma"), py::arg("dbeta"), py::arg("dy"), py::arg("mean"),
       py::arg("rstd"), py::arg("x"), py::arg("gamma"), py::arg("naive") = false,
+      py::arg("accumulate_dx") = true,
       "Layer-norm backward over rows of x (M,C): dx (or None) += rstd*(g - mean(g) - "
       "xhat*mean(g*xhat)) with g = gamma*dy; dgamma (or None) += sum_M dy*xhat; dbeta (or "
-      "None) += sum_M dy. mean/rstd as the forward saved them. naive=True: plain twin.");
+      "None) += sum_M dy. mean/rstd as the forward saved them. naive=True: plain twin. "
+      "accumulate_dx=False overwrites dx (=) instead.");
 }
 
 }  // namespace fastnn::bind

@@ -67,16 +67,31 @@ void attention_forward_naive(float* o, float* lse, const float* q, const float* 
   });
 }
 
+// One head's D columns of dq (Tq rows from qo) and of dk, dv (Tk rows from ko), rows C
+// floats apart, set to 0: the backward's accumulate = false, done by the task that owns
+// them, just before it adds into them.
+static void zero_head_rows(float* dq, float* dk, float* dv, int64_t qo, int64_t ko,
+                           int64_t Tq, int64_t Tk, int64_t C, int64_t D) {
+  const size_t bytes = size_t(D) * sizeof(float);
+  if (dq)
+    for (int64_t i = 0; i < Tq; ++i) std::memset(dq + qo + i * C, 0, bytes);
+  for (float* g : {dk, dv})
+    if (g)
+      for (int64_t j = 0; j < Tk; ++j) std::memset(g + ko + j * C, 0, bytes);
+}
+
 // dq (N,Tq,NH,D), dk, dv (N,Tk,NH,D) += gradients; p_ij = exp(s_ij − lse_i) recomputed.
 void attention_backward_naive(float* dq, float* dk, float* dv, const float* dout,
                               const float* o, const float* lse, const float* q,
                               const float* k, const float* v, const uint8_t* mask,
                               int64_t N, int64_t Tq, int64_t Tk, int64_t NH, int64_t D,
-                              float scale, bool causal) {
+                              float scale, bool causal, bool accumulate) {
   const int64_t C = NH * D;
   parallel_for(N * NH, 1, [&](int64_t b, int64_t e) {
     for (int64_t p = b; p < e; ++p) {
       const int64_t n = p / NH, h = p % NH;
+      if (!accumulate)
+        zero_head_rows(dq, dk, dv, n * Tq * C + h * D, n * Tk * C + h * D, Tq, Tk, C, D);
       const uint8_t* mrow = mask ? mask + n * Tk : nullptr;
       for (int64_t i = 0; i < Tq; ++i) {
         const float L = lse[(n * NH + h) * Tq + i];
@@ -533,11 +548,11 @@ void attention_forward(float* o, float* lse, const float* q, const float* k, con
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* o,
                         const float* lse, const float* q, const float* k, const float* v,
                         const uint8_t* mask, int64_t N, int64_t Tq, int64_t Tk, int64_t NH,
-                        int64_t D, float scale, bool causal) {
+                        int64_t D, float scale, bool causal, bool accumulate) {
   if (N <= 0 || Tq <= 0 || Tk <= 0 || NH <= 0 || D <= 0 || (!dq && !dk && !dv)) return;
   if (D > DMAX) {
     attention_backward_naive(dq, dk, dv, dout, o, lse, q, k, v, mask, N, Tq, Tk, NH, D,
-                             scale, causal);
+                             scale, causal, accumulate);
     return;
   }
   const int64_t C = NH * D;
@@ -545,6 +560,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
     for (int64_t pair = b; pair < e; ++pair) {
       const int64_t h = pair % NH, n = pair / NH;
       const int64_t qo = n * Tq * C + h * D, ko = n * Tk * C + h * D;
+      if (!accumulate) zero_head_rows(dq, dk, dv, qo, ko, Tq, Tk, C, D);
       attention_bwd_head(dq ? dq + qo : nullptr, dk ? dk + ko : nullptr,
                          dv ? dv + ko : nullptr, dout + qo, o + qo, lse + pair * Tq, q + qo,
                          k + ko, v + ko, mask ? mask + n * Tk : nullptr, Tq, Tk, C, D, scale,

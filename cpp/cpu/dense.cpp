@@ -88,7 +88,8 @@ void dense_forward(float* y, float* z, const float* x, const float* w, const flo
 // dz = dy ⊙ act'(.);  dx (N,IC) += dz·wᵀ;  dw (IC,OC) (+)= xᵀ·dz;  db (OC) (+)= Σ_N dz
 void dense_backward(float* dx, float* dw, float* db, float* dz, const float* dy,
                     const float* x, const float* w, const float* y, const float* z,
-                    int64_t N, int64_t IC, int64_t OC, Act act, bool accumulate) {
+                    int64_t N, int64_t IC, int64_t OC, Act act, bool accumulate,
+                    bool accumulate_dx) {
   const int64_t threads = num_threads();
   const float* g = dy;
   if (act != Act::linear) {
@@ -109,7 +110,7 @@ void dense_backward(float* dx, float* dw, float* db, float* dz, const float* dy,
                  [=](int64_t j0, int64_t j1) { column_sums(db, g, N, OC, j0, j1, accumulate); });
   }
   if (dw) gemm(dw, x, g, IC, OC, N, /*trans_a=*/true, /*trans_b=*/false, accumulate);
-  if (dx) gemm(dx, g, w, N, IC, OC, /*trans_a=*/false, /*trans_b=*/true, /*accumulate=*/true);
+  if (dx) gemm(dx, g, w, N, IC, OC, /*trans_a=*/false, /*trans_b=*/true, accumulate_dx);
 }
 
 namespace {
@@ -212,7 +213,8 @@ void dense_forward_naive(float* y, float* z, const float* x, const float* w, con
 // dz = dy ⊙ act'(.);  dx += dz·wᵀ;  dw (+)= xᵀ·dz;  db (+)= Σ_N dz
 void dense_backward_naive(float* dx, float* dw, float* db, float* dz, const float* dy,
                           const float* x, const float* w, const float* y, const float* z,
-                          int64_t N, int64_t IC, int64_t OC, Act act, bool accumulate) {
+                          int64_t N, int64_t IC, int64_t OC, Act act, bool accumulate,
+                          bool accumulate_dx) {
   const float* g = dy;
   if (act != Act::linear) {
     for (int64_t i = 0; i < N * OC; ++i) {
@@ -249,7 +251,7 @@ void dense_backward_naive(float* dx, float* dw, float* db, float* dz, const floa
       for (int64_t k = 0; k < IC; ++k) {
         float s = 0.0f;
         for (int64_t j = 0; j < OC; ++j) s += g[i * OC + j] * w[k * OC + j];
-        dx[i * IC + k] += s;
+        dx[i * IC + k] = accumulate_dx ? dx[i * IC + k] + s : s;
       }
     }
   }

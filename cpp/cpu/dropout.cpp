@@ -89,8 +89,12 @@ void dropout_forward_range(float* __restrict y, uint8_t* __restrict mask,
 // dx (n) += mask ? dy·scale : 0
 FASTNN_CLONES
 void dropout_backward_range(float* __restrict dx, const float* __restrict dy,
-                            const uint8_t* __restrict mask, int64_t n, float scale) {
-  for (int64_t k = 0; k < n; ++k) dx[k] += select(mask[k] != 0, dy[k] * scale);
+                            const uint8_t* __restrict mask, int64_t n, float scale,
+                            bool accumulate) {
+  if (accumulate)
+    for (int64_t k = 0; k < n; ++k) dx[k] += select(mask[k] != 0, dy[k] * scale);
+  else
+    for (int64_t k = 0; k < n; ++k) dx[k] = select(mask[k] != 0, dy[k] * scale);
 }
 
 }  // namespace
@@ -115,10 +119,10 @@ void dropout_forward(float* y, uint8_t* mask, const float* x, int64_t n, float r
 
 // dx (n) += dy·mask/(1 − rate), dy (n), mask (n): nonzero = kept
 void dropout_backward(float* dx, const float* dy, const uint8_t* mask, int64_t n,
-                      float rate) {
+                      float rate, bool accumulate) {
   const float scale = 1.0f / (1.0f - rate);
   parallel_for(n, kDropoutGrain, [&](int64_t b, int64_t e) {
-    dropout_backward_range(dx + b, dy + b, mask + b, e - b, scale);
+    dropout_backward_range(dx + b, dy + b, mask + b, e - b, scale, accumulate);
   });
 }
 

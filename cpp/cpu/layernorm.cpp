@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "fastnn/common.h"
 
@@ -62,10 +63,10 @@ void forward_rows(float* y, float* mean, float* rstd, const float* x, const floa
   }
 }
 
-// dx rows (rows,C) += r·(gdy − mean(gdy) − x̂·mean(gdy·x̂)), gdy = g·dy; g may be nullptr.
+// dx rows (rows,C) (+)= r·(gdy − mean(gdy) − x̂·mean(gdy·x̂)), gdy = g·dy; g may be nullptr.
 FASTNN_CLONES
 void dx_rows(float* dx, const float* dy, const float* x, const float* mean, const float* rstd,
-             const float* g, int64_t rows, int64_t C) {
+             const float* g, int64_t rows, int64_t C, bool add) {
   const float inv_c = 1.0f / static_cast<float>(C);
   for (int64_t i = 0; i < rows; ++i) {
     const float* d = dy + i * C;
@@ -88,6 +89,7 @@ void dx_rows(float* dx, const float* dy, const float* x, const float* mean, cons
       }
     }
     const float a = s1 * inv_c, b = s2 * inv_c;
+    if (!add) std::memset(o, 0, size_t(C) * sizeof(float));  // one row, then +=
     if (g) {
 #pragma omp simd
       for (int64_t c = 0; c < C; ++c) o[c] += r * (g[c] * d[c] - a - ((xr[c] - mu) * r) * b);
@@ -132,10 +134,11 @@ void layer_norm_forward(float* y, float* mean, float* rstd, const float* x,
 // dx (M,C) +=, dgamma (C) +=, dbeta (C) += from dy (M,C), mean/rstd (M), x (M,C), gamma (C)
 void layer_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
                          const float* mean, const float* rstd, const float* x,
-                         const float* gamma, int64_t M, int64_t C) {
+                         const float* gamma, int64_t M, int64_t C, bool accumulate_dx) {
   if (dx) {
     parallel_for(M, row_grain(C), [&](int64_t b, int64_t e) {
-      dx_rows(dx + b * C, dy + b * C, x + b * C, mean + b, rstd + b, gamma, e - b, C);
+      dx_rows(dx + b * C, dy + b * C, x + b * C, mean + b, rstd + b, gamma, e - b, C,
+              accumulate_dx);
     });
   }
   if (!dgamma && !dbeta) return;
@@ -186,7 +189,7 @@ void layer_norm_forward_naive(float* y, float* mean, float* rstd, const float* x
 // dx (M,C) +=, dgamma (C) +=, dbeta (C) += (float64 sums)
 void layer_norm_backward_naive(float* dx, float* dgamma, float* dbeta, const float* dy,
                                const float* mean, const float* rstd, const float* x,
-                               const float* gamma, int64_t M, int64_t C) {
+                               const float* gamma, int64_t M, int64_t C, bool accumulate_dx) {
   for (int64_t m = 0; m < M; ++m) {
     const float* d = dy + m * C;
     const float* xr = x + m * C;
@@ -201,7 +204,8 @@ void layer_norm_backward_naive(float* dx, float* dgamma, float* dbeta, const flo
     for (int64_t c = 0; c < C; ++c) {
       const double gd = (gamma ? gamma[c] : 1.0f) * static_cast<double>(d[c]);
       const double xh = (xr[c] - mu) * r;
-      dx[m * C + c] += static_cast<float>(r * (gd - s1 / C - xh * s2 / C));
+      const float v = static_cast<float>(r * (gd - s1 / C - xh * s2 / C));
+      dx[m * C + c] = accumulate_dx ? dx[m * C + c] + v : v;
     }
   }
   for (int64_t c = 0; c < C; ++c) {

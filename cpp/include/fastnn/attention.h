@@ -32,11 +32,11 @@ void attention_forward(float* o, float* lse, const float* q, const float* k, con
 // dq (N,Tq,NH,D) +=, dk (N,Tk,NH,D) +=, dv (N,Tk,NH,D) += gradients of Σ dout⊙o, from
 // dout (N,Tq,NH,D), the forward's o and lse, and its inputs. Probabilities are recomputed
 // block by block from q, k and lse (FlashAttention-2: dS = P ⊙ (dP − rowsum(dout⊙o))).
-// Any of dq, dk, dv may be nullptr (not needed).
+// Any of dq, dk, dv may be nullptr (not needed). accumulate = false overwrites them (=).
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* o,
                         const float* lse, const float* q, const float* k, const float* v,
                         const uint8_t* mask, int64_t N, int64_t Tq, int64_t Tk, int64_t NH,
-                        int64_t D, float scale, bool causal);
+                        int64_t D, float scale, bool causal, bool accumulate = true);
 
 // Plain twins with the same contracts: one query row at a time, scores recomputed instead
 // of stored. The reference for the tiled kernels and the fallback for D > 128.
@@ -48,6 +48,6 @@ void attention_backward_naive(float* dq, float* dk, float* dv, const float* dout
                               const float* o, const float* lse, const float* q,
                               const float* k, const float* v, const uint8_t* mask,
                               int64_t N, int64_t Tq, int64_t Tk, int64_t NH, int64_t D,
-                              float scale, bool causal);
+                              float scale, bool causal, bool accumulate = true);
 
 }  // namespace fastnn

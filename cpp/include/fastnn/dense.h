@@ -15,10 +15,11 @@ void dense_forward(float* y, float* z, const float* x, const float* w, const flo
 // Any of dx, dw, db may be nullptr. dz (N,OC) is caller scratch (it may alias dy, which
 // is then overwritten). y is the forward output, z the pre-activation (gelu only).
 // accumulate = false overwrites dw and db instead (=, the same values as += into zeros),
-// so a training step need not zero them first; dx is always added into.
+// so a training step need not zero them first; accumulate_dx = false likewise dx.
 void dense_backward(float* dx, float* dw, float* db, float* dz, const float* dy,
                     const float* x, const float* w, const float* y, const float* z,
-                    int64_t N, int64_t IC, int64_t OC, Act act, bool accumulate = true);
+                    int64_t N, int64_t IC, int64_t OC, Act act, bool accumulate = true,
+                    bool accumulate_dx = true);
 
 // Dense layer on data that is mostly zero columns (the first layer of a model, fed pixels
 // with a blank background, one-hot or bag-of-words rows): the columns of x (N,IC) that
@@ -50,6 +51,7 @@ void dense_forward_naive(float* y, float* z, const float* x, const float* w, con
                          int64_t N, int64_t IC, int64_t OC, Act act);
 void dense_backward_naive(float* dx, float* dw, float* db, float* dz, const float* dy,
                           const float* x, const float* w, const float* y, const float* z,
-                          int64_t N, int64_t IC, int64_t OC, Act act, bool accumulate = true);
+                          int64_t N, int64_t IC, int64_t OC, Act act, bool accumulate = true,
+                          bool accumulate_dx = true);
 
 }  // namespace fastnn

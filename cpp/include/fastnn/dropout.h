@@ -9,8 +9,8 @@ namespace fastnn {
 void dropout_forward(float* y, uint8_t* mask, const float* x, int64_t n, float rate,
                      uint64_t seed);
 
-// dx (n) += dy·mask/(1−rate)
+// dx (n) += dy·mask/(1−rate); accumulate = false overwrites dx (=) instead.
 void dropout_backward(float* dx, const float* dy, const uint8_t* mask, int64_t n,
-                      float rate);
+                      float rate, bool accumulate = true);
 
 }  // namespace fastnn

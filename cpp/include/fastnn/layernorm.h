@@ -19,10 +19,11 @@ void layer_norm_forward(float* y, float* mean, float* rstd, const float* x,
 // Backward, with x̂ = (x − mean)·rstd and g = gamma·dy:
 //   dx (M,C)     += rstd·(g − mean_C(g) − x̂·mean_C(g·x̂));
 //   dgamma (C)   += Σ_M dy·x̂;   dbeta (C) += Σ_M dy.
-// Any of dx, dgamma, dbeta may be nullptr; gamma nullptr means 1.
+// Any of dx, dgamma, dbeta may be nullptr; gamma nullptr means 1. accumulate_dx = false
+// overwrites dx (=) instead.
 void layer_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
                          const float* mean, const float* rstd, const float* x,
-                         const float* gamma, int64_t M, int64_t C);
+                         const float* gamma, int64_t M, int64_t C, bool accumulate_dx = true);
 
 // Plain twins with the same contracts (float64 row statistics, single loops).
 void layer_norm_forward_naive(float* y, float* mean, float* rstd, const float* x,
@@ -30,6 +31,7 @@ void layer_norm_forward_naive(float* y, float* mean, float* rstd, const float* x
                               float eps);
 void layer_norm_backward_naive(float* dx, float* dgamma, float* dbeta, const float* dy,
                                const float* mean, const float* rstd, const float* x,
-                               const float* gamma, int64_t M, int64_t C);
+                               const float* gamma, int64_t M, int64_t C,
+                               bool accumulate_dx = true);
 
 }  // namespace fastnn

@@ -281,28 +281,36 @@ class MultiHeadAttention(QuantKernels, _SeedsDropouts, Layer):
         h = o.shape[-1]
         cout = self.output_kernel.shape[1]
         tr = self.trainable
-        dod = self.buffer("dod", o.shape, zero=True)
+        # The kernels overwrite the gradient buffers (accumulate=False) where they are first
+        # written, so none is zeroed first; the weights' gradients are added into.
+        dod = self.buffer("dod", o.shape)
         _core.dense_backward(dod.reshape(-1, h), self.doutput_kernel if tr else None,
                              self._db("output"), None, dy.reshape(-1, cout), od.reshape(-1, h),
-                             self.output_kernel, None, None, _LINEAR)
+                             self.output_kernel, None, None, _LINEAR, True, False)
         do = self._drop.backward(dod) if self._drop is not None else dod
-        dq = self.buffer("dq", q.shape, zero=True)
-        dk = self.buffer("dk", k.shape, zero=True)
-        dv = self.buffer("dv", v.shape, zero=True)
-        _core.attention_backward(dq, dk, dv, do, o, lse, q, k, v, m, self.num_heads, causal, None)
-        # Input gradients: one buffer per distinct input; the projections of one input add
-        # into the same buffer (the dense kernels accumulate).
+        dq = self.buffer("dq", q.shape)
+        dk = self.buffer("dk", k.shape)
+        dv = self.buffer("dv", v.shape)
+        _core.attention_backward(dq, dk, dv, do, o, lse, q, k, v, m, self.num_heads, causal, None,
+                                 False)
+        # Input gradients: one buffer per distinct input; the first projection of an input
+        # writes its buffer, the others add into it.
         need = self.need_input_grad
-        dxq = self.buffer("dxq", xq.shape, zero=True) if need else None
-        dxv = self.buffer("dxv", xv.shape, zero=True) if need and sep_v else dxq
-        dxk = self.buffer("dxk", xk.shape, zero=True) if need and sep_k else dxv
+        dxq = self.buffer("dxq", xq.shape) if need else None
+        dxv = self.buffer("dxv", xv.shape) if need and sep_v else dxq
+        dxk = self.buffer("dxk", xk.shape) if need and sep_k else dxv
+        written = []
         for name, x, g, dx in (("query", xq, dq, dxq), ("key", xk, dk, dxk),
                                ("value", xv, dv, dxv)):
             c = x.shape[-1]
+            first = dx is not None and not any(dx is w for w in written)
+            if first:
+                written.append(dx)
             _core.dense_backward(None if dx is None else dx.reshape(-1, c),
                                  getattr(self, "d" + name + "_kernel") if tr else None,
                                  self._db(name), None, g.reshape(-1, h), x.reshape(-1, c),
-                                 getattr(self, name + "_kernel"), None, None, _LINEAR)
+                                 getattr(self, name + "_kernel"), None, None, _LINEAR, True,
+                                 not first)
         if not need:
             return None
         if not sep_v:

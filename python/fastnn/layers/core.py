@@ -122,7 +122,7 @@ class Dense(QuantKernels, Activated):
         x, y = self._x, self._y
         dy2 = dy.reshape(y.shape)
         dz = self._activation_grad(dy2, y)
-        dx = self.buffer("dx", x.shape, zero=True) if self.need_input_grad else None
+        dx = self.buffer("dx", x.shape) if self.need_input_grad else None  # overwritten
         if self.trainable:
             dw, db = self.dkernel, (self.dbias if self.use_bias else None)
             acc = not self.first_grad_write()
@@ -135,7 +135,8 @@ class Dense(QuantKernels, Activated):
                                         self._cols, self._nk, self._xc, y, self._z, self._act,
                                         acc)
             return None
-        _core.dense_backward(dx, dw, db, dz, dz, x, self.kernel, y, self._z, self._act, acc)
+        _core.dense_backward(dx, dw, db, dz, dz, x, self.kernel, y, self._z, self._act, acc,
+                             False)
         return None if dx is None else dx.reshape(self._lead + (x.shape[1],))
 
     def get_config(self):
@@ -216,8 +217,8 @@ class Dropout(Layer):
     def backward(self, dy):
         if self._mask is None:
             return dy
-        dx = self.buffer("dx", dy.shape, zero=True)
-        _core.dropout_backward(dx, dy, self._mask, self.rate)
+        dx = self.buffer("dx", dy.shape)
+        _core.dropout_backward(dx, dy, self._mask, self.rate, False)
         return dx
 
     def get_config(self):

@@ -59,14 +59,14 @@ class LayerNormalization(Layer):
 
     def backward(self, dy):
         x2 = self._x2
-        dx = self.buffer("dx", self._shape, zero=True) if self.need_input_grad else None
+        dx = self.buffer("dx", self._shape) if self.need_input_grad else None  # overwritten
         dg = self.dgamma if self.trainable and self.scale else None
         db = self.dbeta if self.trainable and self.center else None
         if dx is None and dg is None and db is None:
             return None
         _core.layer_norm_backward(None if dx is None else dx.reshape(x2.shape), dg, db,
                                   dy.reshape(x2.shape), self._mean, self._rstd, x2,
-                                  self.gamma if self.scale else None)
+                                  self.gamma if self.scale else None, accumulate_dx=False)
         return dx
 
     def get_config(self):
