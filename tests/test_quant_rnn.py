@@ -294,6 +294,16 @@ def test_quantized_layer_bad_input_shape(rng):
         q.predict(np.zeros((2, 5, 4), np.float32))
 
 
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_onnx_export_of_an_int8_recurrent_layer_is_refused_by_name(kind, tmp_path):
+    pytest.importorskip("onnx")
+    m = fn.Sequential([getattr(L, kind)(4, input_shape=(5, 3), name="rec")])
+    m.build()
+    q = fn.quantization.quantize(m)
+    with pytest.raises(ValueError, match="rec is an int8 " + kind):
+        fn.onnx.export(q, str(tmp_path / "q.onnx"))
+
+
 def test_dynamic_layer_rejects_nan(rng):
     m = fn.Sequential([L.GRU(4, input_shape=(5, 3))])
     m.build()

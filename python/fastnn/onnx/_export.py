@@ -410,6 +410,10 @@ _IFGO_TO_IOFC = [0, 3, 1, 2]  # fastnn/Keras LSTM gate blocks i, f, c, o -> ONNX
 
 def _rnn_weights(l):
     """(W, R, B) of one direction in ONNX's layout: W (G·U, C), R (G·U, U), B (2·G·U)."""
+    if getattr(l, "quantization", None) is not None:
+        raise ValueError(f"onnx.export: {l.name} is an int8 {type(l).__name__} "
+                         f"({l.quantization}); ONNX has no int8 recurrent operator to export it "
+                         "to: export the float model instead")
     u, g = l.units, l._gates
     w, r = l.kernel.T, l.recurrent_kernel.T
     zeros = np.zeros(g * u, _F32)
