@@ -91,6 +91,19 @@ inline void require(bool cond, const char* op, const char* name, const std::stri
   if (!cond) fail_value(op, name, what);
 }
 
+// Caller-supplied scratch of at least n floats, or a fresh one owned by `own`.
+inline float* scratch(const char* op, py::handle work, int64_t n, std::vector<float>& own) {
+  if (work.is_none()) {
+    own.assign(size_t(n), 0.0f);
+    return own.data();
+  }
+  auto w = out<float>(op, "work", work, {ANY}, "(n,)");
+  require(w.size >= n, op, "work",
+          "must hold at least " + std::to_string(n) + " floats, got " + std::to_string(w.size));
+  return w.data;
+}
+
+
 // Registration functions, one per operator file.
 void bind_runtime(py::module_& m);
 void bind_gemm(py::module_& m);

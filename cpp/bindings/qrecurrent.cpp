@@ -85,17 +85,6 @@ Args check_args(const char* op, int64_t gates, int64_t rwidth_gates, py::handle 
   return a;
 }
 
-float* scratch(const char* op, py::handle work, int64_t n, std::vector<float>& own) {
-  if (work.is_none()) {
-    own.assign(size_t(n), 0.0f);
-    return own.data();
-  }
-  auto w = out<float>(op, "work", work, {ANY}, "(n,)");
-  require(w.size >= n, op, "work",
-          "must hold at least " + std::to_string(n) + " floats, got " + std::to_string(w.size));
-  return w.data;
-}
-
 void nonfinite(const char* op) {
   fail_value(op, "x", "holds NaN or infinity (or leads to them), which dynamic quantization "
                       "cannot range");

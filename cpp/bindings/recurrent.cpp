@@ -41,18 +41,6 @@ Seq check_seq(const char* op, int64_t gates, py::handle x, py::handle h0, py::ha
   return s;
 }
 
-// Caller-supplied scratch of at least n floats, or a fresh one owned by `own`.
-float* scratch(const char* op, py::handle work, int64_t n, std::vector<float>& own) {
-  if (work.is_none()) {
-    own.assign(size_t(n), 0.0f);
-    return own.data();
-  }
-  auto w = out<float>(op, "work", work, {ANY}, "(n,)");
-  require(w.size >= n, op, "work",
-          "must hold at least " + std::to_string(n) + " floats, got " + std::to_string(w.size));
-  return w.data;
-}
-
 Act rnn_act(const char* op, Act act) {
   require(act == Act::tanh || act == Act::relu, op, "activation", "must be Act.tanh or Act.relu");
   return act;
