@@ -5,8 +5,9 @@
 All three build the same graph (see graph.py) and run it through one Plan. One flat
 float32 buffer holds every parameter of a model and another every gradient; layers hold
 views into them. A training step is: the plan's forward, one fused loss kernel per
-output, the plan's backward (adding into the zeroed gradients), one optimizer kernel over
-the whole buffer, which also zeroes the gradients it has read, for the next step.
+output, the plan's backward, and one optimizer kernel over the whole buffer. In the
+backward, Dense layers overwrite their gradients on their first write (see
+Layer.overwrites_grads); every other gradient is zeroed before the pass and added into.
 """
 from __future__ import annotations
 
