@@ -175,14 +175,11 @@ def _integer_product(g, m):
         xs = np.float32(_scalar(g, p.input[1], "input scale", p))
         zq = _scalar(g, p.input[2] if len(p.input) > 2 else "", "input zero point", p,
                      default=np.uint8(0))
-        if zq.dtype != np.uint8:
-            raise ValueError(f"{_where(p)}: fastnn quantizes activations to uint8, got "
-                             f"{zq.dtype}")
-        xz = int(zq)
         mz = _scalar(g, ins[2], "input zero point", m, default=np.uint8(0))
-        if int(mz) != xz:
+        if int(mz) != int(zq) or mz.dtype != zq.dtype:
             raise ValueError(f"{_where(m)}: its input zero point {int(mz)} differs from "
-                             f"QuantizeLinear's {xz}")
+                             f"QuantizeLinear's {int(zq)}")
+        xz = _u8_zero_point(p, zq)
     q = _weight_int8(g, m, ins[1], ins[3], 0 if conv else -1)
     n = q.shape[0] if conv else q.shape[-1]
     if not conv and q.ndim != 2:
@@ -236,9 +233,23 @@ def _qdq_input(g, name):
     zd = g.const(d.input[2]) if len(d.input) > 2 and d.input[2] else np.uint8(0)
     if any(v is None or np.size(v) != 1 for v in (sq, sd, zq, zd)):
         return None
-    if np.asarray(zq).dtype != np.uint8 or float(sq) != float(sd) or int(zq) != int(zd):
+    zq, zd = np.asarray(zq), np.asarray(zd)
+    if zq.dtype not in (np.uint8, np.int8) or zq.dtype != zd.dtype or \
+            float(sq) != float(sd) or int(zq) != int(zd):
         return None
-    return q.input[0], np.float32(np.asarray(sq).reshape(())), int(zq)
+    return q.input[0], np.float32(np.asarray(sq).reshape(())), _u8_zero_point(q, zq)
+
+
+def _u8_zero_point(node, z):
+    """The uint8 zero point of an activation quantized to uint8 or int8 with zero point z:
+    int8 q = clip(rint(x/s) + z, -128, 127) is the uint8 clip(rint(x/s) + z + 128, 0, 255)
+    minus 128, and q - z is the same, so int8 activations are uint8 ones with z + 128."""
+    if z.dtype == np.uint8:
+        return int(z)
+    if z.dtype == np.int8:
+        return int(z) + 128
+    raise ValueError(f"{_where(node)}: activations quantized to {z.dtype}; fastnn takes "
+                     "uint8 or int8")
 
 
 def _qdq_product(g, node):
