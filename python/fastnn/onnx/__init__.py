@@ -34,8 +34,10 @@ def load(path):
 
     Attention blocks (fastnn's own exports, torch's nn.MultiheadAttention and
     nn.TransformerEncoderLayer) become MultiHeadAttention layers; see
-    fastnn.onnx._fused and docs/interop.md. Raises ValueError naming the operators or
-    nodes fastnn cannot import."""
+    fastnn.onnx._fused and docs/interop.md. Quantized products (fastnn's int8 exports,
+    ONNX Runtime's quantize_dynamic output and quantize_static QDQ output) become int8
+    Dense/Conv2D layers, as fastnn.quantization makes them; see fastnn.onnx._quant_import.
+    Raises ValueError naming the operators or nodes fastnn cannot import."""
     from ._import import load_model
 
     return load_model(path)

@@ -27,6 +27,7 @@ import numpy as np
 
 import fastnn as fn
 
+from . import _quant_import
 from ._export import _onnx, _same_pads
 
 L = fn.layers
@@ -90,6 +91,7 @@ class Importer:
         self.g = proto.graph
         self.env: dict[str, Value] = {}
         self.weights: list[tuple] = []  # (layer, {attribute: array}) set after the build
+        self.qlayers: list[tuple] = []  # (layer, mode, int8 state): see _quant_import
         live = {o.name for o in self.g.output}  # nodes that reach an output, in order
         self.nodes = []
         for node in reversed(self.g.node):
@@ -183,6 +185,11 @@ class Importer:
         env = self.env
         if op in ("Equal", "Not"):
             env[out] = self.padding(node, ins)
+            return
+        if node.domain == _quant_import.DOMAIN:  # an int8 product (see _quant_import)
+            for i in ins[:1]:
+                self.plain(i, node)
+            env[out] = _quant_import.build(self, node, a, ins)
             return
         if op in _FUSED_ONLY and not all(self.const(i) is not None for i in ins if i):
             raise ValueError(f"fastnn.onnx.load: {op} node {_node_name(node)} is imported "
@@ -346,7 +353,17 @@ class Importer:
         if w is None or w.ndim != 4:
             raise ValueError("fastnn.onnx.load: Conv is supported in 2-D with a constant kernel")
         x = self.nhwc(ins[0])
-        kh, kw = w.shape[2:]
+        bias = self.const(ins[2]) if len(ins) > 2 and ins[2] else None
+        layer = self.conv_layer(a, w.shape, bias is not None)
+        wts = {"kernel": np.transpose(w, (2, 3, 1, 0)).astype(np.float32)}
+        if bias is not None:
+            wts["bias"] = bias.astype(np.float32)
+        return Value(t=self.layer(layer, x, **wts), perm=NCHW)
+
+    @staticmethod
+    def conv_layer(a, shape, use_bias):
+        """The Conv2D of an ONNX Conv's attributes and (F, C/g, KH, KW) kernel shape."""
+        kh, kw = shape[2:]
         pads = a.get("pads", [0, 0, 0, 0])
         auto = a.get("auto_pad", b"NOTSET")
         auto = auto.decode() if isinstance(auto, bytes) else auto
@@ -356,14 +373,9 @@ class Importer:
             padding = ((pads[0], pads[2]), (pads[1], pads[3]))
         else:
             raise ValueError(f"fastnn.onnx.load: Conv auto_pad={auto} is not supported")
-        bias = self.const(ins[2]) if len(ins) > 2 and ins[2] else None
-        layer = L.Conv2D(w.shape[0], (kh, kw), strides=tuple(a.get("strides", [1, 1])),
-                         padding=padding, dilation_rate=tuple(a.get("dilations", [1, 1])),
-                         groups=int(a.get("group", 1)), use_bias=bias is not None)
-        wts = {"kernel": np.transpose(w, (2, 3, 1, 0)).astype(np.float32)}
-        if bias is not None:
-            wts["bias"] = bias.astype(np.float32)
-        return Value(t=self.layer(layer, x, **wts), perm=NCHW)
+        return L.Conv2D(shape[0], (kh, kw), strides=tuple(a.get("strides", [1, 1])),
+                        padding=padding, dilation_rate=tuple(a.get("dilations", [1, 1])),
+                        groups=int(a.get("group", 1)), use_bias=use_bias)
 
     def pool(self, op, a, ins):
         x = self.nhwc(ins[0])
@@ -841,8 +853,11 @@ def load_model(path):
         raise
     except Exception as e:  # noqa: BLE001 - the parser's own errors vary by version
         raise ValueError(f"fastnn.onnx.load: {str(path)!r} is not a valid ONNX model ({e})") from None
+    proto = _quant_import.rewrite(proto, _, nh)  # int8 products -> QDense / QConv nodes
     g = proto.graph
-    bad = sorted({n.op_type for n in g.node if n.op_type not in SUPPORTED or n.domain not in ("", "ai.onnx")})
+    bad = sorted({n.op_type for n in g.node if not (
+        n.op_type in SUPPORTED and n.domain in ("", "ai.onnx")
+        or n.op_type in _quant_import.NODES and n.domain == _quant_import.DOMAIN)})
     if bad:
         raise ValueError(f"fastnn.onnx.load: {str(path)!r} uses operators fastnn cannot import: "
                          f"{bad} (supported: {', '.join(SUPPORTED)})")
@@ -878,6 +893,8 @@ def load_model(path):
     model = fn.Model(inputs if len(inputs) > 1 else inputs[0],
                      outputs if len(outputs) > 1 else outputs[0], name=g.name or "onnx_model")
     model.build()
+    if imp.qlayers:
+        _quant_import.set_int8(model, imp.qlayers)
     for layer, weights in imp.weights:
         for attr, value in weights.items():
             getattr(layer, attr)[...] = np.asarray(value, np.float32).reshape(getattr(layer, attr).shape)
