@@ -259,196 +259,66 @@ struct TailBlocks {
 };
 
 // -- AVX-512
-
-// m / d (d >= eps > 0 unless infinite or NaN), see above.
-FASTNN_AVX512_INLINE __m512 div_avx512(__m512 m, __m512 d) {
-  const __m512 x = _mm512_rcp14_ps(d);
-  const __m512 q0 = _mm512_mul_ps(m, x);
-  const __m512 q = _mm512_fmadd_ps(_mm512_fnmadd_ps(d, q0, m), x, q0);
-  const __mmask16 special = _mm512_cmp_ps_mask(q, q, _CMP_UNORD_Q);
-  if (__builtin_expect(special != 0, 0)) return _mm512_mask_div_ps(q, special, m, d);
-  return q;
-}
-
-struct AdamAvx512 {
-  __m512 beta1, one_minus_beta1, beta2, one_minus_beta2, step_size, inv_bc2_sqrt, eps, l2,
-      decay;
+namespace avx512 {
+#define FASTNN_SIMD FASTNN_AVX512
+#define FASTNN_SIMD_INLINE FASTNN_AVX512_INLINE
+struct Vec {
+  static constexpr int W = 16;
+  using T = __m512;
+  FASTNN_SIMD_INLINE static T set1(float x) { return _mm512_set1_ps(x); }
+  FASTNN_SIMD_INLINE static T load(const float* p) { return _mm512_loadu_ps(p); }
+  FASTNN_SIMD_INLINE static void store(float* p, T x) { _mm512_storeu_ps(p, x); }
+  FASTNN_SIMD_INLINE static T add(T a, T b) { return _mm512_add_ps(a, b); }
+  FASTNN_SIMD_INLINE static T mul(T a, T b) { return _mm512_mul_ps(a, b); }
+  FASTNN_SIMD_INLINE static T fmadd(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  FASTNN_SIMD_INLINE static T fnmadd(T a, T b, T c) { return _mm512_fnmadd_ps(a, b, c); }
+  FASTNN_SIMD_INLINE static T sqrt(T a) { return _mm512_sqrt_ps(a); }
+  // m / d (d >= eps > 0 unless infinite or NaN), see above.
+  FASTNN_SIMD_INLINE static T div(T m, T d) {
+    const T x = _mm512_rcp14_ps(d);
+    const T q0 = _mm512_mul_ps(m, x);
+    const T q = _mm512_fmadd_ps(_mm512_fnmadd_ps(d, q0, m), x, q0);
+    const __mmask16 special = _mm512_cmp_ps_mask(q, q, _CMP_UNORD_Q);
+    if (__builtin_expect(special != 0, 0)) return _mm512_mask_div_ps(q, special, m, d);
+    return q;
+  }
 };
-
-// 16 elements of adam_range; kDecay: with l2 and decay (else l2 == 0, decay == 1).
-template <bool kDecay>
-FASTNN_AVX512_INLINE void adam_avx512_16(float* p, float* m, float* v, const float* g,
-                                         const AdamAvx512& s) {
-  const __m512 pi = _mm512_loadu_ps(p);
-  __m512 gi = _mm512_loadu_ps(g);
-  if (kDecay) gi = _mm512_fmadd_ps(s.l2, pi, gi);
-  const __m512 mi =
-      _mm512_fmadd_ps(s.beta1, _mm512_loadu_ps(m), _mm512_mul_ps(s.one_minus_beta1, gi));
-  const __m512 vi = _mm512_fmadd_ps(s.beta2, _mm512_loadu_ps(v),
-                                    _mm512_mul_ps(s.one_minus_beta2, _mm512_mul_ps(gi, gi)));
-  _mm512_storeu_ps(m, mi);
-  _mm512_storeu_ps(v, vi);
-  const __m512 denom = _mm512_fmadd_ps(_mm512_sqrt_ps(vi), s.inv_bc2_sqrt, s.eps);
-  const __m512 q = div_avx512(mi, denom);
-  _mm512_storeu_ps(p, _mm512_fnmadd_ps(s.step_size, q, kDecay ? _mm512_mul_ps(pi, s.decay) : pi));
-}
-
-template <bool kDecay>
-FASTNN_AVX512_INLINE void adam_avx512_pass(float* p, float* m, float* v, const float* g,
-                                           int64_t n, const AdamAvx512& s) {
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) adam_avx512_16<kDecay>(p + i, m + i, v + i, g + i, s);
-  if (i < n) {
-    TailBlocks t(p + i, m + i, v + i, g + i, n - i);
-    adam_avx512_16<kDecay>(t.p, t.a, t.b, t.g, s);
-    t.store(p + i, m + i, v + i, n - i);
-  }
-}
-
-// adam_range with AVX-512.
-FASTNN_AVX512 void adam_range_avx512(float* p, float* m, float* v, const float* g, int64_t n,
-                                     const AdamScalars& s_) {
-  const AdamAvx512 s{_mm512_set1_ps(s_.beta1), _mm512_set1_ps(s_.one_minus_beta1),
-                     _mm512_set1_ps(s_.beta2), _mm512_set1_ps(s_.one_minus_beta2),
-                     _mm512_set1_ps(s_.step_size), _mm512_set1_ps(s_.inv_bc2_sqrt),
-                     _mm512_set1_ps(s_.eps), _mm512_set1_ps(s_.l2), _mm512_set1_ps(s_.decay)};
-  if (s_.l2 == 0.0f && s_.decay == 1.0f)
-    adam_avx512_pass<false>(p, m, v, g, n, s);
-  else
-    adam_avx512_pass<true>(p, m, v, g, n, s);
-}
-
-// 16 elements of adagrad_range; kWd: with weight decay.
-template <bool kWd>
-FASTNN_AVX512_INLINE void adagrad_avx512_16(float* p, float* acc, const float* g, __m512 lr,
-                                            __m512 eps, __m512 wd) {
-  const __m512 pi = _mm512_loadu_ps(p);
-  __m512 gi = _mm512_loadu_ps(g);
-  if (kWd) gi = _mm512_fmadd_ps(wd, pi, gi);
-  const __m512 ai = _mm512_fmadd_ps(gi, gi, _mm512_loadu_ps(acc));
-  _mm512_storeu_ps(acc, ai);
-  const __m512 q = div_avx512(gi, _mm512_add_ps(_mm512_sqrt_ps(ai), eps));
-  _mm512_storeu_ps(p, _mm512_fnmadd_ps(lr, q, pi));
-}
-
-template <bool kWd>
-FASTNN_AVX512_INLINE void adagrad_avx512_pass(float* p, float* acc, const float* g, int64_t n,
-                                              __m512 lr, __m512 eps, __m512 wd) {
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) adagrad_avx512_16<kWd>(p + i, acc + i, g + i, lr, eps, wd);
-  if (i < n) {
-    TailBlocks t(p + i, acc + i, nullptr, g + i, n - i);
-    adagrad_avx512_16<kWd>(t.p, t.a, t.g, lr, eps, wd);
-    t.store(p + i, acc + i, nullptr, n - i);
-  }
-}
-
-// adagrad_range with AVX-512.
-FASTNN_AVX512 void adagrad_range_avx512(float* p, float* acc, const float* g, int64_t n,
-                                        float lr, float eps, float wd) {
-  const __m512 vlr = _mm512_set1_ps(lr), veps = _mm512_set1_ps(eps), vwd = _mm512_set1_ps(wd);
-  if (wd == 0.0f)
-    adagrad_avx512_pass<false>(p, acc, g, n, vlr, veps, vwd);
-  else
-    adagrad_avx512_pass<true>(p, acc, g, n, vlr, veps, vwd);
-}
+#include "optim_simd.inc"
+#undef FASTNN_SIMD
+#undef FASTNN_SIMD_INLINE
+}  // namespace avx512
 
 // -- AVX2: the same with 8 lanes and the coarser rcp estimate refined once more.
-
-// m / d (d >= eps > 0 unless infinite or NaN), see above.
-FASTNN_AVX2_INLINE __m256 div_avx2(__m256 m, __m256 d) {
-  __m256 x = _mm256_rcp_ps(d);
-  x = _mm256_fmadd_ps(x, _mm256_fnmadd_ps(d, x, _mm256_set1_ps(1.0f)), x);
-  const __m256 q0 = _mm256_mul_ps(m, x);
-  const __m256 q = _mm256_fmadd_ps(_mm256_fnmadd_ps(d, q0, m), x, q0);
-  const __m256 special = _mm256_cmp_ps(q, q, _CMP_UNORD_Q);
-  if (__builtin_expect(_mm256_movemask_ps(special) != 0, 0))
-    return _mm256_blendv_ps(q, _mm256_div_ps(m, d), special);
-  return q;
-}
-
-struct AdamAvx2 {
-  __m256 beta1, one_minus_beta1, beta2, one_minus_beta2, step_size, inv_bc2_sqrt, eps, l2,
-      decay;
+namespace avx2 {
+#define FASTNN_SIMD FASTNN_AVX2
+#define FASTNN_SIMD_INLINE FASTNN_AVX2_INLINE
+struct Vec {
+  static constexpr int W = 8;
+  using T = __m256;
+  FASTNN_SIMD_INLINE static T set1(float x) { return _mm256_set1_ps(x); }
+  FASTNN_SIMD_INLINE static T load(const float* p) { return _mm256_loadu_ps(p); }
+  FASTNN_SIMD_INLINE static void store(float* p, T x) { _mm256_storeu_ps(p, x); }
+  FASTNN_SIMD_INLINE static T add(T a, T b) { return _mm256_add_ps(a, b); }
+  FASTNN_SIMD_INLINE static T mul(T a, T b) { return _mm256_mul_ps(a, b); }
+  FASTNN_SIMD_INLINE static T fmadd(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
+  FASTNN_SIMD_INLINE static T fnmadd(T a, T b, T c) { return _mm256_fnmadd_ps(a, b, c); }
+  FASTNN_SIMD_INLINE static T sqrt(T a) { return _mm256_sqrt_ps(a); }
+  // m / d (d >= eps > 0 unless infinite or NaN), see above.
+  FASTNN_SIMD_INLINE static T div(T m, T d) {
+    T x = _mm256_rcp_ps(d);
+    x = _mm256_fmadd_ps(x, _mm256_fnmadd_ps(d, x, _mm256_set1_ps(1.0f)), x);
+    const T q0 = _mm256_mul_ps(m, x);
+    const T q = _mm256_fmadd_ps(_mm256_fnmadd_ps(d, q0, m), x, q0);
+    const T special = _mm256_cmp_ps(q, q, _CMP_UNORD_Q);
+    if (__builtin_expect(_mm256_movemask_ps(special) != 0, 0))
+      return _mm256_blendv_ps(q, _mm256_div_ps(m, d), special);
+    return q;
+  }
 };
-
-// 8 elements of adam_range; kDecay: with l2 and decay (else l2 == 0, decay == 1).
-template <bool kDecay>
-FASTNN_AVX2_INLINE void adam_avx2_8(float* p, float* m, float* v, const float* g,
-                                    const AdamAvx2& s) {
-  const __m256 pi = _mm256_loadu_ps(p);
-  __m256 gi = _mm256_loadu_ps(g);
-  if (kDecay) gi = _mm256_fmadd_ps(s.l2, pi, gi);
-  const __m256 mi =
-      _mm256_fmadd_ps(s.beta1, _mm256_loadu_ps(m), _mm256_mul_ps(s.one_minus_beta1, gi));
-  const __m256 vi = _mm256_fmadd_ps(s.beta2, _mm256_loadu_ps(v),
-                                    _mm256_mul_ps(s.one_minus_beta2, _mm256_mul_ps(gi, gi)));
-  _mm256_storeu_ps(m, mi);
-  _mm256_storeu_ps(v, vi);
-  const __m256 denom = _mm256_fmadd_ps(_mm256_sqrt_ps(vi), s.inv_bc2_sqrt, s.eps);
-  const __m256 q = div_avx2(mi, denom);
-  _mm256_storeu_ps(p, _mm256_fnmadd_ps(s.step_size, q, kDecay ? _mm256_mul_ps(pi, s.decay) : pi));
-}
-
-template <bool kDecay>
-FASTNN_AVX2_INLINE void adam_avx2_pass(float* p, float* m, float* v, const float* g,
-                                       int64_t n, const AdamAvx2& s) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) adam_avx2_8<kDecay>(p + i, m + i, v + i, g + i, s);
-  if (i < n) {
-    TailBlocks t(p + i, m + i, v + i, g + i, n - i);
-    adam_avx2_8<kDecay>(t.p, t.a, t.b, t.g, s);
-    t.store(p + i, m + i, v + i, n - i);
-  }
-}
-
-// adam_range with AVX2.
-FASTNN_AVX2 void adam_range_avx2(float* p, float* m, float* v, const float* g, int64_t n,
-                                 const AdamScalars& s_) {
-  const AdamAvx2 s{_mm256_set1_ps(s_.beta1), _mm256_set1_ps(s_.one_minus_beta1),
-                   _mm256_set1_ps(s_.beta2), _mm256_set1_ps(s_.one_minus_beta2),
-                   _mm256_set1_ps(s_.step_size), _mm256_set1_ps(s_.inv_bc2_sqrt),
-                   _mm256_set1_ps(s_.eps), _mm256_set1_ps(s_.l2), _mm256_set1_ps(s_.decay)};
-  if (s_.l2 == 0.0f && s_.decay == 1.0f)
-    adam_avx2_pass<false>(p, m, v, g, n, s);
-  else
-    adam_avx2_pass<true>(p, m, v, g, n, s);
-}
-
-// 8 elements of adagrad_range; kWd: with weight decay.
-template <bool kWd>
-FASTNN_AVX2_INLINE void adagrad_avx2_8(float* p, float* acc, const float* g, __m256 lr,
-                                       __m256 eps, __m256 wd) {
-  const __m256 pi = _mm256_loadu_ps(p);
-  __m256 gi = _mm256_loadu_ps(g);
-  if (kWd) gi = _mm256_fmadd_ps(wd, pi, gi);
-  const __m256 ai = _mm256_fmadd_ps(gi, gi, _mm256_loadu_ps(acc));
-  _mm256_storeu_ps(acc, ai);
-  const __m256 q = div_avx2(gi, _mm256_add_ps(_mm256_sqrt_ps(ai), eps));
-  _mm256_storeu_ps(p, _mm256_fnmadd_ps(lr, q, pi));
-}
-
-template <bool kWd>
-FASTNN_AVX2_INLINE void adagrad_avx2_pass(float* p, float* acc, const float* g, int64_t n,
-                                          __m256 lr, __m256 eps, __m256 wd) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) adagrad_avx2_8<kWd>(p + i, acc + i, g + i, lr, eps, wd);
-  if (i < n) {
-    TailBlocks t(p + i, acc + i, nullptr, g + i, n - i);
-    adagrad_avx2_8<kWd>(t.p, t.a, t.g, lr, eps, wd);
-    t.store(p + i, acc + i, nullptr, n - i);
-  }
-}
-
-// adagrad_range with AVX2.
-FASTNN_AVX2 void adagrad_range_avx2(float* p, float* acc, const float* g, int64_t n, float lr,
-                                    float eps, float wd) {
-  const __m256 vlr = _mm256_set1_ps(lr), veps = _mm256_set1_ps(eps), vwd = _mm256_set1_ps(wd);
-  if (wd == 0.0f)
-    adagrad_avx2_pass<false>(p, acc, g, n, vlr, veps, vwd);
-  else
-    adagrad_avx2_pass<true>(p, acc, g, n, vlr, veps, vwd);
-}
+#include "optim_simd.inc"
+#undef FASTNN_SIMD
+#undef FASTNN_SIMD_INLINE
+}  // namespace avx2
 #if !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
@@ -461,8 +331,8 @@ using AdagradRange = void (*)(float*, float*, const float*, int64_t, float, floa
 AdamRange adam_range_for_isa() {
 #if defined(FASTNN_OPTIM_X86)
   const char* isa = gemm_isa();
-  if (std::strcmp(isa, "avx512") == 0) return adam_range_avx512;
-  if (std::strcmp(isa, "avx2") == 0) return adam_range_avx2;
+  if (std::strcmp(isa, "avx512") == 0) return avx512::adam_range;
+  if (std::strcmp(isa, "avx2") == 0) return avx2::adam_range;
 #endif
   return adam_range;
 }
@@ -470,8 +340,8 @@ AdamRange adam_range_for_isa() {
 AdagradRange adagrad_range_for_isa() {
 #if defined(FASTNN_OPTIM_X86)
   const char* isa = gemm_isa();
-  if (std::strcmp(isa, "avx512") == 0) return adagrad_range_avx512;
-  if (std::strcmp(isa, "avx2") == 0) return adagrad_range_avx2;
+  if (std::strcmp(isa, "avx512") == 0) return avx512::adagrad_range;
+  if (std::strcmp(isa, "avx2") == 0) return avx2::adagrad_range;
 #endif
   return adagrad_range;
 }
