@@ -620,17 +620,18 @@ class Model(Layer):
         self._grad_zeroing_cache = (key, ranges, by_layer)
         return ranges, by_layer
 
-    def _zero_grads(self):
-        """Before a backward pass: zero the gradients that layers add into; the others
-        are overwritten by their layer's first write (or zeroed after, see _loss_and_grads)."""
+    def _backward(self, douts):
+        """The training plan's backward from the outputs' gradients douts into the flat
+        gradient buffer: the gradients that layers add into are zeroed first, those of
+        layers that overwrite theirs (overwrites_grads) are zeroed after if the layer did
+        not run."""
         new_grad_pass()
         grads = self._grads
-        for a, b in self._grad_zeroing()[0]:
+        ranges, by_layer = self._grad_zeroing()
+        for a, b in ranges:
             grads[a:b].fill(0.0)
-
-    def _zero_unwritten_grads(self):
-        grads = self._grads
-        for layer, spans in self._grad_zeroing()[1]:
+        self._plan_train.backward(douts)
+        for layer, spans in by_layer:
             if not grads_written(layer):
                 for a, b in spans:
                     grads[a:b].fill(0.0)
@@ -642,7 +643,6 @@ class Model(Layer):
         if not isinstance(xs, list):
             xs, ys = [xs], [ys]
         outs = self._run(xs, True)
-        self._zero_grads()
         total, preds, douts = 0.0, [], []
         per = self.__dict__.setdefault("_out_losses", [0.0] * len(outs))
         for k, out in enumerate(outs):
@@ -657,8 +657,7 @@ class Model(Layer):
             total += w * loss_sum
             douts.append(dout)
             preds.append(probs if probs is not None else out)
-        self._plan_train.backward(douts)
-        self._zero_unwritten_grads()
+        self._backward(douts)
         return total, (preds[0] if len(preds) == 1 else preds)
 
     def _eval_batch(self, xs, ys):

@@ -145,10 +145,7 @@ class GradientTape:
                 raise ValueError(f"gradient: {model.name} was called {n_calls} times with "
                                  "training=True inside this tape; its layers keep one call's "
                                  "activations, so differentiate one call per tape")
-            model._zero_grads()
-            n_out = len(model.outputs)
-            model._plan_train.backward([douts.get(k) for k in range(n_out)])
-            model._zero_unwritten_grads()
+            model._backward([douts.get(k) for k in range(len(model.outputs))])
         single = not isinstance(sources, (list, tuple))
         srcs = [sources] if single else list(sources)
         grads = [v.grad if v.grad is not None and any(
