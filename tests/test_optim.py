@@ -611,3 +611,19 @@ def test_subnormals_flushed_inside_kernels_only(isa):
     np.testing.assert_array_equal(p, np.ones(n, np.float32))
     tiny = np.float32(1e-38) / np.float32(100.0)
     assert 0.0 < tiny < np.finfo(np.float32).tiny
+
+
+def test_step_builds_the_state_on_first_use_and_checks_its_arguments():
+    p = np.linspace(-1, 1, 40, dtype=np.float32)
+    g = np.full(40, 0.5, np.float32)
+    opt = fastnn.optim.Adam(1e-2)
+    opt.step(p, g)  # unbuilt: the first step sizes the state
+    want = np.linspace(-1, 1, 40, dtype=np.float64)
+    ref.adam_step(want, g, np.zeros(40), np.zeros(40), 1, lr=1e-2)
+    np.testing.assert_allclose(p, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="built for 40 parameters, got 39"):
+        opt.step(p[:39], g[:39])
+    with pytest.raises(ValueError, match="'grads' has 39 elements"):
+        opt.step(p, g[:39])
+    with pytest.raises(TypeError, match="'params' must be a 1-D float32 array, got list"):
+        fastnn.optim.SGD(0.1).step([1.0, 2.0], g)

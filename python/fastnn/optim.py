@@ -85,7 +85,20 @@ class Optimizer:
         pass
 
     def step(self, params: np.ndarray, grads: np.ndarray, zero_grads: bool = False) -> None:
-        """One update of params from grads; with zero_grads, grads is 0 afterwards."""
+        """One update of params from grads (flat float32 arrays of one size); with
+        zero_grads, grads is 0 afterwards. The first call builds the state for that size."""
+        where = f"{type(self).__name__}.step"
+        for name, a in (("params", params), ("grads", grads)):
+            if not isinstance(a, np.ndarray) or a.ndim != 1:
+                raise TypeError(f"{where}: argument '{name}' must be a 1-D float32 array, got "
+                                f"{type(a).__name__}{getattr(a, 'shape', '')}")
+        if grads.size != params.size:
+            raise ValueError(f"{where}: 'grads' has {grads.size} elements, 'params' {params.size}")
+        if self._n is None:
+            self.build(params.size)
+        elif params.size != self._n:
+            raise ValueError(f"{where}: the state was built for {self._n} parameters, got "
+                             f"{params.size} (call build({params.size}) to start afresh)")
         lr = self.learning_rate
         hook, lo = _update_hook(params)
         if hook is not None:
