@@ -182,6 +182,32 @@ def test_gemm_skinny_a_times_b_transposed(isa, restore_threads, M, N, K):
             assert np.array_equal(acc, acc1)
 
 
+@pytest.mark.parametrize("M,N,K", [(32, 10, 32), (64, 10, 256), (784, 10, 32), (100, 16, 500),
+                                   (33, 1, 7), (128, 3, 1000)])
+def test_gemm_narrow_a_transposed_times_b(isa, restore_threads, M, N, K):
+    # Aᵀ·B into at most 16 columns (a weight gradient xᵀ·dz of a small output layer) runs
+    # transposed: the loop nest's sums on a copied Aᵀ, bit for bit; with accumulate, C is
+    # added to the whole sum (within tolerance), the same on any thread count.
+    rng = np.random.default_rng(M + N + K)
+    a, b = operands(rng, M, N, K, True, False)
+    at = np.ascontiguousarray(a.T)
+    c0 = rng.standard_normal((M, N), dtype=np.float32)
+    for n in (1, 2):
+        fastnn.set_num_threads(n)
+        got = np.full((M, N), np.nan, np.float32)
+        _core.gemm(got, a, b, True, False)
+        want = np.empty((M, N), np.float32)
+        _core.gemm(want, at, b, False, False)
+        assert np.array_equal(got, want)
+        acc = c0.copy()
+        _core.gemm(acc, a, b, True, False, accumulate=True)
+        check_close(acc, a, b, True, False, K, c0=c0.astype(np.float64))
+        if n == 1:
+            acc1 = acc
+        else:
+            assert np.array_equal(acc, acc1)
+
+
 def out_at_line_offset(M, N, offset):
     """A C-contiguous (M, N) float32 view whose first element sits `offset` floats past a
     64-byte boundary (the thread split depends on how C's rows meet cache lines)."""

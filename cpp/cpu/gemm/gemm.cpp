@@ -211,17 +211,28 @@ Grid pick_grid(const Kernel& kr, const Problem& p, int nt) {
 
 void run_gemm(Problem p);
 
-// C (M,N) = [C +] A·Bᵀ with few rows (a dense layer's dx = dz·wᵀ at small batch): the
-// loop nest would transpose all of B into packed panels for the few row tiles that use
-// them. Transposed, T (N,M) = B·Aᵀ reads B in place as row-major A tiles (row by row,
-// the order the prefetchers follow) and packs only the small Aᵀ; then C = [C +] Tᵀ.
-// Measured on the AVX-512 Xeon at 32×2048×2048: 1.6 ms against 3.3 (one thread). The
-// sums are those of the loop nest (same K blocks and order); with accumulate, C is added
-// once to the whole sum rather than once per K block.
-// With a short K (attention's Q·Kᵀ over head dims of 32-64), B is small, the copy costs
-// little and the transpose of C would dominate: 1.5-2.5x slower there, so K >= 256.
+// Two shapes run transposed, T (N,M) = op(B)ᵀ·op(A)ᵀ through the loop nest, then
+// C = [C +] Tᵀ:
+//  * A·Bᵀ with few rows (a dense layer's dx = dz·wᵀ at small batch): the loop nest would
+//    transpose all of B into packed panels for the few row tiles that use them;
+//    transposed, B is read in place as row-major A tiles (row by row, the order the
+//    prefetchers follow) and only the small Aᵀ is packed. Measured on the AVX-512 Xeon
+//    at 32×2048×2048: 1.6 ms against 3.3 (one thread). With a short K (attention's Q·Kᵀ
+//    over head dims of 32-64), B is small, the copy costs little and the transpose of C
+//    would dominate: 1.5-2.5x slower there, so K >= 256.
+//  * Aᵀ·B into at most 16 columns (the weight gradient xᵀ·dz of a layer with few
+//    outputs, e.g. a classifier's 10): C's rows fill under one vector, so each tile row
+//    does a broadcast and one multiply-add of 10 useful lanes; transposed, the N rows of
+//    T are the tile rows and A's rows stream in place as full-width B vectors. Measured
+//    on the AVX-512 Xeon (one thread, bench/test_gemm_bench.py's dW shapes): 64×256 -> 10
+//    in 3.5 us against 5.3, 128×256 -> 10 in 7.0 against 9.2. The forward x·w into 10
+//    columns is no faster transposed (its x would have to be packed), so it stays.
+// The sums are those of the loop nest (same K blocks and order); with accumulate, C is
+// added once to the whole sum rather than once per K block.
 bool skinny(const Problem& p) {
-  return !p.as_is && !p.brows && p.trans_b && !p.trans_a &&
+  if (p.as_is || p.brows) return false;
+  if (p.trans_a && !p.trans_b) return p.N <= 16 && p.M >= 32;
+  return p.trans_b && !p.trans_a &&
          p.M <= FASTNN_GEMM_SKINNY_MAX_M && p.N >= p.M && p.K >= 256;
 }
 
@@ -229,7 +240,7 @@ void run_skinny(const Problem& p) {
   const int64_t M = p.M, N = p.N;
   float* T = t_transposed.get(N * M);
   if (!T) throw std::bad_alloc();
-  Problem q{T, p.B, p.A, N, M, p.K, M, p.ldb, p.lda, false, true, false, 0};
+  Problem q{T, p.B, p.A, N, M, p.K, M, p.ldb, p.lda, !p.trans_b, !p.trans_a, false, 0};
   q.as_is = true;
   run_gemm(q);
   // C (+)= Tᵀ in column blocks of 64 (T's rows: 64·M floats, in L1 for M <= 64).

@@ -41,8 +41,10 @@ struct Kernel {
   // are left unwritten (the kernels never read them).
   void (*pack_a)(float* dst, const float* A, int64_t lda, bool trans_a, int64_t i0,
                  int64_t k0, int64_t mc, int64_t kc);
-  // dst (nr-wide panels, row-major, panel step kc*nr, zero-padded to a multiple of nr
-  // columns) = op(B)[k0:k0+kc, j0:j0+nc]; op(B)(k,j) = trans_b ? B[j*ldb + k] : B[k*ldb + j].
+  // dst (nr-wide panels, row-major, panel step kc*nr) = op(B)[k0:k0+kc, j0:j0+nc];
+  // op(B)(k,j) = trans_b ? B[j*ldb + k] : B[k*ldb + j]. A last panel of n < nr columns is
+  // zero-padded to the next multiple of the vector width, which is all its tiles read;
+  // the rest of its rows is left unwritten.
   void (*pack_b)(float* dst, const float* B, int64_t ldb, bool trans_b, int64_t k0,
                  int64_t j0, int64_t kc, int64_t nc);
   // As pack_b (no trans_b), with row k of the block taken from row rows[k0 + k] of B.

@@ -16,6 +16,9 @@ struct VecAvx512 {
   using T = __m512;
   static T zero() { return _mm512_setzero_ps(); }
   static T load(const float* p) { return _mm512_loadu_ps(p); }
+  static T load_n(const float* p, int n) {  // masked lanes are not read (no fault)
+    return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
+  }
   static void store(float* p, T x) { _mm512_storeu_ps(p, x); }
   static T bcast(const float* p) { return _mm512_set1_ps(*p); }
   static T fma(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }

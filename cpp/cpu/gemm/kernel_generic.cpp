@@ -19,6 +19,11 @@ struct VecGeneric {
     return r;
   }
   static void store(float* p, T x) { std::memcpy(p, &x, sizeof x); }
+  static T load_n(const float* p, int n) {
+    T r = zero();
+    for (int l = 0; l < n; ++l) r[l] = p[l];
+    return r;
+  }
   static T bcast(const float* p) {
     const float s = *p;
     return T{s, s, s, s};
@@ -37,6 +42,11 @@ struct VecGeneric {
   }
   static void store(float* p, const T& x) {
     for (int l = 0; l < W; ++l) p[l] = x.v[l];
+  }
+  static T load_n(const float* p, int n) {
+    T r = zero();
+    for (int l = 0; l < n; ++l) r.v[l] = p[l];
+    return r;
   }
   static T bcast(const float* p) {
     const float s = *p;
