@@ -312,3 +312,16 @@ def test_mask_flows_only_through_layers_that_support_it(rng):
     assert out.shape == (2, 1, 3)
     d = dense.layers[1].forward(dense.layers[0].forward(x))
     np.testing.assert_allclose(out[:, 0], d.mean(1), rtol=1e-5)
+
+
+def test_logical_not_on_arrays_and_in_a_graph(rng):
+    x = np.array([[0.0, 1.0, 2.0, -0.5]], np.float32)
+    np.testing.assert_array_equal(fn.ops.logical_not(x), [[1, 0, 0, 0]])
+    inp = fn.Input((4,))
+    model = fn.Model(inp, L.Dense(2)(fn.ops.logical_not(inp)), seed=0)
+    got = model.predict(x)
+    np.testing.assert_allclose(got, model.layers[-1].forward(np.equal(x, 0).astype(np.float32)),
+                               rtol=1e-6)
+    model.compile(optimizer="sgd", loss="mse")  # a mask has no gradient: training runs
+    model.fit(x, np.zeros((1, 2), np.float32), epochs=1, verbose=0)
+

@@ -542,6 +542,9 @@ def _op_step(b, op, xs, rank):
         return _activation(b, xs[0], "gelu", kind)
     if kind == "square":
         return b.op("Mul", [xs[0], xs[0]], kind)
+    if kind == "logical_not":
+        zero = b.op("Equal", [xs[0], b.const(np.float32(0))], kind)
+        return b.op("Cast", [zero], kind, to=b.onnx.TensorProto.FLOAT)
     if kind == "power":
         return b.op("Pow", [xs[0], b.const(np.float32(op.p))], kind)
     if kind == "clip":
