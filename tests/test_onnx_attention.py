@@ -1,6 +1,7 @@
 """fastnn.onnx.load of attention: fastnn's own transformers (with and without a padding
-mask) and torch's nn.MultiheadAttention / nn.TransformerEncoderLayer exports come back as
-MultiHeadAttention layers that predict the same and train. Skipped without onnx /
+mask) and torch's nn.MultiheadAttention / nn.TransformerEncoderLayer exports (also with a
+key_padding_mask input) come back as MultiHeadAttention layers that predict the same and
+train. Skipped without onnx /
 onnxruntime (and torch for the torch tests)."""
 import numpy as np
 import pytest
@@ -147,6 +148,138 @@ def test_import_torch_attention(name, tmp_path):
     n_attn = sum(isinstance(lay, L.MultiHeadAttention) for lay in model.layers)
     assert n_attn == (1 if name == "multihead_attention" else 2)
     _fits(model, x.numpy(), want)
+
+
+class _TorchMasked:
+    """torch modules whose forward(x, m) takes a boolean key padding mask m (N, S), true =
+    ignore that key."""
+
+    @staticmethod
+    def make(torch, kind, **kw):
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                if kind == "mha":
+                    self.m = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+                elif kind == "encoder":  # converts the mask once for both layers
+                    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, batch_first=True, **kw)
+                    self.m = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+                else:
+                    self.m = torch.nn.ModuleList([
+                        torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.1, batch_first=True,
+                                                         **kw) for _ in range(2)])
+                self.fc = torch.nn.Linear(16, 3)
+
+            def forward(self, x, m):
+                if kind == "mha":
+                    y, _ = self.m(x, x, x, key_padding_mask=m, need_weights=False)
+                elif kind == "encoder":
+                    y = self.m(x, src_key_padding_mask=m)
+                else:
+                    y = x
+                    for layer in self.m:
+                        y = layer(y, src_key_padding_mask=m)
+                return self.fc(y.mean(1))
+        return Net()
+
+
+_TORCH_MASKED = {
+    "multihead_attention": dict(kind="mha"),
+    "encoder_layers_post_norm": dict(kind="layers"),
+    "encoder_layers_pre_norm": dict(kind="layers", norm_first=True),
+    "transformer_encoder_pre_norm_gelu": dict(kind="encoder", norm_first=True, activation="gelu"),
+}
+
+
+def _padding(torch, n, t):
+    """Some keys masked in most samples, never all of one sample's."""
+    m = torch.zeros(n, t, dtype=torch.bool)
+    m[0, t - 3:] = True
+    if n > 1:
+        m[1, :2] = True
+    if n > 2:
+        m[2, 1::2] = True
+    return m
+
+
+_TRACER_NOTE = "ignore:Converting a tensor to a Python boolean"  # torch's checks of the masks
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings(_TRACER_NOTE)
+@pytest.mark.parametrize("name", sorted(_TORCH_MASKED))
+def test_import_torch_key_padding_mask(name, rng, tmp_path):
+    """The mask stays a model input (after x, as in torch and the file), true = ignore the
+    key; the imported attention layers get its logical_not as their key mask."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = _TorchMasked.make(torch, **_TORCH_MASKED[name]).eval()
+    x, m = torch.randn(3, 9, 16), _padding(torch, 3, 9)
+    path = tmp_path / "torch_masked.onnx"
+    torch.onnx.export(net, (x, m), str(path), input_names=["x", "m"], output_names=["y"],
+                      dynamic_axes={"x": {0: "N"}, "m": {0: "N"}, "y": {0: "N"}},
+                      dynamo=False, opset_version=17)
+    model = fn.onnx.load(path)
+    assert [t.name for t in model.inputs] == ["x", "m"]
+    with torch.no_grad():
+        want = net(x, m).numpy()
+        unmasked = net(x, torch.zeros_like(m)).numpy()
+    xs = [x.numpy(), m.numpy()]
+    _close(model.predict(xs), want)
+    _close(model.predict([a[:1] for a in xs]), want[:1])
+    assert np.abs(model.predict([xs[0], np.zeros_like(xs[1])]) - want).max() > 1e-3
+    _close(model.predict([xs[0], np.zeros_like(xs[1])]), unmasked)
+    n_attn = sum(isinstance(lay, L.MultiHeadAttention) for lay in model.layers)
+    assert n_attn == (1 if name == "multihead_attention" else 2)
+    model.compile(optimizer="adam", loss="mse")  # one step towards random labels
+    hist = model.fit(xs, rng.standard_normal(want.shape).astype(np.float32), epochs=1,
+                     batch_size=3, verbose=0)
+    assert np.isfinite(hist.history["loss"]).all()
+    # exported again, the mask is the same input with the same meaning
+    again = tmp_path / "again.onnx"
+    fn.onnx.export(model, again)
+    s = ort.InferenceSession(str(again), providers=["CPUExecutionProvider"])
+    assert [i.name for i in s.get_inputs()] == ["x", "m"]
+    got = s.run(None, {"x": xs[0], "m": xs[1].astype(np.float32)})[0]
+    _close(got, model.predict(xs))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings(_TRACER_NOTE)
+@pytest.mark.parametrize("mask", ["attn_mask_bool", "attn_mask_float", "key_padding_float"])
+def test_torch_masks_fastnn_cannot_take_are_named(mask, tmp_path):
+    """torch's attn_mask (T, S) is one mask for the whole batch: a fastnn model input always
+    has the batch first, and its attention masks keys per sample only; a float
+    key_padding_mask is added to the scores as it is, which fastnn's attention cannot do.
+    Both are a ValueError naming the Softmax node, never a model that predicts otherwise."""
+    torch = pytest.importorskip("torch")
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+
+        def forward(self, x, m):
+            if mask == "key_padding_float":
+                return self.m(x, x, x, key_padding_mask=m, need_weights=False)[0]
+            return self.m(x, x, x, attn_mask=m, need_weights=False)[0]
+
+    torch.manual_seed(0)
+    causal = torch.triu(torch.ones(6, 6, dtype=torch.bool), 1)
+    m = {"attn_mask_bool": causal,
+         "attn_mask_float": torch.zeros(6, 6).masked_fill(causal, float("-inf")),
+         "key_padding_float": torch.zeros(3, 6).masked_fill(_padding(torch, 3, 6), float("-inf"))}[mask]
+    dyn = {"x": {0: "N"}, "y": {0: "N"}}
+    if mask == "key_padding_float":
+        dyn["m"] = {0: "N"}
+    path = tmp_path / "masked.onnx"
+    torch.onnx.export(Net().eval(), (torch.randn(3, 6, 16), m), str(path), input_names=["x", "m"],
+                      output_names=["y"], dynamic_axes=dyn, dynamo=False, opset_version=17)
+    want = "float mask" if mask == "key_padding_float" else "attn_mask"
+    with pytest.raises(ValueError, match=f"Softmax node .*{want}"):
+        fn.onnx.load(path)
 
 
 # --- what is not attention fastnn can run ---------------------------------------------------

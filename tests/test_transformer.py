@@ -312,3 +312,52 @@ def test_mask_flows_only_through_layers_that_support_it(rng):
     assert out.shape == (2, 1, 3)
     d = dense.layers[1].forward(dense.layers[0].forward(x))
     np.testing.assert_allclose(out[:, 0], d.mean(1), rtol=1e-5)
+
+
+def test_logical_not_on_arrays_and_in_a_graph(rng):
+    x = np.array([[0.0, 1.0, 2.0, -0.5]], np.float32)
+    np.testing.assert_array_equal(fn.ops.logical_not(x), [[1, 0, 0, 0]])
+    inp = fn.Input((4,))
+    model = fn.Model(inp, L.Dense(2)(fn.ops.logical_not(inp)), seed=0)
+    got = model.predict(x)
+    np.testing.assert_allclose(got, model.layers[-1].forward(np.equal(x, 0).astype(np.float32)),
+                               rtol=1e-6)
+    model.compile(optimizer="sgd", loss="mse")  # a mask has no gradient: training runs
+    model.fit(x, np.zeros((1, 2), np.float32), epochs=1, verbose=0)
+
+
+def test_mha_key_mask_tensor(rng, tmp_path):
+    """key_mask (N, Tk) given as a tensor in a graph: nonzero = attend, as forward's mask;
+    with an Embedding(mask_zero=True) padding mask as well, a key needs both."""
+    x_in, m_in = fn.Input((6, 8)), fn.Input((6,))
+    mha = L.MultiHeadAttention(2, 4)
+    model = fn.Model([x_in, m_in], mha(x_in, key_mask=m_in), seed=1)
+    model.build()
+    xs = rng.standard_normal((3, 6, 8)).astype(np.float32)
+    keep = np.ones((3, 6), np.float32)
+    keep[0, 4:] = 0
+    keep[2, 1::2] = 0
+    want = mha.forward(xs, mask=keep)
+    np.testing.assert_allclose(model.predict([xs, keep]), want, rtol=1e-6, atol=1e-6)
+    assert np.abs(mha.forward(xs) - want).max() > 1e-3  # the mask matters
+    model.save(tmp_path / "m.fastnn")
+    np.testing.assert_array_equal(fn.load_model(tmp_path / "m.fastnn").predict([xs, keep]),
+                                  model.predict([xs, keep]))
+    model.compile(optimizer="adam", loss="mse")
+    before = mha.query_kernel.copy()
+    hist = model.fit([xs, keep], want + 0.1, epochs=1, verbose=0)
+    assert np.isfinite(hist.history["loss"]).all()
+    assert not np.array_equal(mha.query_kernel, before)
+
+    ids_in, m2_in = fn.Input((6,)), fn.Input((6,))
+    h = L.Embedding(10, 8, mask_zero=True)(ids_in)
+    attn = L.MultiHeadAttention(2, 4)
+    both = fn.Model([ids_in, m2_in], attn(h, h, key_mask=m2_in), seed=2)
+    both.build()
+    ids = rng.integers(1, 10, (3, 6)).astype(np.float32)
+    ids[1, 3:] = 0
+    e = next(lay for lay in both.layers if isinstance(lay, L.Embedding)).forward(ids)
+    np.testing.assert_allclose(both.predict([ids, keep]), attn.forward(e, mask=keep * (ids != 0)),
+                               rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"key_mask must be \(N, Tk\)"):
+        L.MultiHeadAttention(2, 4)(x_in, key_mask=fn.Input((5,)))

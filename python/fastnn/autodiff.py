@@ -203,6 +203,19 @@ Log = _unary("log", np.log, lambda dy, x, y: dy / x)
 Abs = _unary("abs", np.abs, lambda dy, x, y: dy * np.sign(x))
 
 
+class LogicalNot(Op):
+    """1 where x is 0, else 0 (Keras' logical_not on fastnn's float32 tensors): turns a
+    mask with 1 = masked out (torch's key_padding_mask) into one with 1 = attend. A mask
+    has no gradient: its input gets zeros."""
+    name = "logical_not"
+
+    def forward(self, x):
+        return np.equal(x, 0).astype(_f32)
+
+    def backward(self, dy, need):
+        return (np.zeros(dy.shape, _f32) if need[0] else None,)
+
+
 class Power(_Unary):
     name = "power"
 
@@ -667,6 +680,11 @@ def abs(x):  # noqa: A001 - Keras' name
     return _apply(Abs(), x)
 
 
+def logical_not(x):
+    """1.0 where x == 0, else 0.0 (no gradient)."""
+    return _apply(LogicalNot(), x)
+
+
 def power(x, p):
     if not isinstance(p, (int, float, np.number)):
         raise TypeError(f"power: the exponent must be a number, got {type(p).__name__}")
@@ -755,9 +773,9 @@ def cast(x, dtype):
 
 
 OPS = {c.name: c for c in (Add, Subtract, Multiply, Divide, Maximum, Minimum, Identity, Negative,
-                           Square, Sqrt, Exp, Log, Abs, Power, Clip, Softmax, Mean, Sum, Reshape,
-                           Transpose, ExpandDims, Concatenate, MatMul, Dense, Conv2D, LayerNorm,
-                           DotProductAttention)}
+                           Square, Sqrt, Exp, Log, Abs, LogicalNot, Power, Clip, Softmax, Mean,
+                           Sum, Reshape, Transpose, ExpandDims, Concatenate, MatMul, Dense,
+                           Conv2D, LayerNorm, DotProductAttention)}
 
 
 def op_from_config(name: str, config: dict) -> Op:

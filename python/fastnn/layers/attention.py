@@ -86,9 +86,9 @@ class MultiHeadAttention(QuantKernels, _SeedsDropouts, Layer):
     """Multi-head attention (Keras MultiHeadAttention).
 
     In a Sequential it is self-attention on (N, T, C). Called directly it also takes
-    separate inputs: ``forward(query, value=None, key=None, mask=None, training=False,
-    use_causal_mask=False)`` with query (N, Tq, Cq), value (N, Tk, Cv), key (N, Tk, Ck)
-    (key defaults to value, value to query).
+    separate inputs: ``forward(query, value=None, key=None, key_mask=None, training=False,
+    use_causal_mask=False, mask=None)`` with query (N, Tq, Cq), value (N, Tk, Cv), key
+    (N, Tk, Ck) (key defaults to value, value to query).
 
     Args:
         num_heads: NH. key_dim: the head size D of queries and keys.
@@ -101,7 +101,10 @@ class MultiHeadAttention(QuantKernels, _SeedsDropouts, Layer):
         output_shape: the last axis of the output; None = the query's.
 
     mask (N, Tk), nonzero = attend, marks the real keys (a padding mask from an
-    Embedding(mask_zero=True) arrives here in a Sequential). A query whose keys are all
+    Embedding(mask_zero=True) arrives here in a Sequential). In a model graph a key mask
+    can also be given as a tensor, ``mha(query, value, key, key_mask=m)`` (Keras'
+    key_mask: (N, Tk), nonzero = attend); with a padding mask from upstream too, a key is
+    attended when both allow it. A query whose keys are all
     masked gets a zero attention output and zero gradients (no NaN). Padded queries are
     computed like the others (Keras also masks them; a mask-aware pooling afterwards
     removes them either way).
@@ -169,24 +172,37 @@ class MultiHeadAttention(QuantKernels, _SeedsDropouts, Layer):
 
     # --- running --------------------------------------------------------------------
     def _graph_inputs(self, args, kwargs):
-        """mha(query, value=None, key=None, use_causal_mask=False) on symbolic tensors:
-        self-attention when value (and key) are the query itself."""
+        """mha(query, value=None, key=None, key_mask=None, use_causal_mask=False) on
+        symbolic tensors: self-attention when value (and key) are the query itself."""
         kw = dict(kwargs)
-        names = ("query", "value", "key")
+        names = ("query", "value", "key", "key_mask")
         given = dict(zip(names, args))
         for n in names[len(args):]:
             if n in kw:
                 given[n] = kw.pop(n)
         causal = bool(kw.pop("use_causal_mask", False))
-        for n in ("attention_mask", "query_mask", "value_mask", "key_mask"):
+        for n in ("attention_mask", "query_mask", "value_mask"):
             if kw.pop(n, None) is not None:
                 raise TypeError(f"{self.name}: {n} is not supported in a model graph; padding "
-                                "masks come from an Embedding(mask_zero=True) upstream")
-        if kw or len(args) > 3:
-            raise TypeError(f"{self.name}: unexpected arguments {sorted(kw) or args[3:]}")
+                                "masks come from an Embedding(mask_zero=True) upstream or as "
+                                "key_mask (N, Tk)")
+        if kw or len(args) > 4:
+            raise TypeError(f"{self.name}: unexpected arguments {sorted(kw) or args[4:]}")
         query, value, key = given.get("query"), given.get("value"), given.get("key")
         if query is None:
             raise TypeError(f"{self.name}: a query is required")
+        key_mask = given.get("key_mask")
+        if key_mask is not None:
+            # the mask is a fourth tensor after all three inputs, so that forward gets it
+            # as key_mask (value and key default as in forward)
+            value = query if value is None else value
+            key = value if key is None else key
+            tk = value.shape[1] if len(value.shape) > 1 else None
+            if tuple(key_mask.shape) != (None, tk):
+                raise ValueError(f"{self.name}: key_mask must be (N, Tk) = (None, {tk}), got "
+                                 f"{tuple(key_mask.shape)}")
+            return ([query, value, key, key_mask], "args",
+                    {"use_causal_mask": True} if causal else {})
         if value is query:
             value = None
         if key is None or key is value or (value is None and key is query):
@@ -242,8 +258,11 @@ class MultiHeadAttention(QuantKernels, _SeedsDropouts, Layer):
             observe(self, name + "_kernel", x2)
         _core.dense_forward(y2, None, x2, getattr(self, name + "_kernel"), self._b(name), _LINEAR)
 
-    def forward(self, query, value=None, key=None, mask=None, training=False,
-                use_causal_mask=False):
+    def forward(self, query, value=None, key=None, key_mask=None, training=False,
+                use_causal_mask=False, mask=None):
+        """key_mask and mask (N, Tk), nonzero = attend: a mask given as a tensor in a model
+        graph and the padding mask that arrives from upstream; a key is attended when both
+        allow it (either may be None)."""
         if isinstance(value, (bool, np.bool_)):  # forward(x, training) as every layer
             training, value = bool(value), None
         xq = query
@@ -259,6 +278,9 @@ class MultiHeadAttention(QuantKernels, _SeedsDropouts, Layer):
                              f"and T, and N must match the query {xq.shape}")
         nh, h = self.num_heads, self.num_heads * self.key_dim
         m = _mask_u8(mask, n, tk, self.name)
+        if key_mask is not None:
+            km = _mask_u8(key_mask, n, tk, self.name)
+            m = km if m is None else np.logical_and(m, km).view(np.uint8)
         q = self._project("q", xq, "query", h, training)
         k = self._project("k", xk, "key", h, training)
         v = self._project("v", xv, "value", h, training)

@@ -353,7 +353,11 @@ def _mha(b, l, xs, m, kwargs):
     xq = xs[0]
     xv = xs[1] if len(xs) > 1 else xq
     xk = xs[2] if len(xs) > 2 else xv
-    return [_mha_node(b, l, xq, xk, xv, m, bool(kwargs.get("use_causal_mask")))], m
+    km = m
+    if len(xs) > 3:  # a key_mask tensor (nonzero = attend), with the padding mask if any
+        km = b.op("Cast", [xs[3]], "key_mask", to=b.onnx.TensorProto.BOOL)
+        km = km if m is None else b.op("And", [m, km], "key_mask")
+    return [_mha_node(b, l, xq, xk, xv, km, bool(kwargs.get("use_causal_mask")))], m
 
 
 def _transformer(b, l, xs, m):
@@ -542,6 +546,9 @@ def _op_step(b, op, xs, rank):
         return _activation(b, xs[0], "gelu", kind)
     if kind == "square":
         return b.op("Mul", [xs[0], xs[0]], kind)
+    if kind == "logical_not":
+        zero = b.op("Equal", [xs[0], b.const(np.float32(0))], kind)
+        return b.op("Cast", [zero], kind, to=b.onnx.TensorProto.FLOAT)
     if kind == "power":
         return b.op("Pow", [xs[0], b.const(np.float32(op.p))], kind)
     if kind == "clip":

@@ -3,7 +3,9 @@ MultiHeadAttention), the erf form of GELU (-> Activation("gelu")) and the masked
 time fastnn exports (-> GlobalAveragePooling1D, which reads the padding mask).
 
 An attention block is found from its Softmax: the scores MatMul before it (after scalar
-scales, a Where on a key mask and one on a constant causal triangle), the MatMul by the values after it, and, through the
+scales, a Where on a key mask and one on a constant causal triangle, or the addition of a
+key mask made from a boolean graph input, as torch writes key_padding_mask), the MatMul by
+the values after it, and, through the
 layout operators around them (Reshape, Transpose, Squeeze, Unsqueeze, Gather of one
 block of a packed projection), the four projections by constant kernels. What lies
 between is not interpreted: exporters write the head split in many ways (fastnn as
@@ -41,8 +43,9 @@ class Region:
 class Graph:
     """Producers, consumers and static values (constants and shape arithmetic)."""
 
-    def __init__(self, nodes, inits, helper, numpy_helper):
+    def __init__(self, nodes, inits, helper, numpy_helper, inputs=None):
         self.nodes = nodes
+        self.inputs = inputs or {}  # graph input -> its dims (None where not fixed)
         self.helper, self.nh = helper, numpy_helper
         self.producer = {o: k for k, n in enumerate(nodes) for o in n.output if o}
         self.consumers: dict[str, list] = {}
@@ -238,8 +241,9 @@ def match_attention(g, k):
     """The parts of the attention block whose Softmax is node k (raises NotAttention when
     the Softmax input is not a product of two computed tensors)."""
     sm = g.nodes[k]
-    where = f"fastnn.onnx.load: attention at Softmax node {sm.name or sm.output[0]!r}"
+    where = _where(sm)
     scales, mask, causal, name = [], None, False, sm.input[0]
+    key_mask = None  # (graph input, where) of an additive key mask
     while True:  # back from the Softmax to the scores MatMul
         n = g.node(name)
         if n is None:
@@ -254,6 +258,11 @@ def match_attention(g, k):
         elif n.op_type == "Where" and mask is None and g.static(n.input[2]) and \
                 not g.static(n.input[1]) and not g.static(n.input[0]):
             mask, name = n.input[0], n.input[1]
+        elif n.op_type == "Add" and mask is None and len(n.input) == 2 and \
+                not any(g.static(i) for i in n.input) and _scores_operand(g, n) is not None:
+            j = _scores_operand(g, n)  # the other operand is an additive key mask
+            mask, name = n.input[1 - j], n.input[j]
+            key_mask = _key_mask_source(g, mask, where)
         elif n.op_type == "MatMul" and not any(g.static(i) for i in n.input):
             scores = n
             break
@@ -283,7 +292,62 @@ def match_attention(g, k):
         raise ValueError(f"{where}: two roles read the same part of a packed projection")
     out = _forward_to_projection(g, pv.output[0], where)
     return dict(where=where, softmax=k, scores_in=sm.input[0], q=q, k=kk, v=v, o=out,
-                scales=scales + q["scales"] + kk["scales"], mask=mask, causal=causal)
+                scales=scales + q["scales"] + kk["scales"], mask=mask, causal=causal,
+                key_mask=key_mask)
+
+
+def _where(sm):
+    return f"fastnn.onnx.load: attention at Softmax node {sm.name or sm.output[0]!r}"
+
+
+def _scores_operand(g, add):
+    """Which input of an Add before a Softmax holds the scores (a MatMul of computed tensors,
+    maybe scaled); None when not exactly one does."""
+    def scores(name):
+        n = g.node(name)
+        while n is not None and n.op_type in ("Mul", "Div") and _scale_operand(g, n) is not None:
+            n = g.node(n.input[1 - _scale_operand(g, n)])
+        return n is not None and n.op_type == "MatMul" and not any(g.static(i) for i in n.input)
+    found = [j for j in (0, 1) if scores(add.input[j])]
+    return found[0] if len(found) == 1 else None
+
+
+def _key_mask_source(g, name, where):
+    """From the mask added to the scores back to the graph input it is made of: (input, the
+    Where node). torch writes a boolean key_padding_mask m as Where(Cast(m, bool), -inf, 0),
+    reshaped and expanded to the scores' shape; fastnn's attention takes exactly that (a
+    key mask per sample), not a float mask added as it is nor one shared by the batch
+    (torch's attn_mask). The Where's branch values are checked on the probe run."""
+    sel = None
+    while True:
+        n = g.node(name)
+        if n is None:
+            break
+        if n.op_type in _LAYOUT or n.op_type == "Expand":
+            name = n.input[0]
+        elif n.op_type == "Where" and sel is None and g.static(n.input[1]) and \
+                g.static(n.input[2]) and not g.static(n.input[0]):
+            sel, name = g.producer[n.output[0]], n.input[0]
+        else:
+            raise ValueError(f"{where}: the mask added to its scores is computed by {n.op_type} "
+                             f"node {n.name or n.output[0]!r}, which fastnn does not follow (it "
+                             "imports a boolean key padding mask given as a graph input)")
+    dims = g.inputs.get(name)
+    if dims is None:
+        raise ValueError(f"{where}: the mask added to its scores comes from {name!r}, not a "
+                         "graph input")
+    batch_free = any(d[0] is None for d in g.inputs.values() if d)
+    if len(dims) != 2 or (batch_free and dims[0] is not None):
+        raise ValueError(f"{where}: its mask comes from input {name!r} of shape {dims}, which "
+                         "is not one mask per sample and key (N, S): a mask shared by the "
+                         "batch (torch's attn_mask) cannot be a fastnn model input, which "
+                         "always has the batch first, and fastnn's attention masks whole "
+                         "keys per sample only")
+    if sel is None:
+        raise ValueError(f"{where}: input {name!r} is added to its scores as it is (a float "
+                         "mask); fastnn's attention masks keys and cannot add other values "
+                         "to the scores: give torch a boolean key_padding_mask instead")
+    return name, sel
 
 
 def _is_causal(c):
@@ -379,6 +443,10 @@ def attention_region(g, m, res, n):
                              "reach an (N, T, C) or (T, N, C) tensor")
         name = nxt.output[0]
     xs = (q["x"], k["x"], v["x"])
+    key_mask = None
+    if m["key_mask"] is not None:
+        src, sel = m["key_mask"]
+        key_mask = (src, _true_masks(g, g.nodes[sel], res, where))
     nodes = _interior(g, name, set(xs))
     ext = {i for j in nodes for i in g.nodes[j].input if i and g.producer.get(i) not in nodes}
     ext = sorted(i for i in ext if i not in xs and not g.static(i))
@@ -395,7 +463,8 @@ def attention_region(g, m, res, n):
             b = np.zeros(p["kernel"].shape[1]) if p["bias"] is None else p["bias"]
             weights[role + "_bias"] = (b * f).astype(np.float32)
     region = Region("attention", nodes, name, None,
-                    info=dict(where=where, xs=xs, mask=mask, perm=perm, causal=m["causal"]))
+                    info=dict(where=where, xs=xs, mask=mask, perm=perm, causal=m["causal"],
+                              key_mask=key_mask))
     kw = {"use_causal_mask": True} if m["causal"] else {}
 
     def build(imp):
@@ -409,7 +478,9 @@ def attention_region(g, m, res, n):
         layer = L.MultiHeadAttention(nh, d, use_bias=use_bias,
                                      output_shape=None if cout == cq else cout)
         tq_, tk, tv = (val.t for val in vs)
-        if tk is tq_ and tv is tq_:
+        if key_mask is not None:
+            y = layer(tq_, tv, tk, key_mask=imp.key_mask(*key_mask), **kw)
+        elif tk is tq_ and tv is tq_:
             y = layer(tq_, **kw)
         else:
             y = layer(tq_, tv, **kw) if tk is tv else layer(tq_, tv, tk, **kw)
@@ -422,6 +493,43 @@ def attention_region(g, m, res, n):
     return region
 
 
+def _true_masks(g, where_node, res, where):
+    """Whether a true value of the Where's condition masks the key: one branch is 0, the
+    other -inf (or a value so negative that its exponential is 0)."""
+    a, b = (np.asarray(res[i], np.float64) for i in where_node.input[1:])
+
+    def off(v):
+        return v.size > 0 and bool(np.all(v <= -1e9))
+    if off(a) and not np.any(b):
+        return True
+    if off(b) and not np.any(a):
+        return False
+    raise ValueError(f"{where}: its key mask is Where(mask, a, b) with a, b = {a.ravel()[:3]}, "
+                     f"{b.ravel()[:3]}; fastnn takes one of them 0 and the other -inf")
+
+
+def mask_path_nodes(g, regions):
+    """The nodes that make the masks added to the attention scores from their graph inputs
+    (Cast, Where, Reshape, Expand, ... and the shapes computed for them) and that lie
+    outside the blocks because several blocks read them (torch's TransformerEncoder
+    converts its mask once): fastnn gives its attention layers the key mask itself. A node
+    whose result is also read elsewhere stays with the graph (with its ancestors)."""
+    inside = set().union(*(r.nodes for r in regions))
+    nodes, todo = set(), [r.info["mask"] for r in regions if r.info["key_mask"]]
+    while todo:
+        k = g.producer.get(todo.pop())
+        if k is None or k in nodes or k in inside:
+            continue
+        nodes.add(k)
+        todo += [i for i in g.nodes[k].input if i]
+    while True:
+        shared = {k for k in nodes for o in g.nodes[k].output if o and
+                  any(c not in nodes and c not in inside for c in g.consumers.get(o, []))}
+        if not shared:
+            return nodes
+        nodes -= shared
+
+
 def _to_fastnn(a, perm):
     return np.ascontiguousarray(a if perm is None else np.transpose(a, np.argsort(perm)), np.float32)
 
@@ -431,7 +539,11 @@ def _check_attention(region, res):
     i = region.info
     layer, xs = i["layer"], [_to_fastnn(res[x], p) for x, p in zip(i["xs"], i["perms"])]
     mask = None if i["mask"] is None else np.asarray(res[i["mask"]])
-    if mask is not None:
+    if i["key_mask"] is not None:  # torch's key_padding_mask: true (nonzero) masks the key
+        src, true_masks = i["key_mask"]
+        given = np.asarray(res["__feeds__"][src]) != 0
+        mask = ~given if true_masks else given
+    elif mask is not None:
         if mask.dtype != np.bool_ or mask.ndim != 2:
             raise ValueError(f"{i['where']}: its key mask {i['mask']!r} must be a boolean "
                              f"(N, Tk) tensor, got {mask.dtype} {mask.shape}")
@@ -447,8 +559,10 @@ def _check_attention(region, res):
 
 def probe(proto, g, batch):
     """Run the graph with onnx's reference evaluator on a probe batch: every value by name.
-    Inputs that are cast to integers (token ids) get ids 0, 1 and 2 (0 pads), others
-    standard normal values."""
+    Inputs that are cast to integers (token ids) get ids 0, 1 and 2 (0 pads), boolean
+    inputs (key padding masks, true = masked) true at the last i % S of the S keys of
+    sample i (some keys masked, never all of one sample's), others standard normal
+    values."""
     from onnx import TensorProto
     from onnx.reference import ReferenceEvaluator
 
@@ -461,6 +575,10 @@ def probe(proto, g, batch):
         shape = (batch,) + tuple(d.dim_value for d in vi.type.tensor_type.shape.dim[1:])
         ids = any(g.nodes[c].op_type == "Cast" and g.attrs(g.nodes[c]).get("to") in
                   (TensorProto.INT32, TensorProto.INT64) for c in g.consumers.get(vi.name, []))
+        if vi.type.tensor_type.elem_type == TensorProto.BOOL and len(shape) == 2:
+            s = shape[1]
+            feeds[vi.name] = np.arange(s)[None, :] >= s - np.arange(batch)[:, None] % s
+            continue
         feeds[vi.name] = (rng.integers(0, 3, shape) if ids else rng.standard_normal(shape)
                           ).astype(np.float32)
     try:

@@ -39,10 +39,11 @@ SUPPORTED = ("Identity", "Dropout", "Cast", "Relu", "Sigmoid", "Tanh", "Softmax"
              "BatchNormalization", "LayerNormalization", "Gather", "ReduceMean", "ReduceMax",
              "Constant", "LSTM", "GRU", "RNN", "Squeeze", "Unsqueeze", "Slice", "Shape",
              "ConstantOfShape", "Erf", "Where", "Equal", "Not", "ReduceSum", "Max", "Sqrt",
-             "Mod")
-# ops imported only as part of a fused subgraph (see _fused): attention blocks, GELU and
-# masked average pooling, or in shape arithmetic; Equal and Not make padding masks
-_FUSED_ONLY = ("Erf", "Where", "ReduceSum", "Max", "Sqrt", "Mod")
+             "Mod", "Expand")
+# ops imported only as part of a fused subgraph (see _fused): attention blocks (and the key
+# masks added to their scores), GELU and masked average pooling, or in shape arithmetic;
+# Equal and Not make padding masks
+_FUSED_ONLY = ("Erf", "Where", "ReduceSum", "Max", "Sqrt", "Mod", "Expand")
 # ops that take recurrent outputs with a direction axis, reversed sequences or
 # batch-sized constants as they are; every other op gets plain tensors (see Importer.plain)
 _LAYOUT_OPS = ("Identity", "Dropout", "Cast", "Transpose", "Squeeze", "Gather", "Slice",
@@ -114,6 +115,7 @@ class Importer:
         self.padded_ids = {self.root(i) for n in self.nodes if n.op_type == "Equal"
                            for i in n.input}
         self.regions: dict[int, object] = {}  # node index -> _fused.Region
+        self.key_masks: dict[str, object] = {}  # graph input -> fastnn key mask
 
     # --- values -------------------------------------------------------------------------
     def tensor(self, name):
@@ -175,6 +177,15 @@ class Importer:
         if weights:
             self.weights.append((layer, weights))
         return y
+
+    def key_mask(self, name, true_masks):
+        """The key mask fastnn's attention takes (nonzero = attend) from graph input `name`
+        (made once for all the blocks that read it): logical_not of it when a true
+        (nonzero) value masks the key, as in torch's key_padding_mask, else the input."""
+        if name not in self.key_masks:
+            t = self.tensor(name)
+            self.key_masks[name] = fn.ops.logical_not(t) if true_masks else t
+        return self.key_masks[name]
 
     # --- nodes --------------------------------------------------------------------------
     def run(self, node):
@@ -910,7 +921,10 @@ def _fused_regions(imp, proto):
     from . import _fused
 
     inits = {t.name: imp.nh.to_array(t) for t in proto.graph.initializer}
-    g = _fused.Graph(imp.nodes, inits, imp.helper, imp.nh)
+    inputs = {vi.name: [d.dim_value if d.HasField("dim_value") else None
+                        for d in vi.type.tensor_type.shape.dim]
+              for vi in proto.graph.input if vi.name not in inits}
+    g = _fused.Graph(imp.nodes, inits, imp.helper, imp.nh, inputs)
     regions, matches = [], []
     for k, node in enumerate(imp.nodes):
         if node.op_type == "Erf":
@@ -933,6 +947,10 @@ def _fused_regions(imp, proto):
         feeds, res = _fused.probe(proto, g, n)
         res = dict(res, __feeds__=feeds)
         regions += [_fused.attention_region(g, m, res, n) for m in matches]
+        blocks = [r for r in regions if r.kind == "attention"]
+        masks = _fused.mask_path_nodes(g, blocks)
+        if masks:  # the attention layers take the key masks themselves: never built
+            regions.append(_fused.Region("key_mask", masks, None, None))
     for r in regions:
         for k in r.nodes:
             if k in imp.regions:

@@ -27,12 +27,13 @@ tensors) the differentiable functions — add, subtract, multiply, divide, maxim
 minimum, negative, square, sqrt, exp, log, abs, power, clip, mean, sum, reshape,
 transpose, expand_dims, concatenate, matmul, dense, conv2d, relu, sigmoid, tanh, gelu,
 softmax, layer_normalization, dot_product_attention — record graph nodes instead, and
-their gradients come from fastnn's backward kernels (see ``fastnn.autodiff``).
+their gradients come from fastnn's backward kernels (see ``fastnn.autodiff``); so does
+logical_not (1 where x == 0, for masks; no gradient).
 """
 from ..autodiff import (abs, add, arange, cast, clip, concatenate, divide, dot_product_attention,
-                        exp, expand_dims, identity, layer_normalization, log, maximum, mean,
-                        minimum, multiply, negative, power, reshape, shape, sqrt, square,
-                        subtract, sum, transpose)
+                        exp, expand_dims, identity, layer_normalization, log, logical_not,
+                        maximum, mean, minimum, multiply, negative, power, reshape, shape, sqrt,
+                        square, subtract, sum, transpose)
 from .attention import attention, attention_backward
 from .activation import (ACTIVATIONS, activation, activation_backward, gelu, relu, sigmoid,
                          softmax, softmax_backward, tanh)
