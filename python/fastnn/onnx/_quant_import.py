@@ -467,9 +467,9 @@ class _QOperator:
                              f"{', '.join(_QUANTIZED_PASS)} only")
         return None
 
-    def finish(self, node, op, ins, k, attrs, out=None):
+    def finish(self, node, op, ins, k, attrs):
         """[the float operator `op` of `node`, and the Clip of its saturation if needed]."""
-        out = out or node.output[0]
+        out = node.output[0]
         y = self.output(node, k, out)
         nodes = [self.g.helper.make_node(op, ins, [y], name=node.name, **attrs)]
         return nodes + self.clip(y, out)
@@ -602,6 +602,11 @@ def _qoperator(g):
             continue
         if new is not None:
             replace[id(node)] = new
+        for o in node.output:  # fastnn's outputs are float32, never uint8 / int8
+            if conv.qp.get(o) is not None and None in g.consumers.get(o, []):
+                errors.append(f"{node.op_type} node {_name(node)}: its output {o!r} is a "
+                              "quantized graph output (fastnn imports float outputs, after "
+                              "DequantizeLinear)")
     for add in conv.folded:  # a product's bias: part of its QDense node
         replace[id(add)] = []
     if errors:
