@@ -180,6 +180,36 @@ def test_import_torch_cnn(tmp_path):
 
 
 # --- bad input -----------------------------------------------------------------------------
+@pytest.mark.parametrize("opset", [6, 17])
+def test_import_clip(tmp_path, rng, opset):
+    """Clip with constant bounds (attributes before opset 11, inputs after; the upper one
+    left out) after a Dense and inside an NCHW convolution chain."""
+    from onnx import TensorProto, helper, numpy_helper
+    w = rng.normal(size=(3, 2, 3, 3)).astype(np.float32)
+    if opset == 6:
+        clip = [helper.make_node("Clip", ["c"], ["r"], min=-0.5)]
+    else:
+        clip = [helper.make_node("Clip", ["c", "lo"], ["r"])]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3]), *clip,
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("MatMul", ["f", "k"], ["y0"]),
+             helper.make_node("Clip", ["y0", "lo", "hi"], ["y"])]
+    inits = {"w": w, "k": rng.normal(size=(12, 5)).astype(np.float32),
+             "lo": np.float32(-0.5), "hi": np.float32(0.25)}
+    if opset == 6:
+        nodes[-1] = helper.make_node("Clip", ["y0"], ["y"], min=-0.5, max=0.25)
+    g = helper.make_graph(nodes, "clip",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    path = tmp_path / "clip.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]), str(path))
+    x = rng.normal(size=(4, 2, 6, 6)).astype(np.float32)
+    model = fn.onnx.load(path)
+    np.testing.assert_allclose(model.predict(x), _ort_run(path, x)[0], rtol=1e-5, atol=1e-5)
+
+
 def test_unsupported_layers_and_options_are_named(tmp_path, rng):
     @fn.saving.register_keras_serializable()
     class Odd(L.Layer):

@@ -1,7 +1,8 @@
 """fn.onnx.load of quantized ONNX models: fastnn's own int8 exports round trip bit for bit
 (same int8 weights, scales and mode), ONNX Runtime's quantize_dynamic output becomes a
-dynamic int8 model, its quantize_static (QDQ) output a static one, and quantized graphs
-fastnn cannot run raise errors naming the nodes. Skipped without onnx / onnxruntime."""
+dynamic int8 model, its quantize_static output (QDQ or QOperator format) a static one, and
+quantized graphs fastnn cannot run raise errors naming the nodes. Skipped without onnx /
+onnxruntime."""
 import numpy as np
 import pytest
 
@@ -142,15 +143,147 @@ def test_onnxruntime_quantize_static_qdq_mlp(data, float_mlp, tmp_path, per_chan
         assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.9
 
 
-def test_qoperator_format_is_refused_naming_the_nodes(data, float_mlp, tmp_path):
+@pytest.fixture(scope="module")
+def float_cnn(data, tmp_path_factory):
+    x, y = data
+    model = _trained(mnist_cnn_model(seed=1), x.reshape(-1, 28, 28, 1), y)
+    path = tmp_path_factory.mktemp("cnn") / "cnn.onnx"
+    fn.onnx.export(model, path)
+    return path
+
+
+def _qoperator(float_path, path, x, per_channel=False, activation_type="QUInt8"):
+    name = onnx.load(str(float_path)).graph.input[0].name
+    oq.quantize_static(str(float_path), str(path), _Reader(name, x),
+                       quant_format=oq.QuantFormat.QOperator, per_channel=per_channel,
+                       activation_type=getattr(oq.QuantType, activation_type),
+                       weight_type=oq.QuantType.QInt8)
+    return path
+
+
+def _output_step(path):
+    """The scale of the file's last DequantizeLinear: one quantization step of the output."""
+    g = onnx.load(str(path)).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    return float(inits[[n for n in g.node if n.op_type == "DequantizeLinear"][-1].input[1]])
+
+
+@pytest.mark.parametrize("activation_type", ["QUInt8", "QInt8"])
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_onnxruntime_quantize_static_qoperator(data, float_mlp, float_cnn, tmp_path, arch,
+                                               per_channel, activation_type):
+    """QLinearMatMul / QLinearConv become static int8 Dense / Conv2D layers (the same input
+    quantization and int8 weights), MaxPool and the transposes run on float tensors, and
+    QLinearSoftmax is a float softmax. fastnn keeps float32 between layers where ONNX
+    Runtime rounds every output to its scale, so the outputs differ by those roundings: a
+    few steps of the output's scale, on the calibration data and on other inputs (the
+    saturation of each output to its range is kept)."""
     x, _ = data
-    path = tmp_path / "qop.onnx"
-    name = onnx.load(str(float_mlp)).graph.input[0].name
-    oq.quantize_static(str(float_mlp), str(path), _Reader(name, x),
-                       quant_format=oq.QuantFormat.QOperator)
-    with pytest.raises(ValueError, match="QLinearMatMul") as e:
+    if arch == "cnn":
+        x = x.reshape(-1, 28, 28, 1)
+    path = _qoperator(float_mlp if arch == "mlp" else float_cnn, tmp_path / "qop.onnx", x,
+                      per_channel, activation_type)
+    model = fn.onnx.load(path)
+    n = 2 if arch == "mlp" else 5
+    assert list(fn.quantization.quantized_layers(model).values()) == ["static"] * n
+    step = _output_step(path)
+    other = np.random.default_rng(3).random((7,) + x.shape[1:]).astype(np.float32) * 1.5
+    for batch in (x[:1], x[:7], other):
+        got, want = model.predict(batch), _ort_run(path, batch)
+        assert np.max(np.abs(got - want)) <= 3 * step
+        assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.85
+    saved = tmp_path / "qop.fastnn"
+    model.save(saved)
+    again = fn.load_model(saved)
+    assert fn.quantization.quantized_layers(again) == fn.quantization.quantized_layers(model)
+    np.testing.assert_array_equal(again.predict(x[:7]), model.predict(x[:7]))
+
+
+def _float_ops_model(rng):
+    """A float graph of the other operators ONNX Runtime quantizes to QOperator nodes:
+    Conv -> Relu -> x·sigmoid(x) + x -> AveragePool -> GlobalAveragePool -> Gemm."""
+    inits = {"w": rng.normal(0, 0.5, (4, 1, 3, 3)).astype(np.float32),
+             "b": rng.normal(0, 0.1, 4).astype(np.float32),
+             "gw": rng.normal(0, 0.5, (3, 4)).astype(np.float32),
+             "gb": rng.normal(0, 0.1, 3).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c0"], pads=[1, 1, 1, 1],
+                              kernel_shape=[3, 3]),
+             helper.make_node("Relu", ["c0"], ["c"]),
+             helper.make_node("Sigmoid", ["c"], ["s"]),
+             helper.make_node("Mul", ["c", "s"], ["m"]),
+             helper.make_node("Add", ["m", "c"], ["a"]),
+             helper.make_node("AveragePool", ["a"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("GlobalAveragePool", ["p"], ["gp"]),
+             helper.make_node("Flatten", ["gp"], ["f"]),
+             helper.make_node("Gemm", ["f", "gw", "gb"], ["y"], transB=1)]
+    g = helper.make_graph(nodes, "ops",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_onnxruntime_qoperator_float_ops_and_qgemm(tmp_path, per_channel):
+    """QLinearSigmoid / QLinearMul / QLinearAdd of two tensors / QLinearAveragePool /
+    QLinearGlobalAveragePool become float operators and QGemm a static int8 Dense. The
+    Relu ONNX Runtime folds into the convolution's output range (and drops) comes back as
+    the saturation of that output, which the float operators read."""
+    rng = np.random.default_rng(0)
+    float_path = tmp_path / "ops.onnx"
+    onnx.save(_float_ops_model(rng), str(float_path))
+    x = rng.random((16, 1, 8, 8)).astype(np.float32)
+    path = _qoperator(float_path, tmp_path / "ops_qop.onnx", x, per_channel)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"QLinearSigmoid", "QLinearMul", "QLinearAdd", "QLinearAveragePool",
+            "QLinearGlobalAveragePool", "QGemm"} <= ops and "Relu" not in ops
+    model = fn.onnx.load(path)
+    assert list(fn.quantization.quantized_layers(model).values()) == ["static"] * 2
+    step = _output_step(path)
+    for batch in (x[:1], x[:7], rng.random((7, 1, 8, 8)).astype(np.float32) * 1.5):
+        assert np.max(np.abs(model.predict(batch) - _ort_run(path, batch))) <= 3 * step
+
+
+def _leaky_relu_qoperator(tmp_path):
+    rng = np.random.default_rng(1)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]),
+             helper.make_node("LeakyRelu", ["h"], ["r"], alpha=0.1, name="leaky"),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    float_path = tmp_path / "leaky.onnx"
+    onnx.save(_graph(nodes, {"w1": rng.normal(size=(4, 5)).astype(np.float32),
+                             "w2": rng.normal(size=(5, 3)).astype(np.float32)}), str(float_path))
+    return _qoperator(float_path, tmp_path / "leaky_qop.onnx",
+                      rng.normal(size=(16, 4)).astype(np.float32))
+
+
+@pytest.mark.parametrize("case", ["op", "asymmetric", "scale"])
+def test_qoperator_graphs_fastnn_cannot_import_name_the_node(data, float_mlp, tmp_path, case):
+    if case == "op":  # QLinearLeakyRelu: no int8 form in fastnn
+        proto = onnx.load(str(_leaky_relu_qoperator(tmp_path)))
+        node = next(n for n in proto.graph.node if n.op_type == "QLinearLeakyRelu")
+        match = "QLinearLeakyRelu node .*not supported"
+    else:
+        x, _ = data
+        proto = onnx.load(str(_qoperator(float_mlp, tmp_path / "qop.onnx", x)))
+        node = next(n for n in proto.graph.node if n.op_type == "QLinearMatMul")
+        if case == "asymmetric":  # int8 weights with a zero point: q - 100 leaves int8
+            zp = numpy_helper.from_array(np.int8(100), "weight_zero_point_100")
+            proto.graph.initializer.append(zp)
+            node.input[5] = zp.name
+            match = "outside int8"
+        else:  # the QLinearMatMul reads its input with another scale than it was made with
+            other = numpy_helper.from_array(np.float32(0.5), "other_scale")
+            proto.graph.initializer.append(other)
+            node.input[1] = other.name
+            match = "but it was quantized with"
+    path = tmp_path / "bad.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(ValueError, match=match) as e:
         fn.onnx.load(path)
-    assert "QuantFormat.QDQ" in str(e.value)
+    msg = str(e.value)
+    assert f"{node.op_type} node {(node.name or node.output[0])!r}" in msg
+    assert "cannot import" in msg and "QuantFormat.QDQ" in msg
 
 
 def _graph(nodes, inits, out_dim=3):

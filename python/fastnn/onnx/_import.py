@@ -39,7 +39,7 @@ SUPPORTED = ("Identity", "Dropout", "Cast", "Relu", "Sigmoid", "Tanh", "Softmax"
              "BatchNormalization", "LayerNormalization", "Gather", "ReduceMean", "ReduceMax",
              "Constant", "LSTM", "GRU", "RNN", "Squeeze", "Unsqueeze", "Slice", "Shape",
              "ConstantOfShape", "Erf", "Where", "Equal", "Not", "ReduceSum", "Max", "Sqrt",
-             "Mod", "Expand")
+             "Mod", "Expand", "Clip")
 # ops imported only as part of a fused subgraph (see _fused): attention blocks (and the key
 # masks added to their scores), GELU and masked average pooling, or in shape arithmetic;
 # Equal and Not make padding masks
@@ -220,6 +220,8 @@ class Importer:
             v = env[ins[0]]
             t = self.tensor(ins[0]) if v.matmul is not None else v.t
             env[out] = Value(t=L.Activation(op.lower())(t), perm=None if v.matmul else v.perm)
+        elif op == "Clip":
+            env[out] = self.clip(node, a, ins)
         elif op == "Softmax":
             self.last_axis(node, a.get("axis", -1), ins[0])
             env[out] = Value(t=L.Activation("softmax")(self.tensor(ins[0])))
@@ -313,6 +315,24 @@ class Importer:
         if op == "Max":
             return np.maximum.reduce([np.asarray(c) for c in cs])
         raise ValueError(f"fastnn.onnx.load: {op} of constants is not supported")
+
+    def clip(self, node, a, ins):
+        """Clip to constant bounds: inputs min and max (opset 11), or attributes (opset 6);
+        a bound left out is float32's lowest or highest value, as in ONNX."""
+        f32 = np.finfo(np.float32)
+        bounds = []
+        for k, attr, default in ((1, "min", f32.min), (2, "max", f32.max)):
+            if len(ins) > k and ins[k]:
+                c = self.const(ins[k])
+                if c is None or c.size != 1:
+                    raise ValueError(f"fastnn.onnx.load: Clip node {_node_name(node)}: its "
+                                     f"{attr} must be a constant scalar")
+                bounds.append(float(c.reshape(())))
+            else:
+                bounds.append(float(a.get(attr, default)))
+        v = self.env[ins[0]]
+        t = self.tensor(ins[0]) if v.matmul is not None else v.t
+        return Value(t=fn.ops.clip(t, *bounds), perm=None if v.matmul else v.perm)
 
     def last_axis(self, node, axis, name):
         rank = len(self.tensor_shape(name))

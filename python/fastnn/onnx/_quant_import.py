@@ -3,7 +3,7 @@
 Before the import proper, the graph is rewritten: each quantized product becomes one node
 "QDense" or "QConv" of domain DOMAIN (internal to the importer, never written to a file)
 that Importer.run turns into a Dense or Conv2D quantized as fastnn.quantization does.
-Two forms are recognised:
+Three forms are recognised:
 
 * integer operators, as fastnn.onnx.export writes them and as ONNX Runtime's
   quantize_dynamic does: ``DynamicQuantizeLinear(x)`` (mode "dynamic") or
@@ -22,13 +22,21 @@ Two forms are recognised:
   float32, so its outputs differ from ONNX Runtime's by those roundings (a few output
   quantization steps). Other DequantizeLinear of constants (biases) are folded into
   float constants.
+* QOperator (quantize_static with quant_format=QuantFormat.QOperator): ``QLinearMatMul``
+  (with the ``QLinearAdd`` of its bias), ``QLinearConv`` and ``QGemm`` become static int8
+  layers with their input scale and zero point; ``QLinearAdd`` / ``QLinearMul`` of two
+  tensors, ``QLinearSigmoid``, ``QLinearSoftmax``, ``QLinearAveragePool`` and
+  ``QLinearGlobalAveragePool`` become float operators, and MaxPool, Transpose, Flatten,
+  ... of quantized tensors run on their float tensors. Each requantized output stays
+  float32 (see _QOperator): its rounding is left out (a few output steps of difference),
+  its saturation is kept.
 
 Weights map exactly when ``q - zero_point`` fits int8 ([-128, 127]; fastnn's kernels
 take symmetric int8 weights, per output channel; a per-tensor scale is repeated per
 channel). Anything else that is quantized (uint8 weights with a zero point too far from
-the middle, QOperator-format QLinearMatMul / QLinearConv / QLinearAdd, which requantize
-every output to uint8, a product whose input is not quantized per tensor, ...) raises a
-ValueError naming the nodes and the reason.
+the middle, QOperator nodes outside the list above, a product whose input is not
+quantized per tensor, a quantized tensor read with another scale than it was made with,
+...) raises a ValueError naming the nodes and the reason.
 """
 from __future__ import annotations
 
@@ -40,7 +48,8 @@ NODES = ("QDense", "QConv")
 #: for them outside the forms above
 INTEGER_OPS = ("DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear",
                "MatMulInteger", "ConvInteger")
-#: ONNX Runtime's QOperator format: outputs requantized to uint8 after every operator
+#: ONNX Runtime's QOperator format (outputs requantized to uint8 or int8 after every
+#: operator) and its other quantized operators (com.microsoft domain); see _QOperator
 QOPERATOR_OPS = ("QLinearMatMul", "QLinearConv", "QLinearAdd", "QLinearMul", "QLinearSoftmax",
                  "QLinearSigmoid", "QLinearLeakyRelu", "QLinearAveragePool",
                  "QLinearGlobalAveragePool", "QLinearConcat", "QGemm", "QAttention",
@@ -80,9 +89,13 @@ class _Graph:
         cs = self.consumers.get(name, [])
         return cs[0] if len(cs) == 1 else None
 
-    def add_const(self, hint, value):
+    def fresh(self, hint):
+        """A tensor name of the rewritten graph that the file does not use."""
         self._n += 1
-        name = f"{DOMAIN}/{hint}_{self._n}"
+        return f"{DOMAIN}/{hint}_{self._n}"
+
+    def add_const(self, hint, value):
+        name = self.fresh(hint)
         self.new_inits[name] = value
         self.consts[name] = value
         return name
@@ -302,12 +315,17 @@ def _float_const(g, name):
 
 
 def _dequantize(g, d):
-    q = g.const(d.input[0]).astype(np.float32)
-    s = np.asarray(g.const(d.input[1]), np.float32)
+    s = g.const(d.input[1])
     z = g.const(d.input[2]) if len(d.input) > 2 and d.input[2] else None
     if s is None or (len(d.input) > 2 and d.input[2] and z is None):
         raise ValueError(f"{_where(d)}: scale and zero point must be constants")
-    axis = int(g.attrs(d).get("axis", 1))
+    return _dequantize_values(g.const(d.input[0]), s, z, int(g.attrs(d).get("axis", 1)))
+
+
+def _dequantize_values(q, s, z, axis):
+    """(q - z) · s in float32, with s and z scalars or one per index of `axis`."""
+    q = q.astype(np.float32)
+    s = np.asarray(s, np.float32)
     if s.size > 1:
         shape = [1] * q.ndim
         shape[axis] = -1
@@ -331,6 +349,275 @@ def _node(g, src, op, x, q, ws, bias, mode, xs, xz, out):
     return g.helper.make_node(op, ins, [out], name=src.name, domain=DOMAIN, **attrs)
 
 
+# --- ONNX Runtime's QOperator format -----------------------------------------------------
+# Every tensor between QuantizeLinear and DequantizeLinear is uint8 (or int8) with a
+# per-tensor scale and zero point. The rewrite gives each of those tensor names the float
+# tensor it stands for, in float32: a QLinearMatMul / QLinearConv / QGemm becomes a static
+# int8 QDense / QConv that quantizes its float input with the node's input scale and zero
+# point (what ONNX Runtime's QuantizeLinear or the previous node's requantization did:
+# the same uint8 values), and the other QLinear operators become their float operators.
+# Of each output's requantization, the rounding to its scale is left out (a few steps of
+# difference), and its saturation to the representable range [(qmin - z)·s, (qmax - z)·s]
+# is kept: by the next product's input quantization, which saturates the same way, or by
+# a Clip where anything else reads the tensor (ONNX Runtime folds a Relu into that range,
+# a zero point at the type's minimum, and drops the Relu node).
+
+#: QOperator nodes the rewrite imports
+QOPERATOR_IMPORTED = ("QLinearMatMul", "QLinearConv", "QGemm", "QLinearAdd", "QLinearMul",
+                      "QLinearSigmoid", "QLinearSoftmax", "QLinearAveragePool",
+                      "QLinearGlobalAveragePool")
+_PRODUCTS = ("QLinearMatMul", "QLinearConv", "QGemm")
+#: float operators ONNX Runtime runs on quantized tensors as they are: they move or select
+#: values (quantization is monotonic), so on the float tensor they give the same values
+_QUANTIZED_PASS = ("MaxPool", "GlobalMaxPool", "Transpose", "Flatten", "Reshape", "Squeeze",
+                   "Unsqueeze", "Identity")
+#: QLinear operator -> (float operator, positions k of its quantized inputs (x, scale and
+#: zero point at k, k + 1, k + 2), position of the output scale)
+_QLINEAR_FLOAT = {"QLinearAdd": ("Add", (0, 3), 6), "QLinearMul": ("Mul", (0, 3), 6),
+                  "QLinearSigmoid": ("Sigmoid", (0,), 3),
+                  "QLinearSoftmax": ("Softmax", (0,), 3),
+                  "QLinearAveragePool": ("AveragePool", (0,), 3),
+                  "QLinearGlobalAveragePool": ("GlobalAveragePool", (0,), 3)}
+
+
+def _act_params(g, node, s_name, z_name):
+    """(scale, zero point) of an activation: constant scalars (per tensor)."""
+    s = np.float32(_scalar(g, s_name, "activation scale", node))
+    z = _scalar(g, z_name, "activation zero point", node, default=np.uint8(0))
+    _u8_zero_point(node, z)  # uint8 or int8
+    return s, z
+
+
+class _QOperator:
+    """The rewrite of one QOperator graph (see above), node by node in graph order."""
+
+    def __init__(self, g):
+        self.g = g
+        self.qp: dict[str, tuple | None] = {}  # quantized tensor -> (scale, zero point);
+        # None: an output of a node that is not imported
+        self.folded: list = []  # QLinearAdd nodes that are a QDense node's bias
+
+    def input(self, node, k):
+        """(name, scale, uint8 zero point) of the quantized input of a QLinear node with x,
+        scale and zero point at positions k, k + 1, k + 2, checked against the scale and
+        zero point it was quantized with."""
+        ins = list(node.input) + [""] * 3
+        x = ins[k]
+        s, z = _act_params(self.g, node, ins[k + 1], ins[k + 2])
+        if x not in self.qp:
+            raise ValueError(f"{_where(node)}: its input {x!r} must be quantized by "
+                             "QuantizeLinear or another QLinear node")
+        s0, z0 = self.qp[x]
+        if float(s) != float(s0) or int(z) != int(z0) or z.dtype != z0.dtype:
+            raise ValueError(f"{_where(node)}: reads {x!r} with scale {float(s)} and zero "
+                             f"point {int(z)}, but it was quantized with {float(s0)} and "
+                             f"{int(z0)}")
+        return x, s, _u8_zero_point(node, z)
+
+    def output(self, node, k, name):
+        """Record tensor `name`, quantized by `node` with the scale and zero point at input
+        positions k, k + 1. Returns the name the float operator writes: `name` itself, or
+        a new one when a Clip to the range (the saturation) must follow it."""
+        ins = list(node.input) + [""] * 2
+        s, z = _act_params(self.g, node, ins[k], ins[k + 1])
+        self.qp[name] = (s, z)
+        return name if self.read_by_products(name) else self.g.fresh("unsaturated")
+
+    def read_by_products(self, name):
+        """Whether every use of `name`, through the operators that pass quantized values
+        on, is the input of a product (whose input quantization saturates it)."""
+        for c in self.g.consumers.get(name, []):
+            if c is None or c.input[0] != name:
+                return False
+            if c.op_type in _PRODUCTS:
+                continue
+            if c.op_type not in _QUANTIZED_PASS or not self.read_by_products(c.output[0]):
+                return False
+        return True
+
+    def run(self, node):
+        """The nodes that replace `node` (a list), or None when it is not quantized."""
+        g, op = self.g, node.op_type
+        if any(node is add for add in self.folded):
+            return []
+        if op == "QuantizeLinear" and node.input[0] not in self.qp:
+            if g.const(node.input[0]) is not None:
+                raise ValueError(f"{_where(node)}: quantizes a constant where fastnn expects "
+                                 "an activation")
+            return self.finish(node, "Identity", [node.input[0]], 1, {})
+        if op == "DequantizeLinear" and node.input[0] in self.qp:
+            x, _, _ = self.input(node, 0)
+            return [g.helper.make_node("Identity", [x], [node.output[0]], name=node.name)]
+        if op in _QUANTIZED_PASS and node.input[0] in self.qp:
+            self.qp[node.output[0]] = self.qp[node.input[0]]
+            return [node]
+        if op in _PRODUCTS:
+            return self.product(node)
+        if op in _QLINEAR_FLOAT:
+            return self.float_op(node)
+        if op in QOPERATOR_OPS:
+            raise ValueError(f"{_where(node)}: not supported (fastnn imports "
+                             f"{', '.join(QOPERATOR_IMPORTED)} and DequantizeLinear of "
+                             "their outputs)")
+        quantized = [i for i in node.input if i in self.qp]
+        if quantized:
+            raise ValueError(f"{_where(node)}: takes the quantized tensor {quantized[0]!r}; "
+                             f"fastnn imports quantized tensors into "
+                             f"{', '.join(QOPERATOR_IMPORTED)}, DequantizeLinear and "
+                             f"{', '.join(_QUANTIZED_PASS)} only")
+        return None
+
+    def finish(self, node, op, ins, k, attrs):
+        """[the float operator `op` of `node`, and the Clip of its saturation if needed]."""
+        out = node.output[0]
+        y = self.output(node, k, out)
+        nodes = [self.g.helper.make_node(op, ins, [y], name=node.name, **attrs)]
+        return nodes + self.clip(y, out)
+
+    def clip(self, y, out):
+        """[Clip(y) -> out] to the range `out` is quantized to, when output() gave a new name
+        y for the unsaturated tensor."""
+        if y == out:
+            return []
+        s, z = self.qp[out]
+        info = np.iinfo(z.dtype)
+        lo, hi = (np.float32((q - int(z)) * np.float64(s)) for q in (info.min, info.max))
+        return [self.g.helper.make_node(
+            "Clip", [y, self.g.add_const("lo", lo), self.g.add_const("hi", hi)], [out])]
+
+    def product(self, node):
+        """[the QDense / QConv node of a QLinearMatMul, QLinearConv or QGemm, its Clip]."""
+        g, op = self.g, node.op_type
+        ins = list(node.input) + [""] * 9
+        a = g.attrs(node)
+        x, xs, xz = self.input(node, 0)
+        conv = op == "QLinearConv"
+        w = g.const(ins[3])
+        if conv:
+            if w is None or w.ndim != 4 or int(a.get("group", 1)) != 1:
+                raise ValueError(f"{_where(node)}: fastnn imports 2-D convolutions with a "
+                                 "constant weight and group 1")
+            q = _weight_int8(g, node, ins[3], ins[5], 0)
+        elif op == "QGemm":
+            if a.get("transA", 0) or float(a.get("alpha", 1.0)) != 1.0:
+                raise ValueError(f"{_where(node)}: QGemm with transA or alpha != 1 is not "
+                                 "supported")
+            if w is None or w.ndim != 2:
+                raise ValueError(f"{_where(node)}: its weight must be a constant matrix")
+            tb = bool(a.get("transB", 0))
+            q = _weight_int8(g, node, ins[3], ins[5], 0 if tb else 1)
+            q = np.ascontiguousarray(q.T) if tb else q
+        else:
+            if w is None or w.ndim != 2:
+                raise ValueError(f"{_where(node)}: its second input must be a constant "
+                                 "(in, out) weight")
+            q = _weight_int8(g, node, ins[3], ins[5], 1)
+        n = q.shape[0] if conv else q.shape[1]
+        ws = _channel_scale(node, g.const(ins[4]), n)
+        # the int32 bias of QLinearConv / QGemm is quantized with scale x_scale · w_scale
+        bias_name = ins[8] if conv else (ins[6] if op == "QGemm" else "")
+        bias = None
+        if bias_name:
+            b = g.const(bias_name)
+            if b is None or b.dtype != np.int32 or b.size != n:
+                raise ValueError(f"{_where(node)}: its bias must be a constant int32 vector "
+                                 f"of {n} values")
+            bias = (b.reshape(-1) * (np.float64(xs) * ws)).astype(np.float32)
+        out = node.output[0]
+        k = 7 if op == "QGemm" else 6  # the output's scale and zero point
+        if op == "QGemm" and not ins[k]:  # no output scale: QGemm gives float32
+            y = out
+        else:
+            self.qp[out] = _act_params(g, node, ins[k], ins[k + 1])
+            add, b = (None, None) if bias is not None else self.bias_add(out, n)
+            if add is not None:  # a QLinearMatMul's bias: QLinearAdd of a constant vector
+                self.folded.append(add)
+                out, bias = add.output[0], b
+                y = self.output(add, 6, out)
+            else:
+                y = self.output(node, k, out)
+        qnode = _node(g, node, "QConv" if conv else "QDense", x, q, ws, bias, "static", xs,
+                      xz, y)
+        return [qnode] + self.clip(y, out)
+
+    def bias_add(self, out, n):
+        """(QLinearAdd node, float bias (n,)) when `out`'s only use adds a constant vector
+        to it (read with the scale and zero point it was quantized with)."""
+        g = self.g
+        add = g.sole(out)
+        if add is None or add.op_type != "QLinearAdd":
+            return None, None
+        k = 3 if add.input[0] == out else 0
+        b = self.constant(add, k)
+        if b is None or b.size != n or not (b.ndim == 1 or b.shape[-1] == n):
+            return None, None
+        self.input(add, 3 - k)
+        return add, b.reshape(-1)
+
+    def constant(self, node, k):
+        """The float values of a quantized constant input (x, scale and zero point at k,
+        k + 1, k + 2) of a QLinear node, or None when x is not a constant."""
+        g = self.g
+        ins = list(node.input) + [""] * 3
+        c = g.const(ins[k])
+        if c is None:
+            return None
+        s, z = g.const(ins[k + 1]), g.const(ins[k + 2]) if ins[k + 2] else None
+        if s is None or s.size != 1 or (ins[k + 2] and z is None):
+            raise ValueError(f"{_where(node)}: the scale and zero point of its constant input "
+                             f"{ins[k]!r} must be constant scalars")
+        return _dequantize_values(c, s.reshape(()), z, 0)
+
+    def float_op(self, node):
+        """[the float operator of a QLinear operator that is not a product, its Clip]."""
+        g = self.g
+        fop, positions, k = _QLINEAR_FLOAT[node.op_type]
+        a = g.attrs(node)
+        if a.pop("channels_last", 0):
+            raise ValueError(f"{_where(node)}: channels_last=1 is not supported")
+        if fop == "Softmax" and int(a.pop("opset", 13)) < 13 and int(a.get("axis", 1)) != -1:
+            raise ValueError(f"{_where(node)}: softmax over the flattened axes from "
+                             f"{a.get('axis', 1)} (before opset 13) is not supported")
+        ins = []
+        for i in positions:
+            c = self.constant(node, i)
+            ins.append(self.input(node, i)[0] if c is None else g.add_const("operand", c))
+        return self.finish(node, fop, ins, k, a)
+
+
+def _qoperator(g):
+    """{id(node): the nodes that replace it} for a QOperator graph; raises ValueError
+    listing every quantized node fastnn cannot import."""
+    conv = _QOperator(g)
+    replace, errors = {}, []
+    for node in g.nodes:
+        if any(i in conv.qp and conv.qp[i] is None for i in node.input):
+            conv.qp.update((o, None) for o in node.output)  # after a failed node
+            continue
+        try:
+            new = conv.run(node)
+        except ValueError as e:
+            errors.append(str(e).replace("fastnn.onnx.load: ", "", 1))
+            conv.qp.update((o, None) for o in node.output)  # one error per chain
+            continue
+        if new is not None:
+            replace[id(node)] = new
+        for o in node.output:  # fastnn's outputs are float32, never uint8 / int8
+            if conv.qp.get(o) is not None and None in g.consumers.get(o, []):
+                errors.append(f"{node.op_type} node {_name(node)}: its output {o!r} is a "
+                              "quantized graph output (fastnn imports float outputs, after "
+                              "DequantizeLinear)")
+    for add in conv.folded:  # a product's bias: part of its QDense node
+        replace[id(add)] = []
+    if errors:
+        raise ValueError("fastnn.onnx.load: quantized nodes (ONNX Runtime's QOperator format) "
+                         "fastnn cannot import: " + "; ".join(errors[:8])
+                         + (f" and {len(errors) - 8} more" if len(errors) > 8 else "")
+                         + ". Quantize with quant_format=QuantFormat.QDQ or quantize_dynamic, "
+                         "or import the float model and use fn.quantization.quantize")
+    return replace
+
+
 def rewrite(proto, helper, nh):
     """A copy of `proto` whose quantized products are QDense / QConv nodes (see the module
     docstring), or `proto` itself when it has no quantized operators. Raises ValueError
@@ -338,23 +625,17 @@ def rewrite(proto, helper, nh):
     ops = {n.op_type for n in proto.graph.node}
     if not ops & set(INTEGER_OPS + QOPERATOR_OPS):
         return proto
-    qop = [n for n in proto.graph.node if n.op_type in QOPERATOR_OPS]
-    if qop:
-        listed = ", ".join(f"{n.op_type} {_name(n)}" for n in qop[:8])
-        more = f" and {len(qop) - 8} more" if len(qop) > 8 else ""
-        raise ValueError(f"fastnn.onnx.load: quantized operators fastnn cannot import: "
-                         f"{listed}{more}. These (ONNX Runtime's QOperator format) requantize "
-                         "every output to uint8, which fastnn's int8 layers (float32 outputs) "
-                         "do not; quantize with quant_format=QuantFormat.QDQ or "
-                         "quantize_dynamic, or import the float model and use "
-                         "fn.quantization.quantize")
     g = _Graph(proto, helper, nh)
-    replace: dict[int, object] = {}  # id(node) -> its QDense / QConv node
+    replace: dict[int, list] = {}  # id(node) -> the nodes that take its place
     errors: dict[int, str] = {}  # id(integer product node) -> why it is not imported
+    if ops & set(QOPERATOR_OPS):
+        replace = _qoperator(g)
     for node in g.nodes:
+        if id(node) in replace:
+            continue
         if node.op_type in ("MatMulInteger", "ConvInteger"):
             try:
-                replace[id(node)] = _integer_product(g, node)[0]
+                replace[id(node)] = [_integer_product(g, node)[0]]
             except ValueError as e:
                 errors[id(node)] = str(e).replace("fastnn.onnx.load: ", "", 1)
         elif node.op_type in ("MatMul", "Conv"):
@@ -363,15 +644,15 @@ def rewrite(proto, helper, nh):
             except ValueError:  # not an exact int8 product: imported in float32
                 r = None
             if r is not None:
-                replace[id(node)] = r[0]
+                replace[id(node)] = [r[0]]
     # each new node takes the place of its product; the last node of its chain (the Mul
     # or bias Add that made its output) goes, and the rest of the chain is then unused
-    made = {new.output[0] for new in replace.values()}
+    made = {new.output[0] for news in replace.values() for new in news}
     nodes = []
     for node in g.nodes:
         new = replace.get(id(node))
         if new is not None:
-            nodes.append(new)
+            nodes.extend(new)
         elif node.output and node.output[0] in made:
             continue
         elif node.op_type == "DequantizeLinear" and g.const(node.input[0]) is not None:
