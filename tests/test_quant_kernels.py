@@ -12,8 +12,9 @@ from fastnn import reference as R
 
 QISAS = list(_core.qgemm_supported_isas())
 
-# Micro-tiles: avx512vnni 6×64 (K groups of 4), avx2 6×16 (K pairs), generic 1×16;
-# K blocks of 1024 / 512 / 4096, row blocks of 96 (64 generic).
+# Micro-tiles: amx 32×32 (tiles of 16 rows × 64 K values), avx512vnni 6×64 (K groups of
+# 4), avx2 6×16 (K pairs), generic 1×16; K blocks of 2048 / 1024 / 512 / 4096, row blocks
+# of 64 / 96 (64 generic).
 EDGE_SHAPES = [  # (M, N, K)
     (1, 1, 1), (1, 17, 3), (5, 1, 7), (6, 16, 4), (7, 65, 5), (13, 31, 63), (31, 129, 17),
     (97, 47, 513), (37, 70, 1031), (3, 1100, 9), (1100, 3, 33), (256, 10, 128), (1, 128, 784),

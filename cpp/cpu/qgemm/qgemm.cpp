@@ -14,6 +14,12 @@
 #include <cstring>
 #include <new>
 
+#if defined(FASTNN_X86) && defined(__linux__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #include "fastnn/common.h"
 #include "fastnn/qgemm.h"
 #include "qgemm_internal.h"
@@ -30,16 +36,40 @@ using qgemm_detail::QKernel;
 
 // ---- ISA choice -------------------------------------------------------------------
 
+namespace {
+
+// Whether AMX-TILE and AMX-INT8 can run: the CPU reports them (CPUID leaf 7, EDX bits 24
+// and 25) and Linux grants this process the tile data state (ARCH_REQ_XCOMP_PERM for
+// XFEATURE_XTILEDATA; without it the first tile instruction faults). Asked once.
+bool amx_usable() {
+#if defined(FASTNN_X86) && defined(__linux__)
+  unsigned a, b, c, d;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  if (!(d & (1u << 24)) || !(d & (1u << 25))) return false;
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
+// Whether this build has the AMX kernel (compiled with the AMX flags) rather than its stub.
+bool amx_built() { return std::strcmp(qgemm_detail::qkernel_amx().isa, "amx") == 0; }
+
+}  // namespace
+
 const char* const* qgemm_supported_isas(int* count) {
-  static const char* names[3];
+  static const char* names[4];
   static int n = [] {
     int k = 0;
 #if defined(FASTNN_X86)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
-        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+      if (amx_built() && amx_usable()) names[k++] = "amx";
       names[k++] = "avx512vnni";
+    }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) names[k++] = "avx2";
 #endif
     names[k++] = "generic";
@@ -64,6 +94,7 @@ const char* find_isa(const char* name) {
 
 const QKernel& kernel_for(const char* isa) {
 #if defined(FASTNN_X86)
+  if (std::strcmp(isa, "amx") == 0) return qgemm_detail::qkernel_amx();
   if (std::strcmp(isa, "avx512vnni") == 0) return qgemm_detail::qkernel_vnni();
   if (std::strcmp(isa, "avx2") == 0) return qgemm_detail::qkernel_avx2();
 #endif
@@ -93,8 +124,8 @@ namespace {
 
 constexpr uint32_t kMagic = 0x38514e46;  // "FNQ8"
 constexpr int64_t kHeader = 64;
-constexpr int kIsaCount = 3;
-const char* const kIsaNames[kIsaCount] = {"generic", "avx2", "avx512vnni"};
+constexpr int kIsaCount = 4;
+const char* const kIsaNames[kIsaCount] = {"generic", "avx2", "avx512vnni", "amx"};
 
 struct Header {
   uint32_t magic;
@@ -109,8 +140,10 @@ int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 // Column sums take N rounded up to 64 entries (zero-padded), then the panels, at a
 // 64-byte offset.
 int64_t colsum_bytes(int64_t N) { return round_up(N, 64) * 4; }
+// K of a packed panel and the multiple that K blocks keep.
+int64_t k_align(const QKernel& kr) { return kr.kalign ? kr.kalign : kr.kgroup; }
 int64_t panel_bytes(const QKernel& kr, int64_t K) {
-  return round_up(K, kr.kgroup) * kr.panel * kr.eb;
+  return round_up(K, k_align(kr)) * kr.panel * kr.eb;
 }
 const uint8_t* panels_of(const uint8_t* packed, int64_t N) {
   return packed + kHeader + colsum_bytes(N);
@@ -258,11 +291,76 @@ struct Problem {
   float xs = 1.0f, xz = 0.0f;
 };
 
+// Block A of rows [ic, ic+mc), K values [pc, pc+kc) for kernels that read K groups
+// (blk.a, a_rs, a_gs, a_ts): in place (a given A or the quantized rows, stride kcb) when
+// the kernel reads A directly, else packed into abuf.
+void a_groups(const QKernel& kr, const Problem& p, Block& blk, uint8_t* abuf, uint8_t* qbuf,
+              int64_t ic, int64_t mc, int64_t pc, int64_t kc, int64_t kcb, bool direct) {
+  const bool in_place = direct && (p.X || p.K % kr.kgroup == 0 || ic + mc < p.M);
+  if (p.X) {
+    // Row stride kcb; the pad bytes meet B's zero rows (any value gives 0).
+    for (int64_t i = 0; i < mc; ++i) {
+      kr.quantize(qbuf + i * kcb, p.X + (ic + i) * p.K + pc, kc, p.xs, p.xz);
+      for (int64_t k = kc; k < kcb; ++k) qbuf[i * kcb + k] = 0;
+    }
+    if (in_place) {
+      blk.a = qbuf;
+      blk.a_rs = kcb;
+    } else {
+      pack_a(kr, abuf, qbuf, kcb, mc, kc);
+    }
+  } else if (in_place) {
+    blk.a = p.A + ic * p.K + pc;
+    blk.a_rs = p.K;
+  } else {
+    pack_a(kr, abuf, p.A + ic * p.K + pc, p.K, mc, kc);
+  }
+  if (in_place) {
+    blk.a_gs = kr.kgroup * kr.eb;
+    blk.a_ts = kr.mr * blk.a_rs;
+  } else {
+    blk.a = abuf;
+    blk.a_rs = kr.kgroup * kr.eb;
+    blk.a_gs = kr.mr * kr.kgroup * kr.eb;
+    blk.a_ts = kr.mr * kcb * kr.eb;  // pack_a rounds this block's kc
+  }
+}
+
+// The same block for kernels that read whole rows as tiles (kalign: AMX), 16 rows of kcb
+// bytes at a time: in place when those reads stay inside A, else from a zero-padded copy
+// (the padding meets B's zero rows; rows past the block are computed and dropped).
+void a_rows(const QKernel& kr, const Problem& p, Block& blk, uint8_t* abuf, uint8_t* qbuf,
+            int64_t ic, int64_t mc, int64_t pc, int64_t kc, int64_t kcb) {
+  const int64_t rows = round_up(mc, 16);
+  if (p.X) {
+    for (int64_t i = 0; i < mc; ++i) {
+      kr.quantize(qbuf + i * kcb, p.X + (ic + i) * p.K + pc, kc, p.xs, p.xz);
+      std::memset(qbuf + i * kcb + kc, 0, size_t(kcb - kc));
+    }
+    blk.a = qbuf;
+    blk.a_rs = kcb;
+  } else if ((ic + rows - 1) * p.K + pc + kcb <= p.M * p.K) {
+    blk.a = p.A + ic * p.K + pc;
+    blk.a_rs = p.K;
+  } else {
+    for (int64_t i = 0; i < rows; ++i) {
+      uint8_t* d = abuf + i * kcb;
+      const int64_t n = i < mc ? kc : 0;
+      if (n) std::memcpy(d, p.A + (ic + i) * p.K + pc, size_t(n));
+      std::memset(d + n, 0, size_t(kcb - n));
+    }
+    blk.a = abuf;
+    blk.a_rs = kcb;
+  }
+  blk.a_gs = kr.kgroup;
+  blk.a_ts = kr.mr * blk.a_rs;
+}
+
 // Runs the loop nest on C[m0:m1, n0:n1] (n0 a multiple of the panel width).
 bool run_block(const QKernel& kr, const Problem& p, int64_t m0, int64_t m1, int64_t n0,
                int64_t n1) {
   const int64_t mc_max = std::min<int64_t>(kr.mc_max, round_up(m1 - m0, kr.mr));
-  const int64_t kcp = round_up(p.kc, kr.kgroup);
+  const int64_t kcp = round_up(p.kc, k_align(kr));
   uint8_t* abuf = t_pack_a.get(mc_max * kcp * kr.eb);
   if (!abuf) return false;
   const int64_t pb = panel_bytes(kr, p.K);
@@ -280,38 +378,14 @@ bool run_block(const QKernel& kr, const Problem& p, int64_t m0, int64_t m1, int6
   }
   for (int64_t pc = 0; pc < p.K; pc += p.kc) {
     const int64_t kc = std::min(p.kc, p.K - pc);
-    const int64_t kcb = round_up(kc, kr.kgroup);
+    const int64_t kcb = round_up(kc, k_align(kr));
     for (int64_t ic = m0; ic < m1; ic += mc_max) {
       const int64_t mc = std::min(mc_max, m1 - ic);
       Block blk;
-      const bool in_place = direct && (p.X || p.K % kr.kgroup == 0 || ic + mc < p.M);
-      if (p.X) {
-        // Row stride kcb; the pad bytes meet B's zero rows (any value gives 0).
-        for (int64_t i = 0; i < mc; ++i) {
-          kr.quantize(qbuf + i * kcb, p.X + (ic + i) * p.K + pc, kc, p.xs, p.xz);
-          for (int64_t k = kc; k < kcb; ++k) qbuf[i * kcb + k] = 0;
-        }
-        if (in_place) {
-          blk.a = qbuf;
-          blk.a_rs = kcb;
-        } else {
-          pack_a(kr, abuf, qbuf, kcb, mc, kc);
-        }
-      } else if (in_place) {
-        blk.a = p.A + ic * p.K + pc;
-        blk.a_rs = p.K;
-      } else {
-        pack_a(kr, abuf, p.A + ic * p.K + pc, p.K, mc, kc);
-      }
-      if (in_place) {
-        blk.a_gs = kr.kgroup * kr.eb;
-        blk.a_ts = kr.mr * blk.a_rs;
-      } else {
-        blk.a = abuf;
-        blk.a_rs = kr.kgroup * kr.eb;
-        blk.a_gs = kr.mr * kr.kgroup * kr.eb;
-        blk.a_ts = kr.mr * kcb * kr.eb;  // pack_a rounds this block's kc
-      }
+      if (kr.kalign)
+        a_rows(kr, p, blk, abuf, qbuf, ic, mc, pc, kc, kcb);
+      else
+        a_groups(kr, p, blk, abuf, qbuf, ic, mc, pc, kc, kcb, direct);
       blk.c = p.C + ic * p.N + n0;
       blk.ldc = p.N;
       blk.b = panels + pc * kr.panel * kr.eb;
@@ -336,7 +410,7 @@ void run_qgemm(Problem p) {
   const int64_t M = p.M, N = p.N, K = p.K;
   // Equal K blocks of at most kc_max, each a multiple of kgroup.
   const int64_t nkb = ceil_div(K, kr.kc_max);
-  p.kc = round_up(ceil_div(K, nkb), kr.kgroup);
+  p.kc = round_up(ceil_div(K, nkb), k_align(kr));
 
   const int64_t mt = ceil_div(M, kr.mr), ntl = ceil_div(N, kr.panel);
   int nt = 1;
@@ -675,7 +749,8 @@ namespace {
 thread_local PackBuffer t_conv_b;     // B with kernel rows padded to whole K groups
 thread_local PackBuffer t_conv_edge;  // the last output rows' windows, copied
 
-// Implicit-GEMM convolution for kernels that read A in place, when every window lies
+// Implicit-GEMM convolution for kernels that read A in place by K groups (not AMX's
+// whole-row tiles), when every window lies
 // inside the image (no padding), dil_w = 1 and K fits one K block: the rows of A are
 // the windows themselves. Output row (n, oh) is one block of OW rows, A row stride
 // stride_w·C, and one K segment per kernel row. When a kernel row (KW·C bytes) is not
@@ -692,7 +767,7 @@ bool qconv2d_implicit(float* y, const uint8_t* xq, const uint8_t* packed, const 
   std::memcpy(&h, packed, sizeof h);
   const QKernel& kr = kernel_for(kIsaNames[h.isa]);
   const int64_t G = kr.kgroup, run = KW * C, runp = round_up(run, G), Kp = KH * runp;
-  if (!kr.direct_a || kr.eb != 1 || pad_top != 0 || pad_left != 0 || dil_w != 1 ||
+  if (!kr.direct_a || kr.kalign || kr.eb != 1 || pad_top != 0 || pad_left != 0 || dil_w != 1 ||
       Kp > kr.kc_max || (OH - 1) * stride_h + (KH - 1) * dil_h >= H ||
       (OW - 1) * stride_w + KW > W)
     return false;

@@ -7,6 +7,7 @@
 //      zero-padded, as are the columns past N. Panel p starts at p·Kp·panel·eb bytes; in
 //      it, element (k, c) sits at ((k/kgroup)·panel + c)·kgroup + k%kgroup elements of eb
 //      bytes (int8 for eb = 1, int16 for eb = 2).
+//        amx:        panel 16, kgroup 4, eb 1, K padded to 64 (kalign: a tile is 16 groups)
 //        avx512vnni: panel 16, kgroup 4, eb 1  (one 64-byte zmm per group: vpdpbusd)
 //        avx2:       panel 8,  kgroup 2, eb 2  (one 32-byte ymm per group: vpmaddwd)
 //        generic:    panel 16, kgroup 1, eb 1  (row-major within the panel)
@@ -66,11 +67,17 @@ struct QKernel {
   // The macro-kernel reads A through a_rs/a_gs/a_ts, so a row-major uint8 A whose rows
   // hold a multiple of kgroup readable bytes needs no packing.
   bool direct_a = false;
+  // K padding of the B panels and of the K blocks when it is more than kgroup (AMX: 64,
+  // the K of one tile), else 0. Such a kernel reads A row-major only (a_rs; no segments),
+  // every row with a multiple of kalign readable bytes and the rows of the block rounded
+  // up to 16 readable.
+  int kalign = 0;
 };
 
 const QKernel& qkernel_generic();
 const QKernel& qkernel_avx2();  // only called when the CPU has AVX2 and FMA
 const QKernel& qkernel_vnni();  // only called when the CPU has AVX-512F/BW/DQ/VL/VNNI
+const QKernel& qkernel_amx();   // only called when, besides, AMX tiles are usable
 
 // The scalar epilogue of one element (used by the generic kernel and the plain twin).
 inline float epilogue_z(int32_t acc, int32_t colsum, float x_scale, float w_scale,

@@ -16,16 +16,12 @@
 #include <cmath>
 #include <cstring>
 
-#include "../vmath.h"
+#include "qepilogue_avx512.h"
 
 namespace fastnn::qgemm_detail {
 namespace {
 
 constexpr int kMR = 6, kNV = 4, kPanel = 16;
-
-inline __mmask16 tail_mask(int64_t cols) {
-  return cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1u);
-}
 
 // acc (MR×NV zmm) = [C +] A tile · NV panels over `groups` K groups. Kept apart from the
 // epilogue so that the 24 accumulators, 4 B vectors and the broadcast stay in registers.
@@ -74,36 +70,15 @@ void micro(const Block& blk, const uint8_t* a, const uint8_t* b, int32_t* c, int
   __m512i accs[MR * NV];
   kloop<MR, NV>(accs, a, blk.a_rs, blk.a_gs, blk.a_seg, blk.a_jump, b, blk.b_panel_stride,
                 (blk.kc + 3) / 4, c, blk.ldc, blk.first, mask);
-  auto acc = [&](int r, int v) { return accs[r * NV + v]; };
   if (!(blk.last && blk.epi)) {
     for (int r = 0; r < MR; ++r)
       for (int v = 0; v < NV; ++v)
-        _mm512_mask_storeu_epi32(c + r * blk.ldc + 16 * v, mask[v], acc(r, v));
+        _mm512_mask_storeu_epi32(c + r * blk.ldc + 16 * v, mask[v], accs[r * NV + v]);
     return;
   }
-  // z = float(acc − x_zp·colsum) · (x_scale·w_scale) + bias, then act (qgemm.h).
-  const Epilogue& e = *blk.epi;
-  const int64_t n0 = blk.j0 + j;
-  const __m512 xs = _mm512_set1_ps(e.x_scale);
-  const __m512i zp = _mm512_set1_epi32(e.x_zp);
-  __m512i corr[NV];
-  __m512 s[NV], bias[NV];
-  for (int v = 0; v < NV; ++v) {
-    corr[v] = _mm512_mullo_epi32(zp, _mm512_maskz_loadu_epi32(mask[v], e.colsum + n0 + 16 * v));
-    s[v] = _mm512_mul_ps(xs, _mm512_maskz_loadu_ps(mask[v], e.w_scale + n0 + 16 * v));
-    bias[v] = e.bias ? _mm512_maskz_loadu_ps(mask[v], e.bias + n0 + 16 * v) : _mm512_setzero_ps();
-  }
-  const bool relu = e.act == Act::relu;
-  for (int r = 0; r < MR; ++r) {
-    float* y = reinterpret_cast<float*>(c + r * blk.ldc);
-    for (int v = 0; v < NV; ++v) {
-      __m512 z = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc(r, v), corr[v])), s[v]);
-      if (e.bias) z = _mm512_add_ps(z, bias[v]);
-      if (relu) z = _mm512_max_ps(z, _mm512_setzero_ps());
-      _mm512_mask_storeu_ps(y + 16 * v, mask[v], z);
-    }
-    if (!relu && e.act != Act::linear) vmath::act_span(y, y, cols, e.act);
-  }
+  const EpilogueVectors<NV> ev(*blk.epi, blk.j0 + j, mask);
+  for (int r = 0; r < MR; ++r)
+    ev.row(reinterpret_cast<float*>(c + r * blk.ldc), accs + r * NV, mask, cols);
 }
 
 using MicroFn = void (*)(const Block&, const uint8_t*, const uint8_t*, int32_t*, int64_t,
