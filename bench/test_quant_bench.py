@@ -1,7 +1,9 @@
 """Int8 inference: fastnn.ops.qdense / qconv2d against fastnn's float dense / conv2d.
 
     FASTNN_BENCH_THREADS=1 python -m pytest bench/test_quant_bench.py --benchmark-only
-    python bench/test_quant_bench.py [--threads 1,2] [--rnn]   # compact table with the ratios
+    python bench/test_quant_bench.py [--threads 1,2] [--rnn | --no-rnn] [--qisa avx512vnni]
+        # compact table with the ratios; --qisa forces an int8 ISA of this CPU (e.g. the
+        # VNNI kernel on a CPU that has AMX too), --no-rnn leaves out the recurrent rows
 
 Groups: one per layer and batch, e.g. ``qdense N=32 784->128 relu``; in each, impl =
 float (fastnn.ops.dense / conv2d, float32 weights), int8 (qdense / qconv2d with dynamic
@@ -295,6 +297,11 @@ def main(argv):
     import fastnn
     from fastnn import _core
 
+    if "--qisa" in argv:
+        name = argv[argv.index("--qisa") + 1]
+        if name not in _core.qgemm_supported_isas():
+            sys.exit(f"--qisa: this CPU runs {list(_core.qgemm_supported_isas())}, not {name!r}")
+        _core.set_qgemm_isa(name)
     print(f"fastnn {fastnn.build_info()}")
     print(f"int8 ISA {_core.qgemm_isa()}, float GEMM ISA {_core.gemm_isa()}")
     try:
@@ -321,7 +328,8 @@ def main(argv):
             ort = f"{times[2] * 1e6:>11.1f}" if len(times) > 2 else f"{'-':>11}"
             print(f"{nt:>7} {name:<28} {tf * 1e6:>10.1f} {ti * 1e6:>10.1f} {tf / ti:>6.2f} "
                   f"{count / ti / 1e9:>10.1f} {ort}")
-    rnn_table(threads)
+    if "--no-rnn" not in argv:
+        rnn_table(threads)
 
 
 if __name__ == "__main__":
