@@ -26,7 +26,8 @@ namespace fastnn {
 // Largest K for which the int32 sums cannot overflow (255·128·K < 2^31).
 constexpr int64_t kQgemmMaxK = 65793;
 
-// Instruction set of the int8 kernels: "avx512vnni" (vpdpbusd), "avx2" (u8/s8 widened to
+// Instruction set of the int8 kernels: "amx" (tdpbusd on tiles; products of fewer than 16
+// rows run the VNNI kernel), "avx512vnni" (vpdpbusd), "avx2" (u8/s8 widened to
 // int16, vpmaddwd) or "generic" (plain loops). The default is the best this CPU runs.
 const char* qgemm_isa();
 // Names the int8 ISAs this CPU can run, best first.

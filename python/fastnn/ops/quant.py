@@ -10,7 +10,7 @@ exactly in int32; one fused epilogue per output element then computes
 in float32 in that order (fastnn/qgemm.h), colsum[n] = Σ_k qweight[k, n].
 
 A weight is quantized and packed once (``pack_qweight`` / ``QWeight``), for the int8 ISA
-in use (``fastnn._core.qgemm_isa()``: "avx512vnni", "avx2" or "generic"; force one with
+in use (``fastnn._core.qgemm_isa()``: "amx", "avx512vnni", "avx2" or "generic"; force one with
 ``fastnn._core.set_qgemm_isa`` before packing). Then ``qdense`` / ``qconv2d`` are one
 kernel call per batch: the float input is quantized (dynamically from its own range when
 ``x_scale`` is None, else with the given static ``x_scale`` / ``x_zero_point``), multiplied
