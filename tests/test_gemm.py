@@ -156,56 +156,43 @@ def test_gemm_threads_bitwise_identical(isa, restore_threads, M, N, K, ta, tb):
         assert np.array_equal(r, results[0])
 
 
-@pytest.mark.parametrize("M,N,K", [(1, 300, 256), (7, 40, 300), (33, 257, 520), (64, 64, 1000),
-                                   (256, 300, 256)])
-def test_gemm_skinny_a_times_b_transposed(isa, restore_threads, M, N, K):
-    # A·Bᵀ with few rows and K >= 256 runs transposed (Bᵀ's rows read in place, then C =
-    # Tᵀ): the same sums in the same order as the loop nest on a copied Bᵀ, bit for bit;
-    # with accumulate, C is added to the whole sum (within tolerance), on any thread count.
-    rng = np.random.default_rng(M + N)
-    a, b = operands(rng, M, N, K, False, True)
-    bt = np.ascontiguousarray(b.T)
+def check_runs_transposed(M, N, K, ta, tb):
+    """A product that runs transposed (T = op(B)ᵀ·op(A)ᵀ, then C = Tᵀ) gives the loop
+    nest's sums on a plain copy of the transposed operand, bit for bit; with accumulate,
+    C is added to the whole sum (within tolerance), the same on any thread count."""
+    rng = np.random.default_rng(M + N + K)
+    a, b = operands(rng, M, N, K, ta, tb)
+    plain_a = np.ascontiguousarray(a.T) if ta else a
+    plain_b = np.ascontiguousarray(b.T) if tb else b
     c0 = rng.standard_normal((M, N), dtype=np.float32)
     for n in (1, 2):
         fastnn.set_num_threads(n)
         got = np.full((M, N), np.nan, np.float32)
-        _core.gemm(got, a, b, False, True)
+        _core.gemm(got, a, b, ta, tb)
         want = np.empty((M, N), np.float32)
-        _core.gemm(want, a, bt, False, False)
+        _core.gemm(want, plain_a, plain_b, False, False)
         assert np.array_equal(got, want)
         acc = c0.copy()
-        _core.gemm(acc, a, b, False, True, accumulate=True)
-        check_close(acc, a, b, False, True, K, c0=c0.astype(np.float64))
+        _core.gemm(acc, a, b, ta, tb, accumulate=True)
+        check_close(acc, a, b, ta, tb, K, c0=c0.astype(np.float64))
         if n == 1:
             acc1 = acc
         else:
             assert np.array_equal(acc, acc1)
+
+
+@pytest.mark.parametrize("M,N,K", [(1, 300, 256), (7, 40, 300), (33, 257, 520), (64, 64, 1000),
+                                   (256, 300, 256)])
+def test_gemm_skinny_a_times_b_transposed(isa, restore_threads, M, N, K):
+    # A·Bᵀ with few rows and K >= 256: Bᵀ's rows are read in place.
+    check_runs_transposed(M, N, K, False, True)
 
 
 @pytest.mark.parametrize("M,N,K", [(32, 10, 32), (64, 10, 256), (784, 10, 32), (100, 16, 500),
                                    (33, 1, 7), (128, 3, 1000)])
 def test_gemm_narrow_a_transposed_times_b(isa, restore_threads, M, N, K):
-    # Aᵀ·B into at most 16 columns (a weight gradient xᵀ·dz of a small output layer) runs
-    # transposed: the loop nest's sums on a copied Aᵀ, bit for bit; with accumulate, C is
-    # added to the whole sum (within tolerance), the same on any thread count.
-    rng = np.random.default_rng(M + N + K)
-    a, b = operands(rng, M, N, K, True, False)
-    at = np.ascontiguousarray(a.T)
-    c0 = rng.standard_normal((M, N), dtype=np.float32)
-    for n in (1, 2):
-        fastnn.set_num_threads(n)
-        got = np.full((M, N), np.nan, np.float32)
-        _core.gemm(got, a, b, True, False)
-        want = np.empty((M, N), np.float32)
-        _core.gemm(want, at, b, False, False)
-        assert np.array_equal(got, want)
-        acc = c0.copy()
-        _core.gemm(acc, a, b, True, False, accumulate=True)
-        check_close(acc, a, b, True, False, K, c0=c0.astype(np.float64))
-        if n == 1:
-            acc1 = acc
-        else:
-            assert np.array_equal(acc, acc1)
+    # Aᵀ·B into at most 16 columns (the weight gradient xᵀ·dz of a small output layer).
+    check_runs_transposed(M, N, K, True, False)
 
 
 def out_at_line_offset(M, N, offset):
