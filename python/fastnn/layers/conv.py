@@ -74,8 +74,8 @@ class Conv2D(QuantKernels, Activated):
             self.add_weight("bias", (self.filters,), self.bias_initializer)
         return (self._geo.out_h, self._geo.out_w, self.filters)
 
-    def _core_args(self):
-        return self._geo.core_args(self.groups)
+    def _core_args(self) -> tuple:
+        return self._geo.core_pos(self.groups)
 
     def can_quantize(self) -> bool:
         return self.groups == 1
@@ -98,7 +98,7 @@ class Conv2D(QuantKernels, Activated):
         if training and act == _core.Act.gelu:
             z = self.buffer("z", shape)
         _core.conv2d_forward(y, z, x, self.kernel, self.bias if self.use_bias else None,
-                             act=act, **self._core_args())
+                             *self._core_args(), act)
         y = self._finish(y)
         if training:
             self._x, self._y, self._z, self._act = x, y, z, act
@@ -113,8 +113,8 @@ class Conv2D(QuantKernels, Activated):
         else:
             dw = db = None
         # dz doubles as the kernel's scratch: dy belongs to this step only.
-        _core.conv2d_backward(dx, dw, db, dz, dz, x, self.kernel, y, self._z, act=self._act,
-                              **self._core_args())
+        _core.conv2d_backward(dx, dw, db, dz, dz, x, self.kernel, y, self._z, *self._core_args(),
+                              self._act)
         return dx
 
     def get_config(self):

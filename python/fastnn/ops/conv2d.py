@@ -37,6 +37,12 @@ class Conv2DGeometry(NamedTuple):
         return dict(stride_h=self.stride_h, stride_w=self.stride_w, pad_top=self.pad_top,
                     pad_left=self.pad_left, dil_h=self.dil_h, dil_w=self.dil_w, groups=groups)
 
+    def core_pos(self, groups: int) -> tuple:
+        """The same, as positional arguments in the kernels' order (act follows): parsing
+        them as keywords took 1.5 us of a 3 us call at batch 1."""
+        return (self.stride_h, self.stride_w, self.pad_top, self.pad_left, self.dil_h,
+                self.dil_w, groups)
+
 
 def _pair(value, op: str, name: str, minimum: int) -> tuple[int, int]:
     """An int or a pair of ints, each >= minimum, as (h, w)."""
@@ -195,7 +201,7 @@ def conv2d(x, w, b=None, strides=1, padding="valid", dilation=1, groups=1,
     out = check_out(out, shape, op) if out is not None else np.empty(shape, np.float32)
     if z is not None:
         z = check_out(z, shape, op, "z")
-    _core.conv2d_forward(out, z, x, w, b, act=act, **geo.core_args(groups))
+    _core.conv2d_forward(out, z, x, w, b, *geo.core_pos(groups), act)
     return out
 
 
@@ -256,5 +262,5 @@ def conv2d_backward(dy, x, w, y=None, z=None, strides=1, padding="valid", dilati
     dw = grad(dw, need_dw, "need_dw", w.shape, "dw")
     db = grad(db, has_bias, "has_bias", (w.shape[3],), "db")
     dz = None if act == _core.Act.linear else np.empty(yshape, np.float32)
-    _core.conv2d_backward(dx, dw, db, dz, dy, x, w, y, z, act=act, **geo.core_args(groups))
+    _core.conv2d_backward(dx, dw, db, dz, dy, x, w, y, z, *geo.core_pos(groups), act)
     return dx, dw, db
