@@ -143,6 +143,29 @@ def test_onnxruntime_quantize_static_qdq_mlp(data, float_mlp, tmp_path, per_chan
         assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.9
 
 
+def test_qdq_keeps_the_relu_onnxruntime_folded_into_a_range(tmp_path):
+    """ONNX Runtime drops the Relu after a QDQ Conv and lets the zero point of the next
+    QuantizeLinear clip at 0. When what reads that tensor is not an int8 product (here a
+    global average pool), the import keeps the saturation as a Clip: without it the
+    outputs were off by about the output's own size."""
+    L = fn.layers
+    model = fn.Sequential([L.Conv2D(8, 3, activation="relu", input_shape=(8, 8, 3)),
+                           L.GlobalAveragePooling2D(), L.Dense(4)], seed=0)
+    model.build()
+    float_path, path = tmp_path / "float.onnx", tmp_path / "qdq.onnx"
+    fn.onnx.export(model, float_path)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 8, 8, 3)).astype(np.float32)
+    name = onnx.load(str(float_path)).graph.input[0].name
+    oq.quantize_static(str(float_path), str(path), _Reader(name, x),
+                       quant_format=oq.QuantFormat.QDQ)
+    assert "Relu" not in {n.op_type for n in onnx.load(str(path)).graph.node}
+    imported = fn.onnx.load(path)
+    step = _output_step(path)
+    for batch in (x[:5], rng.standard_normal((7, 8, 8, 3)).astype(np.float32)):
+        assert np.max(np.abs(imported.predict(batch) - _ort_run(path, batch))) <= 3 * step
+
+
 @pytest.fixture(scope="module")
 def float_cnn(data, tmp_path_factory):
     x, y = data

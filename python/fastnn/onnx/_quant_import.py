@@ -18,10 +18,11 @@ Three forms are recognised:
   is ``DequantizeLinear(QuantizeLinear(x, s, z), s, z)`` and whose weight is
   ``DequantizeLinear`` of a constant int8 tensor: a static int8 layer with input scale s
   and zero point z. The other QuantizeLinear -> DequantizeLinear pairs (on the products'
-  outputs, the bias sums, the softmax) are dropped: fastnn keeps those tensors in
-  float32, so its outputs differ from ONNX Runtime's by those roundings (a few output
-  quantization steps). Other DequantizeLinear of constants (biases) are folded into
-  float constants.
+  outputs, the bias sums, the softmax) become a Clip to the range the quantization can
+  represent: fastnn keeps those tensors in float32, so its outputs differ from ONNX
+  Runtime's by those roundings (a few output quantization steps), but the saturation
+  stays (ONNX Runtime removes a Relu whose range a zero point clips). Other
+  DequantizeLinear of constants (biases) are folded into float constants.
 * QOperator (quantize_static with quant_format=QuantFormat.QOperator): ``QLinearMatMul``
   (with the ``QLinearAdd`` of its bias), ``QLinearConv`` and ``QGemm`` become static int8
   layers with their input scale and zero point; ``QLinearAdd`` / ``QLinearMul`` of two
@@ -253,6 +254,14 @@ def _qdq_input(g, name):
     return q.input[0], np.float32(np.asarray(sq).reshape(())), _u8_zero_point(q, zq)
 
 
+def _saturation_clip(g, x, s, zu8, out, name=""):
+    """Clip(x) -> out to [(0 - zu8)·s, (255 - zu8)·s]: the values a uint8 quantization
+    with scale s and zero point zu8 (an int8 one with zero point zu8 - 128) can give."""
+    lo, hi = (np.float32((q - zu8) * np.float64(s)) for q in (0, 255))
+    return g.helper.make_node("Clip", [x, g.add_const("lo", lo), g.add_const("hi", hi)],
+                              [out], name=name)
+
+
 def _u8_zero_point(node, z):
     """The uint8 zero point of an activation quantized to uint8 or int8 with zero point z:
     int8 q = clip(rint(x/s) + z, -128, 127) is the uint8 clip(rint(x/s) + z + 128, 0, 255)
@@ -480,10 +489,7 @@ class _QOperator:
         if y == out:
             return []
         s, z = self.qp[out]
-        info = np.iinfo(z.dtype)
-        lo, hi = (np.float32((q - int(z)) * np.float64(s)) for q in (info.min, info.max))
-        return [self.g.helper.make_node(
-            "Clip", [y, self.g.add_const("lo", lo), self.g.add_const("hi", hi)], [out])]
+        return [_saturation_clip(self.g, y, s, _u8_zero_point(None, z), out)]
 
     def product(self, node):
         """[the QDense / QConv node of a QLinearMatMul, QLinearConv or QGemm, its Clip]."""
@@ -658,8 +664,11 @@ def rewrite(proto, helper, nh):
         elif node.op_type == "DequantizeLinear" and g.const(node.input[0]) is not None:
             g.consts[node.output[0]] = g.new_inits[node.output[0]] = _dequantize(g, node)
         elif node.op_type == "DequantizeLinear" and _qdq_input(g, node.output[0]) is not None:
-            x = _qdq_input(g, node.output[0])[0]  # a fake-quantized activation: kept float
-            nodes.append(helper.make_node("Identity", [x], [node.output[0]], name=node.name))
+            # a fake-quantized activation: kept float, without the rounding but with the
+            # saturation (ONNX Runtime drops a Relu whose range the zero point already
+            # clips; Conv -> Relu -> GlobalAveragePool lost its Relu without this Clip)
+            x, xs, xz = _qdq_input(g, node.output[0])
+            nodes.append(_saturation_clip(g, x, xs, xz, node.output[0], node.name))
         else:
             nodes.append(node)
     nodes = _live(nodes, proto.graph.output)
