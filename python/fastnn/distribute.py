@@ -315,7 +315,7 @@ class DataParallel:
         for i, layer in enumerate(norms):
             _update_moving(layer, [st for s in order for st in shards[s][2][i]])
         t3 = time.perf_counter()
-        model.optimizer.step(model._params[:n_tr], model._grads[:n_tr])
+        model.optimizer._step(model._params[:n_tr], model._grads[:n_tr])
         t4 = time.perf_counter()
         tm = self.timings
         tm["compute"] += t1 - t0

@@ -592,7 +592,7 @@ class Model(Layer):
     def _train_step(self, xs, ys):
         loss_sum, preds = self._loss_and_grads(xs, ys)
         n = self._n_trainable
-        self.optimizer.step(self._params[:n], self._grads[:n])
+        self.optimizer._step(self._params[:n], self._grads[:n])
         return loss_sum, preds
 
     def _grad_zeroing(self):

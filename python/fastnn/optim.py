@@ -99,6 +99,11 @@ class Optimizer:
         elif params.size != self._n:
             raise ValueError(f"{where}: the state was built for {self._n} parameters, got "
                              f"{params.size} (call build({params.size}) to start afresh)")
+        self._step(params, grads, zero_grads)
+
+    def _step(self, params: np.ndarray, grads: np.ndarray, zero_grads: bool = False) -> None:
+        """step() on buffers known to fit the built state (a model's own flat parameter and
+        gradient buffers, once per training step): no argument checks."""
         lr = self.learning_rate
         hook, lo = _update_hook(params)
         if hook is not None:
