@@ -291,6 +291,16 @@ struct Problem {
   float xs = 1.0f, xz = 0.0f;
 };
 
+// Rows [ic, ic+mc), K values [pc, pc+kc) of p.X quantized into qbuf with row stride
+// kcb, each row's pad bytes zero (they meet B's zero rows).
+void quantize_rows(const QKernel& kr, const Problem& p, uint8_t* qbuf, int64_t ic,
+                   int64_t mc, int64_t pc, int64_t kc, int64_t kcb) {
+  for (int64_t i = 0; i < mc; ++i) {
+    kr.quantize(qbuf + i * kcb, p.X + (ic + i) * p.K + pc, kc, p.xs, p.xz);
+    std::memset(qbuf + i * kcb + kc, 0, size_t(kcb - kc));
+  }
+}
+
 // Block A of rows [ic, ic+mc), K values [pc, pc+kc) for kernels that read K groups
 // (blk.a, a_rs, a_gs, a_ts): in place (a given A or the quantized rows, stride kcb) when
 // the kernel reads A directly, else packed into abuf.
@@ -298,11 +308,7 @@ void a_groups(const QKernel& kr, const Problem& p, Block& blk, uint8_t* abuf, ui
               int64_t ic, int64_t mc, int64_t pc, int64_t kc, int64_t kcb, bool direct) {
   const bool in_place = direct && (p.X || p.K % kr.kgroup == 0 || ic + mc < p.M);
   if (p.X) {
-    // Row stride kcb; the pad bytes meet B's zero rows (any value gives 0).
-    for (int64_t i = 0; i < mc; ++i) {
-      kr.quantize(qbuf + i * kcb, p.X + (ic + i) * p.K + pc, kc, p.xs, p.xz);
-      for (int64_t k = kc; k < kcb; ++k) qbuf[i * kcb + k] = 0;
-    }
+    quantize_rows(kr, p, qbuf, ic, mc, pc, kc, kcb);
     if (in_place) {
       blk.a = qbuf;
       blk.a_rs = kcb;
@@ -333,10 +339,7 @@ void a_rows(const QKernel& kr, const Problem& p, Block& blk, uint8_t* abuf, uint
             int64_t ic, int64_t mc, int64_t pc, int64_t kc, int64_t kcb) {
   const int64_t rows = round_up(mc, 16);
   if (p.X) {
-    for (int64_t i = 0; i < mc; ++i) {
-      kr.quantize(qbuf + i * kcb, p.X + (ic + i) * p.K + pc, kc, p.xs, p.xz);
-      std::memset(qbuf + i * kcb + kc, 0, size_t(kcb - kc));
-    }
+    quantize_rows(kr, p, qbuf, ic, mc, pc, kc, kcb);
     blk.a = qbuf;
     blk.a_rs = kcb;
   } else if ((ic + rows - 1) * p.K + pc + kcb <= p.M * p.K) {
