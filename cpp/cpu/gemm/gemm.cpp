@@ -101,7 +101,7 @@ struct Problem {
   bool trans_a, trans_b, accumulate;
   int64_t kc;  // K block: a function of K only (this fixes the order of the sums)
   const int32_t* brows = nullptr;  // gemm_rows: row k of op(B) is row brows[k] of B
-  bool as_is = false;              // never run transposed (see skinny)
+  bool as_is = false;              // never run transposed (see runs_transposed)
 };
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -229,14 +229,14 @@ void run_gemm(Problem p);
 //    columns is no faster transposed (its x would have to be packed), so it stays.
 // The sums are those of the loop nest (same K blocks and order); with accumulate, C is
 // added once to the whole sum rather than once per K block.
-bool skinny(const Problem& p) {
+bool runs_transposed(const Problem& p) {
   if (p.as_is || p.brows) return false;
   if (p.trans_a && !p.trans_b) return p.N <= 16 && p.M >= 32;
   return p.trans_b && !p.trans_a &&
          p.M <= FASTNN_GEMM_SKINNY_MAX_M && p.N >= p.M && p.K >= 256;
 }
 
-void run_skinny(const Problem& p) {
+void run_transposed(const Problem& p) {
   const int64_t M = p.M, N = p.N;
   float* T = t_transposed.get(N * M);
   if (!T) throw std::bad_alloc();
@@ -277,8 +277,8 @@ void run_gemm(Problem p) {
       for (int64_t i = 0; i < M; ++i) std::memset(C + i * p.ldc, 0, size_t(N) * sizeof(float));
     return;
   }
-  if (skinny(p)) {
-    run_skinny(p);
+  if (runs_transposed(p)) {
+    run_transposed(p);
     return;
   }
   const Kernel& kr = current_kernel();
