@@ -93,34 +93,43 @@ def test_fastnn_cross_attention_round_trips(rng, tmp_path):
 
 
 def _torch_net(torch, kind, **kw):
+    """A torch model of kind "mha" (nn.MultiheadAttention), "layers" (two
+    nn.TransformerEncoderLayer) or "encoder" (an nn.TransformerEncoder of two, which
+    converts the mask once for both); forward(x, m=None) takes an optional boolean key
+    padding mask m (N, S), true = ignore that key."""
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
             if kind == "mha":
                 self.m = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+            elif kind == "encoder":
+                layer = torch.nn.TransformerEncoderLayer(16, 4, 32, batch_first=True, **kw)
+                self.m = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
             else:
                 self.m = torch.nn.ModuleList([
                     torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.1, batch_first=True, **kw)
                     for _ in range(2)])
             self.fc = torch.nn.Linear(16, 3)
 
-        def forward(self, x):
+        def forward(self, x, m=None):
             if kind == "mha":
-                y, _ = self.m(x, x, x, need_weights=False)
+                y, _ = self.m(x, x, x, key_padding_mask=m, need_weights=False)
+            elif kind == "encoder":
+                y = self.m(x, src_key_padding_mask=m)
             else:
                 y = x
                 for layer in self.m:
-                    y = layer(y)
+                    y = layer(y, src_key_padding_mask=m)
             return self.fc(y.mean(1))
     return Net()
 
 
 _TORCH = {
     "multihead_attention": dict(kind="mha"),
-    "encoder_post_norm_relu": dict(kind="enc"),
-    "encoder_pre_norm_relu": dict(kind="enc", norm_first=True),
-    "encoder_post_norm_gelu": dict(kind="enc", activation="gelu"),
-    "encoder_pre_norm_gelu": dict(kind="enc", norm_first=True, activation="gelu"),
+    "encoder_post_norm_relu": dict(kind="layers"),
+    "encoder_pre_norm_relu": dict(kind="layers", norm_first=True),
+    "encoder_post_norm_gelu": dict(kind="layers", activation="gelu"),
+    "encoder_pre_norm_gelu": dict(kind="layers", norm_first=True, activation="gelu"),
 }
 
 
@@ -148,39 +157,6 @@ def test_import_torch_attention(name, tmp_path):
     n_attn = sum(isinstance(lay, L.MultiHeadAttention) for lay in model.layers)
     assert n_attn == (1 if name == "multihead_attention" else 2)
     _fits(model, x.numpy(), want)
-
-
-class _TorchMasked:
-    """torch modules whose forward(x, m) takes a boolean key padding mask m (N, S), true =
-    ignore that key."""
-
-    @staticmethod
-    def make(torch, kind, **kw):
-        class Net(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                if kind == "mha":
-                    self.m = torch.nn.MultiheadAttention(16, 4, batch_first=True)
-                elif kind == "encoder":  # converts the mask once for both layers
-                    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, batch_first=True, **kw)
-                    self.m = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
-                else:
-                    self.m = torch.nn.ModuleList([
-                        torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.1, batch_first=True,
-                                                         **kw) for _ in range(2)])
-                self.fc = torch.nn.Linear(16, 3)
-
-            def forward(self, x, m):
-                if kind == "mha":
-                    y, _ = self.m(x, x, x, key_padding_mask=m, need_weights=False)
-                elif kind == "encoder":
-                    y = self.m(x, src_key_padding_mask=m)
-                else:
-                    y = x
-                    for layer in self.m:
-                        y = layer(y, src_key_padding_mask=m)
-                return self.fc(y.mean(1))
-        return Net()
 
 
 _TORCH_MASKED = {
@@ -214,7 +190,7 @@ def test_import_torch_key_padding_mask(name, rng, tmp_path):
     key; the imported attention layers get its logical_not as their key mask."""
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    net = _TorchMasked.make(torch, **_TORCH_MASKED[name]).eval()
+    net = _torch_net(torch, **_TORCH_MASKED[name]).eval()
     x, m = torch.randn(3, 9, 16), _padding(torch, 3, 9)
     path = tmp_path / "torch_masked.onnx"
     torch.onnx.export(net, (x, m), str(path), input_names=["x", "m"], output_names=["y"],
