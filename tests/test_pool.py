@@ -195,6 +195,23 @@ def test_max_pool_ties_pick_the_first_and_padding_never_wins():
     assert idx[0, 0, 0, 0] == 0 and idx[0, 3, 3, 0] == 2 * 4 + 2  # top-left real element
 
 
+@pytest.mark.parametrize("shape,pool,strides,padding",
+                         CASES + [((2, 9, 7, 72), 2, None, "valid"), ((1, 6, 6, 48), 3, 2, "same")],
+                         ids=IDS + ["72ch", "48ch"])
+def test_max_pool_without_positions_matches_reference(shape, pool, strides, padding):
+    # Inference (the layer's forward when not training) asks for no positions: its own
+    # loops, 32, 16 and 8 channels at a time, then one at a time.
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[::37] = np.nan  # NaN wins wherever it is
+    yr, _ = ref.max_pool2d(x, pool, strides, padding)
+    y = np.full(yr.shape, 7.0, np.float32)
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    _core.max_pool2d_forward(y, None, x, pair(pool), pair(strides or pool),
+                             getattr(_core.Padding, padding))
+    np.testing.assert_array_equal(y, yr)  # NaNs in the same places
+
+
 def test_max_pool_propagates_nan_like_the_reference():
     rng = np.random.default_rng(8)
     x = rng.standard_normal((2, 6, 6, 3)).astype(np.float32)

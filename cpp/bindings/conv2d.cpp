@@ -1,7 +1,11 @@
-// Bindings of conv2d.h: conv2d_forward, conv2d_backward, conv2d_algorithm (and the plain
+// Bindings of conv2d.h and conv2d_pool.h: conv2d_forward, conv2d_backward,
+// conv2d_algorithm, conv2d_max_pool2d_forward (and the plain
 // twins under fastnn._core.plain). x (N, H, W, C), w (KH, KW, C/groups, OC), b (OC,),
 // y/z/dy/dz (N, OH, OW, OC); OH and OW are read from y (forward) or dy (backward).
 #include "fastnn/conv2d.h"
+#include "fastnn/conv2d_pool.h"
+
+#include <pybind11/stl.h>
 
 #include <string>
 #include <utility>
@@ -14,6 +18,10 @@ namespace fastnn::bind {
 const char* act_name(Act act);
 void bind_act_enum(py::module_& m);
 py::module_ plain_module(py::module_& m);
+// Defined in bindings/pool.cpp.
+Pool2d pool_geometry(const char* op, int64_t N, int64_t H, int64_t W, int64_t C,
+                     const std::pair<int64_t, int64_t>& pool,
+                     const std::pair<int64_t, int64_t>& strides, Padding padding);
 
 namespace {
 
@@ -220,6 +228,43 @@ void bind_conv2d(py::module_& m) {
       py::arg("dil_h") = 1, py::arg("dil_w") = 1, py::arg("groups") = 1,
       "Which path conv2d_forward/backward take for these shapes: 'pointwise', 'im2col',\n"
       "'direct' or 'depthwise'.");
+
+  m.def(
+      "conv2d_max_pool2d_forward",
+      [](py::handle y_, py::handle x_, py::handle w_, py::handle b_, int64_t stride_h,
+         int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t dil_h, int64_t dil_w,
+         int64_t groups, Act act, int64_t OH, int64_t OW,
+         const std::pair<int64_t, int64_t>& pool_size,
+         const std::pair<int64_t, int64_t>& pool_strides, Padding pool_padding, bool naive) {
+        const char* op = "conv2d_max_pool2d_forward";
+        const ConvArgs a =
+            conv_args(op, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups, act);
+        auto x = in<float>(op, "x", x_, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
+        const int64_t N = x[0], H = x[1], W = x[2], C = x[3];
+        auto w = in<float>(op, "w", w_, {ANY, ANY, ANY, ANY}, "(KH, KW, C/groups, OC)");
+        const int64_t KH = w[0], KW = w[1], OC = w[3];
+        check_geometry(op, "OH/OW", H, W, C, KH, KW, w[2], OC, OH, OW, a);
+        const Pool2d g = pool_geometry(op, N, OH, OW, OC, pool_size, pool_strides,
+                                       pool_padding);
+        auto y = out<float>(op, "y", y_, {N, g.OH, g.OW, OC}, "(N, PH, PW, OC)");
+        auto b = in_opt<float>(op, "b", b_, {OC}, "(OC,)");
+        no_overlap(op, "y", y, "x", x);
+        no_overlap(op, "y", y, "w", w);
+        no_overlap(op, "y", y, "b", b);
+        py::gil_scoped_release nogil;
+        (naive ? conv2d_max_pool2d_forward_naive : conv2d_max_pool2d_forward)(
+            y.data, x.data, w.data, b.data, N, H, W, C, OC, KH, KW, a.sh, a.sw, a.pt, a.pl, OH,
+            OW, a.dh, a.dw, a.groups, a.act, g);
+      },
+      py::arg("y"), py::arg("x"), py::arg("w"), py::arg("b"), py::arg("stride_h"),
+      py::arg("stride_w"), py::arg("pad_top"), py::arg("pad_left"), py::arg("dil_h"),
+      py::arg("dil_w"), py::arg("groups"), py::arg("act"), py::arg("OH"), py::arg("OW"),
+      py::arg("pool_size"), py::arg("pool_strides"), py::arg("pool_padding"),
+      py::arg("naive") = false,
+      "Inference Conv2D + MaxPooling2D: y (N,PH,PW,OC) = max pool (pool_size, pool_strides,\n"
+      "pool_padding) of act(conv(x, w) + b), the conv's arguments as conv2d_forward's and\n"
+      "its output (N,OH,OW,OC) kept in cache a chunk of images at a time. Equal bit for bit\n"
+      "to conv2d_forward then max_pool2d_forward. naive: the plain loops.");
 }
 
 }  // namespace fastnn::bind

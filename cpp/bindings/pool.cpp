@@ -18,9 +18,12 @@ std::string pair_str(const Pair& p) {
   return "(" + std::to_string(p.first) + ", " + std::to_string(p.second) + ")";
 }
 
+}  // namespace
+
 // Checks the options and the input size; returns the geometry or raises ValueError.
-Pool2d geometry(const char* op, int64_t N, int64_t H, int64_t W, int64_t C, const Pair& pool,
-                const Pair& strides, Padding padding) {
+// (Also used by the conv2d_max_pool2d_forward binding.)
+Pool2d pool_geometry(const char* op, int64_t N, int64_t H, int64_t W, int64_t C,
+                     const Pair& pool, const Pair& strides, Padding padding) {
   // (Messages are composed only on failure: this runs on every call.)
   if (pool.first < 1 || pool.second < 1)
     fail_value(op, "pool_size", "must hold positive sizes, got " + pair_str(pool));
@@ -40,8 +43,6 @@ Pool2d geometry(const char* op, int64_t N, int64_t H, int64_t W, int64_t C, cons
   return g;
 }
 
-}  // namespace
-
 void bind_pool(py::module_& m) {
   py::enum_<Padding>(m, "Padding", "Padding of a pooling window (Keras/TensorFlow rules).")
       .value("valid", Padding::valid)
@@ -53,7 +54,8 @@ void bind_pool(py::module_& m) {
          const std::string& op) {
         if (hw.first < 1 || hw.second < 1)
           fail_value(op.c_str(), "x", "must have positive spatial sizes, got " + pair_str(hw));
-        Pool2d g = geometry(op.c_str(), 1, hw.first, hw.second, 1, pool_size, strides, padding);
+        Pool2d g = pool_geometry(op.c_str(), 1, hw.first, hw.second, 1, pool_size, strides,
+                                 padding);
         return Pair{g.OH, g.OW};
       },
       py::arg("hw"), py::arg("pool_size"), py::arg("strides"), py::arg("padding"),
@@ -67,7 +69,7 @@ void bind_pool(py::module_& m) {
          const Pair& strides, Padding padding, bool naive) {
         const char* op = "max_pool2d";
         auto X = in<float>(op, "x", x, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
-        Pool2d g = geometry(op, X[0], X[1], X[2], X[3], pool_size, strides, padding);
+        Pool2d g = pool_geometry(op, X[0], X[1], X[2], X[3], pool_size, strides, padding);
         auto Y = out<float>(op, "out", y, {g.N, g.OH, g.OW, g.C}, "(N, OH, OW, C)");
         auto I = out_opt<int32_t>(op, "indices", indices, {g.N, g.OH, g.OW, g.C},
                                   "(N, OH, OW, C)");
@@ -114,7 +116,7 @@ void bind_pool(py::module_& m) {
          Padding padding, bool naive) {
         const char* op = "avg_pool2d";
         auto X = in<float>(op, "x", x, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
-        Pool2d g = geometry(op, X[0], X[1], X[2], X[3], pool_size, strides, padding);
+        Pool2d g = pool_geometry(op, X[0], X[1], X[2], X[3], pool_size, strides, padding);
         auto Y = out<float>(op, "out", y, {g.N, g.OH, g.OW, g.C}, "(N, OH, OW, C)");
         no_overlap(op, "out", Y, "x", X);
         py::gil_scoped_release nogil;
@@ -130,7 +132,7 @@ void bind_pool(py::module_& m) {
          Padding padding, bool accumulate, bool naive) {
         const char* op = "avg_pool2d_backward";
         auto DX = out<float>(op, "dx", dx, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
-        Pool2d g = geometry(op, DX[0], DX[1], DX[2], DX[3], pool_size, strides, padding);
+        Pool2d g = pool_geometry(op, DX[0], DX[1], DX[2], DX[3], pool_size, strides, padding);
         auto DY = in<float>(op, "dy", dy, {g.N, g.OH, g.OW, g.C}, "(N, OH, OW, C)");
         no_overlap(op, "dx", DX, "dy", DY);
         py::gil_scoped_release nogil;

@@ -759,6 +759,7 @@ __attribute__((always_inline)) inline void implicit_tile(float* yo, float* zo, i
   for (int64_t kh = 0; kh < g.KH; ++kh) {
     const float* p[PB];
     for (int j = 0; j < PB; ++j) p[j] = px[j] + kh * step;
+#pragma GCC unroll 4
     for (int64_t t = 0; t < run; ++t, wq += ldw) {
       V wv[NV];
       for (int v = 0; v < NV; ++v) wv[v] = loadv<V>(wq + L * v);
@@ -786,11 +787,15 @@ FASTNN_INLINE void implicit_run(float* y, float* z, const float* x, const float*
   const int64_t OC = g.OC;
   for (int64_t q = p0; q < p1; q += PB) {
     const int64_t np = std::min<int64_t>(PB, p1 - q);
+    // The tile's windows: pixel q's by division, the next ones by stepping (ow, oh, n).
     const float* px[PB];
+    int64_t ow = q % g.OW, oh = (q / g.OW) % g.OH, n = q / (g.OW * g.OH);
     for (int j = 0; j < PB; ++j) {
-      const int64_t p = q + std::min<int64_t>(j, np - 1);
-      const int64_t ow = p % g.OW, r = p / g.OW, oh = r % g.OH, n = r / g.OH;
       px[j] = x + ((n * g.H + oh * g.sh) * g.W + ow * g.sw) * g.C;
+      if (j + 1 < np && ++ow == g.OW) {
+        ow = 0;
+        if (++oh == g.OH) oh = 0, ++n;
+      }
     }
     float* yo = y + q * OC + o0;
     float* zo = z ? z + q * OC + o0 : nullptr;

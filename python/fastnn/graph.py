@@ -526,6 +526,43 @@ class _MultiStep:
                 _add(grads, i, dx)
 
 
+class _FusedStep:
+    """Inference of two single-input layers in a row, the first read only by the second,
+    as one call (Layer.fuse_inference): e.g. Conv2D -> MaxPooling2D."""
+    __slots__ = ("layer", "i", "o", "run")
+
+    def forward(self, vals, masks, training):
+        vals[self.o] = self.run(vals[self.i])
+
+
+def _fuse_for_inference(direct, out_slots):
+    """The plan's (step, layer) list with each fusable pair of single-input layers replaced
+    by one _FusedStep. A pair fuses when the second step reads only the first's output,
+    nothing else reads that output, and neither step forces training=True."""
+    readers: dict[int, int] = {}
+    for st, _ in direct:
+        for s in (st.ins if hasattr(st, "ins") else (st.i,)):
+            readers[s] = readers.get(s, 0) + 1
+    out, k = [], 0
+    while k < len(direct):
+        st, layer = direct[k]
+        nxt = direct[k + 1] if k + 1 < len(direct) else (None, None)
+        run = None
+        if (layer is not None and nxt[1] is not None and nxt[0].i == st.o
+                and readers.get(st.o) == 1 and st.o not in out_slots
+                and not st.training and not nxt[0].training):
+            run = layer.fuse_inference(nxt[1])
+        if run is None:
+            out.append((st, layer))
+            k += 1
+            continue
+        fused = _FusedStep()
+        fused.layer, fused.i, fused.o, fused.run = layer, st.i, nxt[0].o, run
+        out.append((fused, None))
+        k += 2
+    return out
+
+
 def fresh_inference_output(layer) -> bool:
     """Whether layer.forward(x, training=False) returns a new array: the promise of the
     class that defines the forward in use."""
@@ -636,6 +673,10 @@ class Plan:
         if not any(layer.creates_mask() for layer in self.layers):
             self.direct = [(st, st.layer if type(st) is _LayerStep else None)
                            for st in self.steps]
+        # Inference runs fusable pairs of layers as one kernel (Conv2D -> MaxPooling2D).
+        self.direct_infer = self.direct
+        if self.direct is not None:
+            self.direct_infer = _fuse_for_inference(self.direct, self.out_slots)
 
     def activate(self):
         """Set each layer's need_input_grad for this plan (a layer can sit in several
@@ -654,7 +695,7 @@ class Plan:
             for st in self.steps:
                 st.forward(vals, masks, training)
         else:
-            for st, layer in self.direct:
+            for st, layer in (self.direct if training else self.direct_infer):
                 if layer is None:
                     st.forward(vals, masks, training)
                 else:

@@ -1,12 +1,15 @@
 """Convolution layers: Conv2D (channels-last images, as in Keras)."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .. import _core
 from ..ops.conv2d import _explicit_padding, _pair, conv2d_geometry
 from .base import register
 from .core import Activated, _init_name
+from .pooling import MaxPooling2D
 from .quantized import QuantKernels, observe
 
 
@@ -102,6 +105,29 @@ class Conv2D(QuantKernels, Activated):
         y = self._finish(y)
         if training:
             self._x, self._y, self._z, self._act = x, y, z, act
+        return y
+
+    def fuse_inference(self, nxt):
+        """Conv2D -> MaxPooling2D: one kernel that pools each chunk of images while its
+        convolution output is still in cache (see forward_max_pooled)."""
+        if (type(self).forward is not Conv2D.forward or type(nxt).forward is not MaxPooling2D.forward
+                or self.activation == "softmax"):
+            return None
+        return functools.partial(self.forward_max_pooled, pool=nxt)
+
+    def forward_max_pooled(self, x, pool):
+        """Inference: pool.forward(self.forward(x)) for a MaxPooling2D `pool` built on this
+        layer's output, equal bit for bit, without the whole convolution output in memory."""
+        if self.quantization is not None:
+            return pool.forward(self.forward(x))
+        if x.ndim != 4 or x.shape[1:] != self.input_shape:
+            want = ", ".join(map(str, self.input_shape))
+            raise ValueError(f"{self.name}: expected input (N, {want}), got shape {x.shape}")
+        observe(self, "kernel", x)
+        y = np.empty((x.shape[0],) + pool.output_shape, np.float32)
+        _core.conv2d_max_pool2d_forward(y, x, self.kernel, self.bias if self.use_bias else None,
+                                        *self._core_args(), self._fused_act(), self._geo.out_h,
+                                        self._geo.out_w, pool.pool_size, pool.strides, pool._pad)
         return y
 
     def backward(self, dy):
