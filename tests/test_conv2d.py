@@ -54,8 +54,10 @@ CASES = {
                                    dilation=2, algo="direct"),
     "direct-C4-1x1": case(2, 5, 6, 4, 9, 1, algo="direct"),
     # im2col shapes whose windows lie inside the image and OC % 16 == 0: the forward reads
-    # the windows in place (implicit GEMM; channel blocks of 32 then 16, short last tiles).
+    # the windows in place (implicit GEMM; channel blocks of 64, 32, then 16, short last
+    # tiles).
     "implicit-OC48": case(3, 9, 11, 12, 48, 3, algo="im2col"),
+    "implicit-OC112": case(2, 7, 8, 6, 112, 3, algo="im2col"),
     "implicit-OC16-stride2-dil(2,1)": case(2, 13, 12, 7, 16, 3, strides=2, dilation=(2, 1),
                                            algo="im2col"),
     "implicit-2x3-batch1": case(1, 6, 7, 5, 32, (2, 3), algo="im2col"),
@@ -342,12 +344,13 @@ def test_first_layer_small_integers_are_exact(name):
 
 IMPLICIT = {name: CASES[name] for name in CASES if name.startswith("implicit")}
 IMPLICIT["implicit-packed-weights"] = MNIST["mnist-conv2-batch8"]
+IMPLICIT["implicit-packed-OC112"] = case(3, 16, 15, 16, 112, 3, algo="im2col")  # 546 pixels
 
 
 @pytest.mark.parametrize("act", ["linear", "relu", "tanh"])
 @pytest.mark.parametrize("name", list(IMPLICIT))
 def test_implicit_forward_bitwise_identical_for_every_isa_tile(name, act, restore_isa):
-    # AVX-512 builds wide tiles (8 pixels x 32 channels), AVX2 narrow ones (6 x 16): each
+    # AVX-512 builds wide tiles (6 pixels x 64 channels, 8 x 32), AVX2 narrow ones (6 x 16): each
     # output is the same sum in the same order, so y and z agree bit for bit, and match
     # the twin within the float32 tolerance.
     c = IMPLICIT[name]
