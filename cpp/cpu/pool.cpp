@@ -17,8 +17,10 @@ namespace fastnn {
 
 namespace {
 
-// Elements of work per parallel chunk: enough to pay for waking a thread.
-constexpr int64_t kGrainWork = 1 << 14;
+// Elements of work per parallel chunk: enough to pay for waking a thread and for reading
+// an input another core just wrote (at 1 << 14, MNIST's first pooling on one image took
+// 3.4 us on two threads against 2.8 on one, and 16 us after its conv against 11).
+constexpr int64_t kGrainWork = 1 << 16;
 
 int64_t grain_for(int64_t work_per_unit) {
   return std::max<int64_t>(1, kGrainWork / std::max<int64_t>(work_per_unit, 1));
