@@ -22,6 +22,10 @@ CASES = [
     ((9, 9, 8, 16), (3, 3, 1, 16), {"groups": 16}, ((2, 2), (2, 2), "same"), "depthwise"),
     ((4, 12, 11, 3), (5, 3, 3, 17), {"strides": 2, "padding": "same"},
      ((2, 2), (1, 1), "valid"), "direct"),
+    # Odd outputs under a valid pool: the last row and column are not computed.
+    ((3, 7, 7, 5), (3, 3, 5, 16), {"padding": "same"}, ((2, 2), (2, 2), "valid"), "im2col"),
+    ((2, 9, 9, 2), (3, 3, 2, 8), {}, ((2, 2), (2, 2), "valid"), "direct"),
+    ((2, 9, 10, 8), (1, 1, 8, 16), {}, ((2, 2), (2, 2), "valid"), "pointwise"),
 ]
 IDS = [f"{c[-1]}-{c[0][0]}x{c[0][1]}x{c[0][2]}x{c[0][3]}-oc{c[1][3]}" for c in CASES]
 

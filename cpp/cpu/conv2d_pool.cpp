@@ -34,7 +34,12 @@ void conv2d_max_pool2d_forward(float* y, const float* x, const float* w, const f
                                int64_t dil_h, int64_t dil_w, int64_t groups, Act act,
                                const Pool2d& pool) {
   if (N == 0 || OC == 0 || pool.OH * pool.OW == 0) return;
-  const int64_t conv_image = OH * OW * OC, x_image = H * W * C;
+  // Only the rows and columns some window reads are computed: with valid pooling of an
+  // odd size the last one is not (MNIST's 11x11 -> 5x5: 100 of 121 pixels). The conv
+  // kernels then see a smaller output, which changes no sum.
+  const int64_t CH = std::min(OH, (pool.OH - 1) * pool.SH - pool.PT + pool.KH);
+  const int64_t CW = std::min(OW, (pool.OW - 1) * pool.SW - pool.PL + pool.KW);
+  const int64_t conv_image = CH * CW * OC, x_image = H * W * C;
   const int64_t y_image = pool.OH * pool.OW * OC;
   const int threads = num_threads();
   // Images per chunk: as many as the scratch holds, but no fewer chunks than the threads
@@ -48,9 +53,9 @@ void conv2d_max_pool2d_forward(float* y, const float* x, const float* w, const f
     const int64_t n0 = c * per, nn = std::min(per, N - n0);
     float* s = scratch(nn * conv_image);
     conv2d_forward(s, nullptr, x + n0 * x_image, w, b, nn, H, W, C, OC, KH, KW, stride_h,
-                   stride_w, pad_top, pad_left, OH, OW, dil_h, dil_w, groups, act);
+                   stride_w, pad_top, pad_left, CH, CW, dil_h, dil_w, groups, act);
     Pool2d g = pool;
-    g.N = nn;
+    g.N = nn, g.H = CH, g.W = CW;
     max_pool2d_forward(y + n0 * y_image, nullptr, s, g);
   };
   if (own)

@@ -13,7 +13,9 @@ namespace fastnn {
 // with the convolution's arguments as in conv2d_forward (its output (N,OH,OW,OC) is
 // never written to memory as a whole) and `pool` the pooling's geometry over that output:
 // pool.N, pool.H, pool.W, pool.C must be N, OH, OW, OC (pool2d_geometry fills the rest).
-// The batch is cut into chunks of images whose convolution output fits a per-thread
+// Only the rows and columns of that output some window reads are computed (a valid pool
+// of an odd size skips the last). The batch is cut into chunks of images whose
+// convolution output fits a per-thread
 // scratch buffer that stays in the L2 cache; each chunk is convolved and pooled in turn.
 // With enough images, each thread owns whole chunks; with few, every chunk uses all the
 // threads. Results equal conv2d_forward followed by max_pool2d_forward bit for bit (both
