@@ -15,10 +15,9 @@ namespace fastnn {
 // pool.N, pool.H, pool.W, pool.C must be N, OH, OW, OC (pool2d_geometry fills the rest).
 // Only the rows and columns of that output some window reads are computed (a valid pool
 // of an odd size skips the last). The batch is cut into chunks of images whose
-// convolution output fits a per-thread
-// scratch buffer that stays in the L2 cache; each chunk is convolved and pooled in turn.
-// With enough images, each thread owns whole chunks; with few, every chunk uses all the
-// threads. Results equal conv2d_forward followed by max_pool2d_forward bit for bit (both
+// convolution output fits a per-thread scratch buffer that stays in the L2 cache; each
+// chunk is convolved and pooled in turn. With enough images, each thread owns whole
+// chunks; with few, every chunk uses all the threads. Results equal conv2d_forward followed by max_pool2d_forward bit for bit (both
 // give every output the same sum in the same order for any batch size), for any thread
 // count. b may be nullptr; y must not overlap x, w or b.
 void conv2d_max_pool2d_forward(float* y, const float* x, const float* w, const float* b,
