@@ -2,8 +2,11 @@
 
     FASTNN_BENCH_THREADS=1 python -m pytest bench/test_quant_bench.py --benchmark-only
     python bench/test_quant_bench.py [--threads 1,2] [--rnn | --no-rnn] [--qisa avx512vnni]
+                                     [--isa avx2]
         # compact table with the ratios; --qisa forces an int8 ISA of this CPU (e.g. the
-        # VNNI kernel on a CPU that has AMX too), --no-rnn leaves out the recurrent rows
+        # VNNI kernel on a CPU that has AMX too), --isa the float GEMM's (with --qisa avx2:
+        # both dense kernels an AVX2 machine runs; the float conv kernels stay the CPU's
+        # own build), --no-rnn leaves out the recurrent rows
 
 Groups: one per layer and batch, e.g. ``qdense N=32 784->128 relu``; in each, impl =
 float (fastnn.ops.dense / conv2d, float32 weights), int8 (qdense / qconv2d with dynamic
@@ -302,6 +305,10 @@ def main(argv):
         if name not in _core.qgemm_supported_isas():
             sys.exit(f"--qisa: this CPU runs {list(_core.qgemm_supported_isas())}, not {name!r}")
         _core.set_qgemm_isa(name)
+    if "--isa" in argv:  # the float GEMM's (e.g. avx2 with --qisa avx2 on an AVX-512 CPU)
+        name = argv[argv.index("--isa") + 1]
+        if not _core.set_gemm_isa(name):
+            sys.exit(f"--isa: this CPU runs {list(_core.supported_isas())}, not {name!r}")
     print(f"fastnn {fastnn.build_info()}")
     print(f"int8 ISA {_core.qgemm_isa()}, float GEMM ISA {_core.gemm_isa()}")
     try:

@@ -437,6 +437,7 @@ void run_qgemm(Problem p) {
   }
 #endif
   if (nt <= 1) {
+    const FlushDenormals ftz;
     if (!run_block(kr, layout, p, 0, M, 0, N)) throw std::bad_alloc();
     return;
   }
@@ -459,6 +460,7 @@ void run_qgemm(Problem p) {
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(blocks) reduction(&& : ok)
   {
+    const FlushDenormals ftz;
     const int nth = omp_get_num_threads();
     for (int b = omp_get_thread_num(); b < blocks; b += nth) {
       const int bi = b / tn, bj = b % tn;
@@ -855,6 +857,7 @@ bool qconv2d_implicit(float* y, const uint8_t* xq, const uint8_t* packed, const 
   }
 #endif
   if (nt <= 1) {
+    const FlushDenormals ftz;
     rows(0, Q);
     return true;
   }
@@ -862,6 +865,7 @@ bool qconv2d_implicit(float* y, const uint8_t* xq, const uint8_t* packed, const 
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(nt) reduction(&& : ok)
   {
+    const FlushDenormals ftz;
     const int t = omp_get_thread_num(), T = omp_get_num_threads();
     try {
       rows(Q * t / T, Q * (t + 1) / T);
