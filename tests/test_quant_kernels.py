@@ -3,6 +3,9 @@ their NumPy twins (fastnn.reference.quant) on every int8 ISA this CPU can run: e
 products over edge and saturating shapes, the epilogue bit for bit (linear/relu) or to a
 few ulp (sigmoid/tanh/gelu), bitwise-identical results for 1 and 2 threads, quantizers
 bit for bit, error against the float ops, bad input."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -390,3 +393,23 @@ def test_bad_input():
         _core.qgemm_packed_size(4, 4, "sse9")
     with pytest.raises(ValueError, match="set_qgemm_isa"):
         _core.set_qgemm_isa("sse9")
+
+
+def test_default_pack_leaves_amx_for_short_k():
+    # Unforced, a weight whose K padding to AMX's 64 would grow the products by more than a
+    # quarter (a first conv's K = 9) is packed for VNNI; others for the CPU's best ISA.
+    # (A fresh process: set_qgemm_isa, called by the tests above, forces every pack.)
+    code = ("import numpy as np\nfrom fastnn import _core\n"
+            "def isa(k):\n"
+            "    b = np.ones((k, 8), np.int8)\n"
+            "    p = np.empty(_core.qgemm_packed_size(k, 8), np.uint8)\n"
+            "    _core.qgemm_pack_b(p, b)\n"
+            "    return _core.qgemm_packed_info(p)[0]\n"
+            "print(_core.qgemm_isa(), isa(9), isa(100), isa(288), isa(784))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    best, k9, k100, k288, k784 = out
+    if best == "amx":
+        assert (k9, k100, k288, k784) == ("avx512vnni", "avx512vnni", "amx", "amx")
+    else:
+        assert {k9, k100, k288, k784} == {best}

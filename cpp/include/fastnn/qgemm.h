@@ -32,13 +32,15 @@ constexpr int64_t kQgemmMaxK = 65793;
 const char* qgemm_isa();
 // Names the int8 ISAs this CPU can run, best first.
 const char* const* qgemm_supported_isas(int* count);
-// Force an int8 ISA (tests, benchmarks) for later packs and quantizers; false if this CPU
-// cannot run it.
+// Force an int8 ISA (tests, benchmarks) for later packs and quantizers, every pack then
+// in its layout (see qgemm_packed_size); false if this CPU cannot run it.
 bool set_qgemm_isa(const char* name);
 
-// Bytes of a packed (K,N) int8 weight for `isa` (nullptr: qgemm_isa()); -1 if unknown.
+// Bytes of a packed (K,N) int8 weight for `isa` (nullptr: qgemm_isa(), except that with
+// "amx" chosen by default, not by set_qgemm_isa, a K that padding to 64 would grow by more
+// than a quarter, e.g. a first conv's 9, is packed for "avx512vnni"); -1 if unknown.
 int64_t qgemm_packed_size(int64_t K, int64_t N, const char* isa);
-// packed (qgemm_packed_size bytes) = B int8 (K,N) in isa's layout (nullptr: qgemm_isa()),
+// packed (qgemm_packed_size bytes) = B int8 (K,N) in isa's layout (nullptr: as above),
 // zero-padded, with the column sums Σ_k B[k, n] and a header naming the ISA, K and N.
 void qgemm_pack_b(uint8_t* packed, const int8_t* B, int64_t K, int64_t N, const char* isa);
 // The ISA a packed buffer of `bytes` bytes was packed for, with its K and N; nullptr when
