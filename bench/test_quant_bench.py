@@ -307,8 +307,9 @@ def main(argv):
         _core.set_qgemm_isa(name)
     if "--isa" in argv:  # the float GEMM's (e.g. avx2 with --qisa avx2 on an AVX-512 CPU)
         name = argv[argv.index("--isa") + 1]
-        if not _core.set_gemm_isa(name):
+        if name not in _core.supported_isas():
             sys.exit(f"--isa: this CPU runs {list(_core.supported_isas())}, not {name!r}")
+        _core.set_gemm_isa(name)
     print(f"fastnn {fastnn.build_info()}")
     print(f"int8 ISA {_core.qgemm_isa()}, float GEMM ISA {_core.gemm_isa()}")
     try:
