@@ -157,9 +157,10 @@ int isa_index(const char* isa) {
 }
 
 // The layout a weight of K rows is packed in when the caller names none: the current
-// ISA's, except that AMX, unless set_qgemm_isa forced it, gives way to VNNI where padding K to its 64 would add more than
-// a quarter to the products (a first conv's K = 9 becomes 64 there, 12 with VNNI: the
-// MNIST CNN's first layer took 305 us at batch 32 in AMX panels, 2 threads).
+// ISA's, except that AMX, unless set_qgemm_isa forced it, gives way to VNNI where padding
+// K to its 64 would add more than a quarter to the products (a first conv's K = 9 becomes
+// 64 there, 12 with VNNI: the MNIST CNN's first layer took 305 us at batch 32 in AMX
+// panels, 2 threads).
 const char* default_pack_isa(int64_t K) {
   const char* isa = qgemm_isa();
   if (!g_qisa_forced && std::strcmp(isa, "amx") == 0) {

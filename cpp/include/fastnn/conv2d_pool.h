@@ -17,9 +17,10 @@ namespace fastnn {
 // of an odd size skips the last). The batch is cut into chunks of images whose
 // convolution output fits a per-thread scratch buffer that stays in the L2 cache; each
 // chunk is convolved and pooled in turn. With enough images, each thread owns whole
-// chunks; with few, every chunk uses all the threads. Results equal conv2d_forward followed by max_pool2d_forward bit for bit (both
-// give every output the same sum in the same order for any batch size), for any thread
-// count. b may be nullptr; y must not overlap x, w or b.
+// chunks; with few, every chunk uses all the threads. Results equal conv2d_forward
+// followed by max_pool2d_forward bit for bit (both give every output the same sum in the
+// same order for any batch size), for any thread count. b may be nullptr; y must not
+// overlap x, w or b.
 void conv2d_max_pool2d_forward(float* y, const float* x, const float* w, const float* b,
                                int64_t N, int64_t H, int64_t W, int64_t C, int64_t OC,
                                int64_t KH, int64_t KW, int64_t stride_h, int64_t stride_w,

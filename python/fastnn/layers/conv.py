@@ -110,8 +110,8 @@ class Conv2D(QuantKernels, Activated):
     def fuse_inference(self, nxt):
         """Conv2D -> MaxPooling2D: one kernel that pools each chunk of images while its
         convolution output is still in cache (see forward_max_pooled)."""
-        if (type(self).forward is not Conv2D.forward or type(nxt).forward is not MaxPooling2D.forward
-                or self.activation == "softmax"):
+        if (type(self).forward is not Conv2D.forward
+                or type(nxt).forward is not MaxPooling2D.forward or self.activation == "softmax"):
             return None
         return functools.partial(self.forward_max_pooled, pool=nxt)
 
