@@ -60,11 +60,15 @@ using gemm_detail::ABlock;
 using gemm_detail::BBlock;
 using gemm_detail::Kernel;
 
-const Kernel& current_kernel() {
+// The current ISA's kernel for a product into N columns.
+const Kernel& current_kernel(int64_t N) {
   const char* isa = gemm_isa();
 #if defined(FASTNN_X86)
   if (std::strcmp(isa, "avx2") == 0) return gemm_detail::kernel_avx2();
-  if (std::strcmp(isa, "avx512") == 0) return gemm_detail::kernel_avx512();
+  if (std::strcmp(isa, "avx512") == 0)
+    return N <= 32 ? gemm_detail::kernel_avx512_narrow() : gemm_detail::kernel_avx512();
+#else
+  (void)N;
 #endif
   (void)isa;
   return gemm_detail::kernel_generic();
@@ -281,7 +285,7 @@ void run_gemm(Problem p) {
     run_transposed(p);
     return;
   }
-  const Kernel& kr = current_kernel();
+  const Kernel& kr = current_kernel(N);
   p.kc = ceil_div(K, ceil_div(K, kr.kc_max));  // equal K blocks of at most kc_max
 
   int nt = 1;

@@ -61,5 +61,6 @@ struct Kernel {
 const Kernel& kernel_generic();
 const Kernel& kernel_avx2();    // only called when the CPU has AVX2 and FMA
 const Kernel& kernel_avx512();  // only called when the CPU has AVX-512F/VL
+const Kernel& kernel_avx512_narrow();  // the same, for products into <= 32 columns
 
 }  // namespace fastnn::gemm_detail
