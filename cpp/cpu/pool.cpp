@@ -61,13 +61,13 @@ typedef int32_t i8u __attribute__((vector_size(32), aligned(4)));
 // ---- max pool ---------------------------------------------------------------------------
 
 // One output pixel, channels [c, c + 8·NV): max of xi (H,W,C) over rows [h0, h1) and
-// columns [w0, w1), and (kIdx) its position. v wins when greater, or when NaN unless a NaN
+// columns [w0, w1), and its position. v wins when greater, or when NaN unless a NaN
 // already won; ties keep the first in row-major order.
 // (GCC 12 warns, wrongly, that the lanes of `at` may be used uninitialized once the 32-byte
 // vectors are split for the baseline clone.)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-template <int NV, bool kIdx>
+template <int NV>
 FASTNN_INLINE void max_block(float* yo, int32_t* io, const float* xi, int64_t C, int64_t W,
                              int64_t h0, int64_t h1, int64_t w0, int64_t w1, int64_t c) {
   f8 b[NV];
@@ -76,7 +76,7 @@ FASTNN_INLINE void max_block(float* yo, int32_t* io, const float* xi, int64_t C,
   const i8 s0 = FASTNN_SPLAT8(p0);
   for (int k = 0; k < NV; ++k) {
     b[k] = *reinterpret_cast<const f8u*>(xi + p0 * C + c + 8 * k);
-    if constexpr (kIdx) at[k] = s0;
+    at[k] = s0;
   }
   for (int64_t h = h0; h < h1; ++h) {
     for (int64_t w = (h == h0 ? w0 + 1 : w0); w < w1; ++w) {
@@ -86,13 +86,13 @@ FASTNN_INLINE void max_block(float* yo, int32_t* io, const float* xi, int64_t C,
         const f8 v = *reinterpret_cast<const f8u*>(xp + 8 * k);
         const i8 t = ~(v <= b[k]) & (b[k] == b[k]);
         b[k] = t ? v : b[k];
-        if constexpr (kIdx) at[k] = t ? FASTNN_SPLAT8(p) : at[k];
+        at[k] = t ? FASTNN_SPLAT8(p) : at[k];
       }
     }
   }
   for (int k = 0; k < NV; ++k) {
     *reinterpret_cast<f8u*>(yo + c + 8 * k) = b[k];
-    if constexpr (kIdx) *reinterpret_cast<i8u*>(io + c + 8 * k) = at[k];
+    *reinterpret_cast<i8u*>(io + c + 8 * k) = at[k];
   }
 }
 #pragma GCC diagnostic pop
@@ -151,8 +151,8 @@ void max_row(float* y, int32_t* idx, const float* xi, const Pool2d& g, int64_t o
     int32_t* io = idx ? idx + ow * C : nullptr;
     int64_t c = 0;
     if (io) {
-      for (; c + 16 <= C; c += 16) max_block<2, true>(yo, io, xi, C, W, h0, h1, w0, w1, c);
-      for (; c + 8 <= C; c += 8) max_block<1, true>(yo, io, xi, C, W, h0, h1, w0, w1, c);
+      for (; c + 16 <= C; c += 16) max_block<2>(yo, io, xi, C, W, h0, h1, w0, w1, c);
+      for (; c + 8 <= C; c += 8) max_block<1>(yo, io, xi, C, W, h0, h1, w0, w1, c);
     } else {
       for (; c + 32 <= C; c += 32) max_values<4>(yo, xi, C, W, h0, h1, w0, w1, c);
       for (; c + 16 <= C; c += 16) max_values<2>(yo, xi, C, W, h0, h1, w0, w1, c);

@@ -83,10 +83,13 @@ class Conv2D(QuantKernels, Activated):
     def can_quantize(self) -> bool:
         return self.groups == 1
 
-    def forward(self, x, training=False):
+    def _check_input(self, x):
         if x.ndim != 4 or x.shape[1:] != self.input_shape:
             want = ", ".join(map(str, self.input_shape))
             raise ValueError(f"{self.name}: expected input (N, {want}), got shape {x.shape}")
+
+    def forward(self, x, training=False):
+        self._check_input(x)
         shape = (x.shape[0],) + self.output_shape
         act = self._fused_act()
         if self.quantization is not None:
@@ -120,9 +123,7 @@ class Conv2D(QuantKernels, Activated):
         layer's output, equal bit for bit, without the whole convolution output in memory."""
         if self.quantization is not None:
             return pool.forward(self.forward(x))
-        if x.ndim != 4 or x.shape[1:] != self.input_shape:
-            want = ", ".join(map(str, self.input_shape))
-            raise ValueError(f"{self.name}: expected input (N, {want}), got shape {x.shape}")
+        self._check_input(x)
         observe(self, "kernel", x)
         y = np.empty((x.shape[0],) + pool.output_shape, np.float32)
         _core.conv2d_max_pool2d_forward(y, x, self.kernel, self.bias if self.use_bias else None,
