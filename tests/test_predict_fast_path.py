@@ -1,8 +1,9 @@
 """predict's fast paths give the general path's results bit for bit, and its errors.
 
 The fast paths: _prepare_x for one finite float32 C-contiguous array, Plan.direct (layers'
-forward called without the mask bookkeeping when no layer creates a mask) and
-Plan.fresh_outs (outputs returned without a copy). `general` turns all three off.
+forward called without the mask bookkeeping when no layer creates a mask),
+Plan.chain_infer (a chain of single-input steps run without slots) and Plan.fresh_outs /
+all_fresh (outputs returned without a copy). `general` turns them all off.
 """
 import numpy as np
 import pytest
@@ -17,12 +18,13 @@ def general(model, x):
     """predict(x) through the general path: x given as a list (so _prepare_x takes its
     general branch), every step through forward_masked, every output copied."""
     plan = model._plan_infer
-    direct, fresh = plan.direct, plan.fresh_outs
-    plan.direct, plan.fresh_outs = None, [False] * len(fresh)
+    saved = plan.direct, plan.fresh_outs, plan.all_fresh, plan.chain_infer
+    plan.direct, plan.fresh_outs, plan.all_fresh, plan.chain_infer = (
+        None, [False] * len(saved[1]), False, None)
     try:
         return model.predict(x if isinstance(x, list) else [x])
     finally:
-        plan.direct, plan.fresh_outs = direct, fresh
+        plan.direct, plan.fresh_outs, plan.all_fresh, plan.chain_infer = saved
 
 
 def assert_bitwise(a, b):
@@ -38,9 +40,11 @@ def assert_bitwise(a, b):
     assert a.tobytes() == b.tobytes()
 
 
-def _check(model, x, fast_direct=True):
+def _check(model, x, fast_direct=True, chain=None):
     model.predict(x)  # builds a subclassed model
     assert (model._plan_infer.direct is not None) == fast_direct
+    if chain is not None:
+        assert (model._plan_infer.chain_infer is not None) == chain
     for batch in (x[:1], x) if not isinstance(x, list) else (x,):
         fast = model.predict(batch)
         assert_bitwise(fast, general(model, batch))
@@ -56,7 +60,7 @@ def test_mlp(rng):
     m = mnist_mlp_model([128], seed=0)
     m.build()
     assert m._plan_infer.fresh_outs == [True]
-    _check(m, rng.random((32, 28, 28), dtype=np.float32))
+    _check(m, rng.random((32, 28, 28), dtype=np.float32), chain=True)
 
 
 def test_mlp_compiled_softmax_stays_applied(rng):
@@ -72,7 +76,7 @@ def test_mlp_compiled_softmax_stays_applied(rng):
 def test_cnn(rng):
     m = mnist_cnn_model(seed=0)
     m.build()
-    _check(m, rng.random((32, 28, 28, 1), dtype=np.float32))
+    _check(m, rng.random((32, 28, 28, 1), dtype=np.float32), chain=True)
 
 
 @pytest.mark.parametrize("mask_zero", [True, False])
@@ -97,7 +101,7 @@ def test_multi_input_functional(rng):
     m.build()
     xs = [rng.standard_normal((7, 5)).astype(np.float32),
           rng.standard_normal((7, 3)).astype(np.float32)]
-    _check(m, xs)
+    _check(m, xs, chain=False)
     # Flatten returns a view of its input, so that output is copied.
     assert m._plan_infer.fresh_outs == [True, False]
 

@@ -113,6 +113,7 @@ class Model(Layer):
         self._out_struct = list(outputs.keys()) if isinstance(outputs, dict) else (
             "list" if isinstance(outputs, (list, tuple)) else "single")
         self._graph_in, self._graph_out = ins, outs
+        self._in_tail = None  # until _make_plans
         self._trace_plans = None
         Plan(ins, outs, self.name)  # checks: cycles, disconnected inputs
         self.built = True
@@ -304,6 +305,8 @@ class Model(Layer):
         self._bind_epoch = _BIND_EPOCH[0]
 
     def _make_plans(self) -> None:
+        # One input's shape past the batch axis, for _prepare_x's shortcut.
+        self._in_tail = self._graph_in[0].shape[1:] if len(self._graph_in) == 1 else None
         self._plan_infer = None
         if self._trace_plans is not None:
             self._plan_infer = Plan(self._graph_in, self._trace_plans, self.name)
@@ -485,11 +488,12 @@ class Model(Layer):
         # at batch 1): one C-contiguous float32 array of the right shape, all finite, for
         # a one-input model. Anything else, bad input included, takes the general path
         # below, which says what is wrong.
-        ins = self._graph_in
-        if (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous
-                and ins is not None and len(ins) == 1 and x.ndim and x.shape[0]
-                and x.shape[1:] == ins[0].shape[1:] and _core.all_finite(x)):
-            self._ensure_ready(op)
+        tail = self.__dict__.get("_in_tail")
+        if (tail is not None and type(x) is np.ndarray and x.dtype == np.float32 and x.ndim
+                and x.shape[0] and x.shape[1:] == tail and x.flags.c_contiguous
+                and _core.all_finite(x)):
+            if not self._ready or self._bind_epoch != _BIND_EPOCH[0]:
+                self._ensure_ready(op)
             return [x]
         if self._graph_out is None:
             self._build_for(x, op)
@@ -929,13 +933,17 @@ class Model(Layer):
     def predict(self, x, batch_size: int = 32, verbose=0):
         """Model outputs for x, computed in batches (no dropout): one array, or a list
         (a dict) for a model with several outputs."""
-        _check_int(batch_size, "batch_size", "predict")
+        if type(batch_size) is not int or batch_size < 1:
+            _check_int(batch_size, "batch_size", "predict")
         xs = self._prepare_x(x, "predict")
         n = len(xs[0])
         # Fused output layers apply their activation here (see _emitting_logits); set
         # without a context manager, whose cost shows at batch 1.
-        fusers = getattr(self, "_fusers", None)
+        fusers = self.__dict__.get("_fusers")
         flipped = [f for f in fusers if f.emit_logits] if fusers else ()
+        if n <= batch_size and not flipped and self._plan_infer.all_fresh:  # the common case
+            outs = self._run(xs, False)
+            return outs[0] if self._out_struct == "single" else self._structure_outputs(outs)
         for f in flipped:
             f.emit_logits = False
         try:
@@ -1094,7 +1102,7 @@ class Sequential(Model):
         if any(layer is other for other in self._stack):
             raise ValueError(f"Sequential.add: layer {layer.name!r} is already in the model")
         self._stack.append(layer)
-        self._graph_in = self._graph_out = None
+        self._graph_in = self._graph_out = self._in_tail = None
         self._ready = False
 
     @property

@@ -281,9 +281,10 @@ class Layer:
         raise TypeError(f"{type(self).__name__} is a composite layer: it runs inside a model's graph")
 
     def fuse_inference(self, nxt: "Layer"):
-        """A function x -> nxt.forward(self.forward(x)) for inference, running both layers
-        in one kernel call, when this layer can do that with nxt as the only reader of its
-        output; None otherwise (the default). Model plans use it for predict/evaluate."""
+        """(fn, arg) with fn(x, arg) == nxt.forward(self.forward(x)) for inference, running
+        both layers in one kernel call, when this layer can do that with nxt as the only
+        reader of its output; None otherwise (the default). Model plans use it for
+        predict/evaluate."""
         return None
 
     def backward(self, dy: np.ndarray):

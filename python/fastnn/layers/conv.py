@@ -1,8 +1,6 @@
 """Convolution layers: Conv2D (channels-last images, as in Keras)."""
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from .. import _core
@@ -116,7 +114,7 @@ class Conv2D(QuantKernels, Activated):
         if (type(self).forward is not Conv2D.forward
                 or type(nxt).forward is not MaxPooling2D.forward or self.activation == "softmax"):
             return None
-        return functools.partial(self.forward_max_pooled, pool=nxt)
+        return self.forward_max_pooled, nxt
 
     def forward_max_pooled(self, x, pool):
         """Inference: pool.forward(self.forward(x)) for a MaxPooling2D `pool` built on this

@@ -5,7 +5,7 @@ import numpy as np
 
 from .. import _core
 from .base import Layer, register
-from .quantized import QuantKernels, observe
+from .quantized import OBSERVER, QuantKernels, observe
 
 # Activations the dense/conv epilogues fuse; softmax runs as its own kernel after them.
 _ACT = {None: _core.Act.linear, "linear": _core.Act.linear, "relu": _core.Act.relu,
@@ -81,29 +81,32 @@ class Dense(QuantKernels, Activated):
         flat = x.ndim == 2
         x2 = x if flat else x.reshape(-1, x.shape[-1])
         n = x2.shape[0]
-        act = self._fused_act()
         if self.quantization is not None:
             self.check_inference(training)
             y = np.empty((n, self.units), np.float32)
-            self.qdense_into(y, x2, "kernel", self.bias if self.use_bias else None, act)
+            self.qdense_into(y, x2, "kernel", self.bias if self.use_bias else None,
+                             self._fused_act())
             y = self._finish(y)
             return y if flat else y.reshape(x.shape[:-1] + (self.units,))
         if not training:
-            observe(self, "kernel", x2)
-        # fastnn.pruning: a cached sparse kernel, for batches of pruning.SPARSE_MIN_BATCH (16) up
-        sparse = None if training or n < 16 else self.__dict__.get("_sparse")
-        if sparse is not None:
-            y = sparse.forward(x2, act)
-            if y is not None:
-                y = self._finish(y)
-                return y if flat else y.reshape(x.shape[:-1] + (self.units,))
-        y = self.buffer("y", (n, self.units)) if training else np.empty((n, self.units), np.float32)
-        z = None
-        if training and act == _core.Act.gelu:
-            z = self.buffer("z", (n, self.units))
+            # Inference, written out: its Python shows at batch 1.
+            if OBSERVER[0] is not None:
+                observe(self, "kernel", x2)
+            # fastnn.pruning: a cached sparse kernel, for batches of SPARSE_MIN_BATCH (16) up
+            sparse = self.__dict__.get("_sparse") if n >= 16 else None
+            y = sparse.forward(x2, self._fused_act()) if sparse is not None else None
+            if y is None:
+                y = np.empty((n, self.units), np.float32)
+                _core.dense_forward(y, None, x2, self.kernel, self.bias if self.use_bias else None,
+                                    self._fused_act())
+            y = self._finish(y)
+            return y if flat else y.reshape(x.shape[:-1] + (self.units,))
+        act = self._fused_act()
+        y = self.buffer("y", (n, self.units))
+        z = self.buffer("z", (n, self.units)) if act == _core.Act.gelu else None
         b = self.bias if self.use_bias else None
         nk = 0
-        if training and not self.need_input_grad and self.trainable:
+        if not self.need_input_grad and self.trainable:
             # The input is data: skip its all-zero columns (dense.h, dense_forward_sparse).
             k = x2.shape[1]
             self._cols = self.buffer("cols", (k,), np.int32)
@@ -113,9 +116,8 @@ class Dense(QuantKernels, Activated):
         else:
             _core.dense_forward(y, z, x2, self.kernel, b, act)
         y = self._finish(y)
-        if training:
-            self._x, self._y, self._z, self._act, self._lead = x2, y, z, act, x.shape[:-1]
-            self._nk = nk
+        self._x, self._y, self._z, self._act, self._lead = x2, y, z, act, x.shape[:-1]
+        self._nk = nk
         return y if flat else y.reshape(x.shape[:-1] + (self.units,))
 
     def backward(self, dy):
