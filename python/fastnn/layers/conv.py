@@ -8,7 +8,7 @@ from ..ops.conv2d import _explicit_padding, _pair, conv2d_geometry
 from .base import register
 from .core import Activated, _init_name
 from .pooling import MaxPooling2D
-from .quantized import QuantKernels, observe
+from .quantized import OBSERVER, QuantKernels, observe
 
 
 def _padding_config(padding):
@@ -69,6 +69,7 @@ class Conv2D(QuantKernels, Activated):
         padding = self.padding if isinstance(self.padding, str) else tuple(map(tuple, self.padding))
         self._geo = conv2d_geometry((H, W), self.kernel_size, self.strides, padding,
                                     self.dilation_rate, op=self.name)
+        self._pos = self._geo.core_pos(self.groups)  # the kernels' geometry arguments
         KH, KW = self.kernel_size
         self.add_kernel("kernel", (KH, KW, C // self.groups, self.filters), self.kernel_initializer)
         if self.use_bias:
@@ -76,18 +77,18 @@ class Conv2D(QuantKernels, Activated):
         return (self._geo.out_h, self._geo.out_w, self.filters)
 
     def _core_args(self) -> tuple:
-        return self._geo.core_pos(self.groups)
+        return self._pos
 
     def can_quantize(self) -> bool:
         return self.groups == 1
 
-    def _check_input(self, x):
-        if x.ndim != 4 or x.shape[1:] != self.input_shape:
-            want = ", ".join(map(str, self.input_shape))
-            raise ValueError(f"{self.name}: expected input (N, {want}), got shape {x.shape}")
+    def _bad_input(self, x):
+        want = ", ".join(map(str, self.input_shape))
+        raise ValueError(f"{self.name}: expected input (N, {want}), got shape {x.shape}")
 
     def forward(self, x, training=False):
-        self._check_input(x)
+        if x.ndim != 4 or x.shape[1:] != self.input_shape:
+            self._bad_input(x)
         shape = (x.shape[0],) + self.output_shape
         act = self._fused_act()
         if self.quantization is not None:
@@ -96,16 +97,18 @@ class Conv2D(QuantKernels, Activated):
             self.qconv2d_into(y, x, self._geo, self.bias if self.use_bias else None, act)
             return self._finish(y)
         if not training:
-            observe(self, "kernel", x)
-        y = self.buffer("y", shape) if training else np.empty(shape, np.float32)
-        z = None
-        if training and act == _core.Act.gelu:
-            z = self.buffer("z", shape)
+            if OBSERVER[0] is not None:
+                observe(self, "kernel", x)
+            y = np.empty(shape, np.float32)
+            _core.conv2d_forward(y, None, x, self.kernel, self.bias if self.use_bias else None,
+                                 *self._pos, act)
+            return self._finish(y)
+        y = self.buffer("y", shape)
+        z = self.buffer("z", shape) if act == _core.Act.gelu else None
         _core.conv2d_forward(y, z, x, self.kernel, self.bias if self.use_bias else None,
-                             *self._core_args(), act)
+                             *self._pos, act)
         y = self._finish(y)
-        if training:
-            self._x, self._y, self._z, self._act = x, y, z, act
+        self._x, self._y, self._z, self._act = x, y, z, act
         return y
 
     def fuse_inference(self, nxt):
@@ -121,11 +124,13 @@ class Conv2D(QuantKernels, Activated):
         layer's output, equal bit for bit, without the whole convolution output in memory."""
         if self.quantization is not None:
             return pool.forward(self.forward(x))
-        self._check_input(x)
-        observe(self, "kernel", x)
+        if x.ndim != 4 or x.shape[1:] != self.input_shape:
+            self._bad_input(x)
+        if OBSERVER[0] is not None:
+            observe(self, "kernel", x)
         y = np.empty((x.shape[0],) + pool.output_shape, np.float32)
         _core.conv2d_max_pool2d_forward(y, x, self.kernel, self.bias if self.use_bias else None,
-                                        *self._core_args(), self._fused_act(), self._geo.out_h,
+                                        *self._pos, self._fused_act(), self._geo.out_h,
                                         self._geo.out_w, pool.pool_size, pool.strides, pool._pad)
         return y
 

@@ -111,6 +111,7 @@ class Conv1D(Conv2D):
                              f"padding='same' or 'causal', or longer inputs")
         self._geo = conv2d_geometry((1, T), (1, k), (1, s), self._padding_2d, (1, d),
                                     op=self.name)
+        self._pos = self._geo.core_pos(self.groups)
         self.add_kernel("kernel", (k, C // self.groups, self.filters), self.kernel_initializer)
         if self.use_bias:
             self.add_weight("bias", (self.filters,), self.bias_initializer)
