@@ -232,8 +232,9 @@ def test_strip_pruning_equality_and_compact_file(tmp_path):
     assert "compact_weights" not in meta and all(k.startswith("weights.") and k.count(".") == 1 for k in t)
 
 
-@pytest.mark.parametrize("n", [1, 16, 32, 100, 256])
-def test_sparse_predict_equals_dense_path(n):
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n", [1, 7, 8, 16, 17, 32, 100, 256])
+def test_sparse_predict_equals_dense_path(n, threads):
     rng = np.random.default_rng(n)
     m = mlp(ic=784, hidden=128, out=10)
     w = m.get_weights()
@@ -244,7 +245,7 @@ def test_sparse_predict_equals_dense_path(n):
     layer = s._leaf_layers[0]
     assert layer._sparse is not None
     before = fn.get_num_threads()
-    fn.set_num_threads(1)
+    fn.set_num_threads(threads)
     try:
         y_sparse = s.predict(x, batch_size=n)
     finally:

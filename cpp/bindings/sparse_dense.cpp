@@ -65,9 +65,9 @@ void def(py::module_& m, Fn fn) {
         Buf<float> XT;
         if (N >= kSparseDenseBatchVec)
           XT = out<float>(op, "xt", xt, {sparse_dense_scratch(N, IC)},
-                          "(IC * ceil(N / 16) * 16,) scratch (needed for N >= SPARSE_DENSE_BATCH_VEC)");
+                          "(IC * ceil(N / 16) * 16 + 15,) scratch (needed for N >= SPARSE_DENSE_BATCH_VEC)");
         else
-          XT = out_opt<float>(op, "xt", xt, {ANY}, "(IC * ceil(N / 16) * 16,) scratch or None");
+          XT = out_opt<float>(op, "xt", xt, {ANY}, "(IC * ceil(N / 16) * 16 + 15,) scratch or None");
         no_overlap_all(op, {{"y", &Y}, {"xt", &XT}},
                        {{"y", &Y}, {"xt", &XT}, {"x", &X}, {"values", &V}, {"b", &B}});
         no_overlap(op, "y", Y, "indptr", P);

@@ -17,7 +17,9 @@
 // pass (act_forward) over y.
 #include "fastnn/sparse_dense.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 
 #include "fastnn/common.h"
@@ -163,17 +165,68 @@ FASTNN_CLONES void transpose_blocks(float* __restrict xt, const float* __restric
   }
 }
 
-// Columns o0..o1 of y: y[16j + r, o] = Σ_p values[p] · xt_j[indices[p], r] + b[o], the
-// nonzeros going round-robin to 4 partial sums (p mod 4) added as ((s0 + s1) + (s2 + s3)).
+#if defined(FASTNN_SPARSE_AVX512)
+// transpose_blocks with AVX-512: 16 rows × 16 columns at a time, transposed in registers
+// (pairs of rows interleaved, then 4-float groups, then 128-bit lanes), columns past IC
+// read under a mask and not stored, rows past N zero.
+__attribute__((target("avx512f"))) void transpose_blocks_avx512(float* __restrict xt,
+                                                                const float* __restrict x,
+                                                                int64_t N, int64_t IC,
+                                                                int64_t j0, int64_t j1) {
+  for (int64_t j = j0; j < j1; ++j) {
+    float* d = xt + j * IC * kBlock;
+    const int64_t n0 = j * kBlock, nb = N - n0 < kBlock ? N - n0 : kBlock;
+    for (int64_t i0 = 0; i0 < IC; i0 += 16) {
+      const int64_t nc = IC - i0 < 16 ? IC - i0 : 16;
+      const __mmask16 m = __mmask16((1u << nc) - 1u);
+      __m512 r[16], t[16];
+      for (int k = 0; k < 16; ++k)
+        r[k] = k < nb ? _mm512_maskz_loadu_ps(m, x + (n0 + k) * IC + i0) : _mm512_setzero_ps();
+      // t[2k], t[2k+1]: rows 2k, 2k+1 interleaved; per 128-bit lane L (columns 4L..4L+3),
+      // columns 4L, 4L+1 and 4L+2, 4L+3.
+      for (int k = 0; k < 8; ++k) {
+        t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+      }
+      // q[g][c]: rows 4g..4g+3 of column 4L + c in lane L.
+      __m512 q[4][4];
+      for (int g = 0; g < 4; ++g) {
+        const __m512 a0 = t[4 * g], b0 = t[4 * g + 1], a1 = t[4 * g + 2], b1 = t[4 * g + 3];
+        q[g][0] = _mm512_shuffle_ps(a0, a1, 0x44);
+        q[g][1] = _mm512_shuffle_ps(a0, a1, 0xEE);
+        q[g][2] = _mm512_shuffle_ps(b0, b1, 0x44);
+        q[g][3] = _mm512_shuffle_ps(b0, b1, 0xEE);
+      }
+      // Column 4L + c: lane L of q[0][c], q[1][c], q[2][c], q[3][c].
+      for (int c = 0; c < 4; ++c) {
+        const __m512 u0 = _mm512_shuffle_f32x4(q[0][c], q[1][c], 0x44);
+        const __m512 u1 = _mm512_shuffle_f32x4(q[0][c], q[1][c], 0xEE);
+        const __m512 u2 = _mm512_shuffle_f32x4(q[2][c], q[3][c], 0x44);
+        const __m512 u3 = _mm512_shuffle_f32x4(q[2][c], q[3][c], 0xEE);
+        const __m512 col[4] = {_mm512_shuffle_f32x4(u0, u2, 0x88),
+                               _mm512_shuffle_f32x4(u0, u2, 0xDD),
+                               _mm512_shuffle_f32x4(u1, u3, 0x88),
+                               _mm512_shuffle_f32x4(u1, u3, 0xDD)};
+        for (int L = 0; L < 4; ++L)
+          if (4 * L + c < nc) _mm512_storeu_ps(d + (i0 + 4 * L + c) * kBlock, col[L]);
+      }
+    }
+  }
+}
+#endif
+
+// Rows of blocks j0..j1 of y: y[16j + r, o] = Σ_p values[p] · xt_j[indices[p], r] + b[o],
+// the nonzeros going round-robin to 4 partial sums (p mod 4) added as
+// ((s0 + s1) + (s2 + s3)).
 FASTNN_CLONES void columns_axpy(float* __restrict y, const float* __restrict xt,
                                 const int32_t* __restrict indptr,
                                 const int32_t* __restrict indices,
                                 const float* __restrict values, const float* b, int64_t N,
-                                int64_t IC, int64_t OC, int64_t o0, int64_t o1) {
-  for (int64_t n0 = 0; n0 < N; n0 += kBlock) {
+                                int64_t IC, int64_t OC, int64_t j0, int64_t j1) {
+  for (int64_t n0 = j0 * kBlock; n0 < std::min(N, j1 * kBlock); n0 += kBlock) {
     const int64_t nb = N - n0 < kBlock ? N - n0 : kBlock;
     const float* base = xt + (n0 / kBlock) * IC * kBlock;
-    for (int64_t o = o0; o < o1; ++o) {
+    for (int64_t o = 0; o < OC; ++o) {
       float acc[4][kBlock] = {};
       const int64_t p0 = indptr[o], p1 = indptr[o + 1];
       int64_t p = p0;
@@ -202,12 +255,12 @@ FASTNN_CLONES void columns_axpy(float* __restrict y, const float* __restrict xt,
 __attribute__((target("avx512f,fma"))) void columns_axpy_avx512(
     float* __restrict y, const float* __restrict xt, const int32_t* __restrict indptr,
     const int32_t* __restrict indices, const float* __restrict values, const float* b,
-    int64_t N, int64_t IC, int64_t OC, int64_t o0, int64_t o1) {
+    int64_t N, int64_t IC, int64_t OC, int64_t j0, int64_t j1) {
   alignas(64) float out[kBlock];
-  for (int64_t n0 = 0; n0 < N; n0 += kBlock) {
+  for (int64_t n0 = j0 * kBlock; n0 < std::min(N, j1 * kBlock); n0 += kBlock) {
     const int64_t nb = N - n0 < kBlock ? N - n0 : kBlock;
     const float* base = xt + (n0 / kBlock) * IC * kBlock;
-    for (int64_t o = o0; o < o1; ++o) {
+    for (int64_t o = 0; o < OC; ++o) {
       __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
       const int64_t p0 = indptr[o], p1 = indptr[o + 1];
       int64_t p = p0;
@@ -264,19 +317,24 @@ void sparse_dense_forward(float* y, float* xt, const float* x, const int32_t* in
       columns_gather(y, x, indptr, indices, values, b, N, IC, OC, o0, o1);
     });
   } else {
+    // Threads own blocks of 16 rows: each transposes its blocks and sums every column
+    // for them, so no thread reads what another wrote. (Columns split between threads
+    // over a shared xt were slower on two threads than on one at every batch up to 256.)
     const int64_t blocks = (N + kBlock - 1) / kBlock;
-    parallel_for(blocks, 1, [=](int64_t j0, int64_t j1) {
-      transpose_blocks(xt, x, N, IC, j0, j1);
-    });
+    xt += (64 - reinterpret_cast<uintptr_t>(xt) % 64) % 64 / sizeof(float);  // see the header
 #if defined(FASTNN_SPARSE_AVX512)
-    if (std::strcmp(gemm_isa(), "avx512") == 0) {
-      parallel_for(OC, grain, [=](int64_t o0, int64_t o1) {
-        columns_axpy_avx512(y, xt, indptr, indices, values, b, N, IC, OC, o0, o1);
-      });
-    } else
+    const bool avx512 = std::strcmp(gemm_isa(), "avx512") == 0;
 #endif
-    parallel_for(OC, grain, [=](int64_t o0, int64_t o1) {
-      columns_axpy(y, xt, indptr, indices, values, b, N, IC, OC, o0, o1);
+    parallel_for(blocks, 1, [=](int64_t j0, int64_t j1) {
+#if defined(FASTNN_SPARSE_AVX512)
+      if (avx512) {
+        transpose_blocks_avx512(xt, x, N, IC, j0, j1);
+        columns_axpy_avx512(y, xt, indptr, indices, values, b, N, IC, OC, j0, j1);
+        return;
+      }
+#endif
+      transpose_blocks(xt, x, N, IC, j0, j1);
+      columns_axpy(y, xt, indptr, indices, values, b, N, IC, OC, j0, j1);
     });
   }
   if (act != Act::linear) act_forward(y, y, N * OC, act);

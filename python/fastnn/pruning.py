@@ -41,8 +41,10 @@ import weakref
 
 import numpy as np
 
+from . import _core
 from . import optim as optim_mod
 from .callbacks import Callback
+from .ops.sparse_dense import dense_to_csc, scratch_size
 
 __all__ = ["PruningSchedule", "PolynomialDecay", "ConstantSparsity", "prune_low_magnitude",
            "UpdatePruningStep", "strip_pruning", "get_sparsity", "is_pruned",
@@ -456,22 +458,21 @@ def strip_pruning(model):
 # sparsity, fastnn._core.dense_forward vs sparse_dense_forward, best of 7 x 300 calls, us:
 #   N:            1     2     4     8    16    32    64   256
 #   1 thread:
-#     dense      4.0   6.1   7.0   9.3  19.1  37.2  73.9  269
-#     sparse     6.0   7.9  12.8  14.9  15.4  21.4  49.9  196
+#     dense      4.9   5.0   6.3  11.9  19.6  39.2  73.1   283
+#     sparse     6.0   8.0  13.4   9.1   9.8  16.0  28.7   109
 #   2 threads:
-#     dense      4.0   6.1   6.9   6.6  12.2  23.1  43.9   141
-#     sparse     6.2   7.9  12.5  22.1  25.4  33.9  57.9   165
-# Below a batch of 16 the GEMV/small GEMM streams the dense kernel from cache faster than
-# the sparse kernel can do its indexed loads (~1 cycle per nonzero against 1/32 per dense
-# multiply-add). With 2 threads the GEMM scales and the sparse kernel (transpose, then
-# columns split between threads) does not, so it never won. The rule: one thread, batch
-# >= SPARSE_MIN_BATCH, kernel density <= SPARSE_MAX_DENSITY (the gain at 10% density and
-# N = 16 is 1.2x and shrinks linearly with density) and at least SPARSE_MIN_WEIGHTS
-# weights (smaller layers take a few us either way).
-SPARSE_MIN_BATCH = 16
+#     dense      4.9   5.3   6.3   8.1  19.8  24.6  45.5   166
+#     sparse     6.4   8.2  12.6   9.3   9.8  12.2  19.6    58
+# Below a batch of 8 the GEMV/small GEMM streams the dense kernel from cache faster than
+# the sparse kernel can do its indexed loads (~2 cycles per nonzero against 1/32 per dense
+# multiply-add); from 8 on, the sparse kernel does one 16-row vector multiply-add per
+# nonzero, whatever the batch up to 16 (at 8 on two threads the two are even: 0.9-1.4x
+# between runs). The rule: batch >= SPARSE_MIN_BATCH, kernel density <= SPARSE_MAX_DENSITY
+# (at N = 16 the gain is 2.1x at 10% density, 1.4x at 15%, 1.15x at 20%) and at least
+# SPARSE_MIN_WEIGHTS weights (smaller layers take a few us either way).
+SPARSE_MIN_BATCH = 8
 SPARSE_MAX_DENSITY = 0.12
 SPARSE_MIN_WEIGHTS = 16384
-SPARSE_MAX_THREADS = 1
 
 
 class _SparseKernel:
@@ -484,21 +485,22 @@ class _SparseKernel:
 
     def forward(self, x2, act):
         """y (N, OC) from the sparse kernel, or None where the dense GEMM is faster."""
-        from . import _core
-        from .ops.sparse_dense import dense_to_csc, scratch_size
         n = x2.shape[0]
-        if n < SPARSE_MIN_BATCH or _core.num_threads() > SPARSE_MAX_THREADS:
+        if n < SPARSE_MIN_BATCH:
             return None
         if self.stale:
             self.csc = dense_to_csc(self.layer.kernel)
             self.stale = False
-        if self.csc.density > SPARSE_MAX_DENSITY:
+        csc = self.csc
+        if csc.density > SPARSE_MAX_DENSITY:
             return None
         layer = self.layer
+        size = scratch_size(n, x2.shape[1])
+        if self.xt is None or len(self.xt) < size:
+            self.xt = np.empty(size, np.float32)
         y = np.empty((n, layer.units), np.float32)
-        xt = layer.buffer("sparse_xt", (scratch_size(n, x2.shape[1]),))
-        _core.sparse_dense_forward(y, xt, x2, self.csc.indptr, self.csc.indices,
-                                   self.csc.values, layer.bias if layer.use_bias else None, act)
+        _core.sparse_dense_forward(y, self.xt[:size], x2, csc.indptr, csc.indices, csc.values,
+                                   layer.bias if layer.use_bias else None, act)
         return y
 
 

@@ -92,8 +92,8 @@ class Dense(QuantKernels, Activated):
             # Inference, written out: its Python shows at batch 1.
             if OBSERVER[0] is not None:
                 observe(self, "kernel", x2)
-            # fastnn.pruning: a cached sparse kernel, for batches of SPARSE_MIN_BATCH (16) up
-            sparse = self.__dict__.get("_sparse") if n >= 16 else None
+            # fastnn.pruning's cached sparse kernel: None where the GEMM is faster
+            sparse = self.__dict__.get("_sparse")
             y = sparse.forward(x2, self._fused_act()) if sparse is not None else None
             if y is None:
                 y = np.empty((n, self.units), np.float32)

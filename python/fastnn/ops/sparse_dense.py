@@ -92,5 +92,6 @@ def sparse_dense(x, w: CSC, b=None, activation="linear", out=None) -> np.ndarray
 
 
 def scratch_size(n: int, ic: int) -> int:
-    """Floats of xt scratch that sparse_dense_forward needs for a batch of n."""
-    return (n + 15) // 16 * 16 * ic
+    """Floats of xt scratch that sparse_dense_forward needs for a batch of n (with 15 to
+    spare: the kernel starts at the buffer's first 64-byte boundary)."""
+    return (n + 15) // 16 * 16 * ic + 15
