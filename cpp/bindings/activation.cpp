@@ -91,8 +91,9 @@ void def_all(py::module_& m, ActForwardFn act_fwd, ActBackwardFn act_bwd,
         auto Y = in_opt<float>(op, "y", y, DY.shape, "dy.shape");
         const std::string a = act_name(act);
         if (act == Act::relu || act == Act::sigmoid || act == Act::tanh)
-          require(Y.data != nullptr, op, "y",
-                  "is required for activation " + a + " (the forward output), got None");
+          require(Y.data != nullptr, op, "y", [&] {
+            return "is required for activation " + a + " (the forward output), got None";
+          });
         if (act == Act::gelu)
           require(X.data != nullptr, op, "x",
                   "is required for activation gelu (the forward input), got None");

@@ -23,19 +23,23 @@ using BackwardFn = void (*)(float*, float*, float*, const float*, const float*, 
 
 // Head size D = C / num_heads, with num_heads ≥ 1 dividing C.
 int64_t head_dim(const char* op, int64_t C, int64_t num_heads) {
-  require(num_heads >= 1, op, "num_heads", "must be >= 1, got " + std::to_string(num_heads));
-  require(C % num_heads == 0, op, "num_heads",
-          "must divide the channel count C = " + std::to_string(C) +
-              " of q, k and v (C = num_heads·D), got " + std::to_string(num_heads));
+  require(num_heads >= 1, op, "num_heads",
+          [&] { return "must be >= 1, got " + std::to_string(num_heads); });
+  require(C % num_heads == 0, op, "num_heads", [&] {
+    return "must divide the channel count C = " + std::to_string(C) +
+           " of q, k and v (C = num_heads·D), got " + std::to_string(num_heads);
+  });
   return C / num_heads;
 }
 
 // None → 1/√D; otherwise a finite number.
 float get_scale(const char* op, std::optional<double> scale, int64_t D) {
   if (!scale) return float(1.0 / std::sqrt(double(D)));
-  std::ostringstream s;
-  s << "must be a finite number or None (1/sqrt(D)), got " << *scale;
-  require(std::isfinite(*scale) && std::isfinite(float(*scale)), op, "scale", s.str());
+  require(std::isfinite(*scale) && std::isfinite(float(*scale)), op, "scale", [&] {
+    std::ostringstream s;
+    s << "must be a finite number or None (1/sqrt(D)), got " << *scale;
+    return s.str();
+  });
   return float(*scale);
 }
 

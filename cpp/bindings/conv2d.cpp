@@ -33,13 +33,18 @@ struct ConvArgs {
 
 ConvArgs conv_args(const char* op, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh,
                    int64_t dw, int64_t groups, Act act) {
-  require(sh >= 1, op, "stride_h", "must be >= 1, got " + std::to_string(sh));
-  require(sw >= 1, op, "stride_w", "must be >= 1, got " + std::to_string(sw));
-  require(pt >= 0, op, "pad_top", "must be >= 0, got " + std::to_string(pt));
-  require(pl >= 0, op, "pad_left", "must be >= 0, got " + std::to_string(pl));
-  require(dh >= 1, op, "dil_h", "must be >= 1, got " + std::to_string(dh));
-  require(dw >= 1, op, "dil_w", "must be >= 1, got " + std::to_string(dw));
-  require(groups >= 1, op, "groups", "must be >= 1, got " + std::to_string(groups));
+  auto at_least = [op](int64_t v, int64_t lo, const char* name) {
+    require(v >= lo, op, name, [&] {
+      return "must be >= " + std::to_string(lo) + ", got " + std::to_string(v);
+    });
+  };
+  at_least(sh, 1, "stride_h");
+  at_least(sw, 1, "stride_w");
+  at_least(pt, 0, "pad_top");
+  at_least(pl, 0, "pad_left");
+  at_least(dh, 1, "dil_h");
+  at_least(dw, 1, "dil_w");
+  at_least(groups, 1, "groups");
   return {sh, sw, pt, pl, dh, dw, groups, act};
 }
 
@@ -50,23 +55,28 @@ ConvArgs conv_args(const char* op, int64_t sh, int64_t sw, int64_t pt, int64_t p
 void check_geometry(const char* op, const char* out_name, int64_t H, int64_t W, int64_t C,
                     int64_t KH, int64_t KW, int64_t Cg, int64_t OC, int64_t OH, int64_t OW,
                     const ConvArgs& a) {
-  require(C % a.groups == 0, op, "x",
-          "has C=" + std::to_string(C) + " channels, not divisible by groups=" +
-              std::to_string(a.groups));
-  require(Cg * a.groups == C, op, "w",
-          "must have shape (KH, KW, C/groups, OC) with C/groups=" +
-              std::to_string(C / a.groups) + ", got " + std::to_string(Cg) +
-              " input channels per group");
-  require(OC % a.groups == 0, op, "w",
-          "has OC=" + std::to_string(OC) + " output channels, not divisible by groups=" +
-              std::to_string(a.groups));
+  require(C % a.groups == 0, op, "x", [&] {
+    return "has C=" + std::to_string(C) + " channels, not divisible by groups=" +
+           std::to_string(a.groups);
+  });
+  require(Cg * a.groups == C, op, "w", [&] {
+    return "must have shape (KH, KW, C/groups, OC) with C/groups=" +
+           std::to_string(C / a.groups) + ", got " + std::to_string(Cg) +
+           " input channels per group";
+  });
+  require(OC % a.groups == 0, op, "w", [&] {
+    return "has OC=" + std::to_string(OC) + " output channels, not divisible by groups=" +
+           std::to_string(a.groups);
+  });
   const int64_t ekh = (KH - 1) * a.dh + 1, ekw = (KW - 1) * a.dw + 1;
-  require(a.pt < ekh, op, "pad_top",
-          "must be smaller than the effective kernel height (KH-1)*dil_h+1 = " +
-              std::to_string(ekh) + ", got " + std::to_string(a.pt));
-  require(a.pl < ekw, op, "pad_left",
-          "must be smaller than the effective kernel width (KW-1)*dil_w+1 = " +
-              std::to_string(ekw) + ", got " + std::to_string(a.pl));
+  require(a.pt < ekh, op, "pad_top", [&] {
+    return "must be smaller than the effective kernel height (KH-1)*dil_h+1 = " +
+           std::to_string(ekh) + ", got " + std::to_string(a.pt);
+  });
+  require(a.pl < ekw, op, "pad_left", [&] {
+    return "must be smaller than the effective kernel width (KW-1)*dil_w+1 = " +
+           std::to_string(ekw) + ", got " + std::to_string(a.pl);
+  });
   auto range = [](int64_t size, int64_t pad, int64_t k, int64_t dil, int64_t s) {
     const int64_t ek = (k - 1) * dil + 1;
     const int64_t hi = (size + pad - 1) / s + 1;
@@ -143,15 +153,17 @@ auto backward_binding(const char* op, BackwardFn kernel) {
     auto z = in_opt<float>(op, "z", z_, yshape, "(N, OH, OW, OC)");
     const std::string an = act_name(a.act);
     if (a.act != Act::linear)
-      require(dz.data != nullptr, op, "dz",
-              "(N, OH, OW, OC) scratch is required for activation " + an +
-                  " (it may be dy itself), got None");
+      require(dz.data != nullptr, op, "dz", [&] {
+        return "(N, OH, OW, OC) scratch is required for activation " + an +
+               " (it may be dy itself), got None";
+      });
     if (a.act == Act::gelu)
       require(z.data != nullptr, op, "z",
               "is required for activation gelu (the forward pre-activation), got None");
     else if (a.act != Act::linear)
-      require(y.data != nullptr, op, "y",
-              "is required for activation " + an + " (the forward output), got None");
+      require(y.data != nullptr, op, "y", [&] {
+        return "is required for activation " + an + " (the forward output), got None";
+      });
     // dz may be dy itself (then overwritten), but must not partly overlap it.
     if (dz.data != dy.data) no_overlap(op, "dz", dz, "dy", dy);
     const std::pair<const char*, const Buf<float>*> grads[] = {

@@ -19,7 +19,7 @@ namespace {
 
 void check_scale(const char* op, float grad_scale) {
   require(std::isfinite(grad_scale), op, "grad_scale",
-          "must be finite, got " + std::to_string(grad_scale));
+          [&] { return "must be finite, got " + std::to_string(grad_scale); });
 }
 
 using XentFn = double (*)(float*, float*, const float*, const int32_t*, int64_t, int64_t,

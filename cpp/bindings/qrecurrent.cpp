@@ -28,9 +28,10 @@ Packed packed_arg(const char* op, const char* name, py::handle obj, int64_t K, i
   if (!qgemm_packed_info(p.buf.data, p.buf.size, &p.K, &p.N))
     fail_value(op, name, "is not a weight packed by qgemm_pack_b on this CPU (bad header or "
                          "size)");
-  require((K == ANY || p.K == K) && (N == ANY || p.N == N), op, name,
-          "must be a packed int8 weight of shape " + doc + ", got one of shape (" +
-              std::to_string(p.K) + ", " + std::to_string(p.N) + ")");
+  require((K == ANY || p.K == K) && (N == ANY || p.N == N), op, name, [&] {
+    return "must be a packed int8 weight of shape " + doc + ", got one of shape (" +
+           std::to_string(p.K) + ", " + std::to_string(p.N) + ")";
+  });
   return p;
 }
 
@@ -43,7 +44,7 @@ std::pair<float, int32_t> qparams(const char* op, const char* sname, const char*
     fail_value(op, sname, "must be None (dynamic) or a finite float32 > 0, got " +
                               std::to_string(s));
   require(zp >= 0 && zp <= 255, op, zname,
-          "must be an integer in [0, 255], got " + std::to_string(zp));
+          [&] { return "must be an integer in [0, 255], got " + std::to_string(zp); });
   return {float(s), int32_t(zp)};
 }
 
@@ -64,10 +65,11 @@ Args check_args(const char* op, int64_t gates, int64_t rwidth_gates, py::handle 
   const std::string g = std::to_string(gates) + "U";
   a.R = packed_arg(op, "Rp", Rp, ANY, ANY, "(U, " + std::to_string(rwidth_gates) + "U)");
   a.U = a.R.K;
-  require(a.R.N == rwidth_gates * a.U, op, "Rp",
-          "must be a packed int8 weight of shape (U, " + std::to_string(rwidth_gates) +
-              "U), got one of shape (" + std::to_string(a.R.K) + ", " + std::to_string(a.R.N) +
-              ")");
+  require(a.R.N == rwidth_gates * a.U, op, "Rp", [&] {
+    return "must be a packed int8 weight of shape (U, " + std::to_string(rwidth_gates) +
+           "U), got one of shape (" + std::to_string(a.R.K) + ", " + std::to_string(a.R.N) +
+           ")";
+  });
   const int64_t G = gates * a.U;
   a.W = packed_arg(op, "Wp", Wp, ANY, G, "(C, " + g + ") = (C, " + std::to_string(G) + ")");
   a.C = a.W.K;

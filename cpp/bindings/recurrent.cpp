@@ -33,7 +33,7 @@ Seq check_seq(const char* op, int64_t gates, py::handle x, py::handle h0, py::ha
   s.R = in<float>(op, "R", R, {ANY, ANY}, ("(U, " + gu + ")").c_str());
   s.U = s.R[0];
   require(s.R[1] == gates * s.U, op, "R",
-          "must have shape (U, " + gu + "), got " + shape_str(s.R.shape));
+          [&] { return "must have shape (U, " + gu + "), got " + shape_str(s.R.shape); });
   s.W = in<float>(op, "W", W, {s.C, gates * s.U}, ("(C, " + gu + ")").c_str());
   s.h0 = in_opt<float>(op, "h0", h0, {s.N, s.U}, "(N, U)");
   s.rmask = in_opt<float>(op, "rmask", rmask, {s.N, s.U}, "(N, U)");

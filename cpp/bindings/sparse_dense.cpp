@@ -40,7 +40,8 @@ void def(py::module_& m, Fn fn) {
         auto P = in<int32_t>(op, "indptr", indptr, {ANY}, "(OC + 1,)");
         const int64_t OC = P[0] - 1;
         require(OC >= 1, op, "indptr", "must have OC + 1 >= 2 entries, got 1");
-        require(P.data[0] == 0, op, "indptr", "must start with 0, got " + std::to_string(P.data[0]));
+        require(P.data[0] == 0, op, "indptr",
+                [&] { return "must start with 0, got " + std::to_string(P.data[0]); });
         for (int64_t o = 0; o < OC; ++o)
           if (P.data[o + 1] < P.data[o])
             fail_value(op, "indptr", "must be non-decreasing; indptr[" + std::to_string(o + 1) +
