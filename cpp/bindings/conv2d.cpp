@@ -96,6 +96,17 @@ void check_geometry(const char* op, const char* out_name, int64_t H, int64_t W, 
                    std::to_string(rw.second) + "]");
 }
 
+// x (N, H, W, C) and w (KH, KW, C/groups, OC) of a forward call, and their sizes.
+struct Operands {
+  Buf<float> x, w;
+  int64_t N, H, W, C, KH, KW, OC;
+};
+Operands operands(const char* op, py::handle x_, py::handle w_) {
+  auto x = in<float>(op, "x", x_, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
+  auto w = in<float>(op, "w", w_, {ANY, ANY, ANY, ANY}, "(KH, KW, C/groups, OC)");
+  return {x, w, x[0], x[1], x[2], x[3], w[0], w[1], w[3]};
+}
+
 using ForwardFn = decltype(&fastnn::conv2d_forward);
 using BackwardFn = decltype(&fastnn::conv2d_backward);
 
@@ -107,10 +118,7 @@ auto forward_binding(const char* op, ForwardFn kernel) {
                       Act act) {
     const ConvArgs a =
         conv_args(op, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups, act);
-    auto x = in<float>(op, "x", x_, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
-    const int64_t N = x[0], H = x[1], W = x[2], C = x[3];
-    auto w = in<float>(op, "w", w_, {ANY, ANY, ANY, ANY}, "(KH, KW, C/groups, OC)");
-    const int64_t KH = w[0], KW = w[1], OC = w[3];
+    const auto [x, w, N, H, W, C, KH, KW, OC] = operands(op, x_, w_);
     auto y = out<float>(op, "y", y_, {N, ANY, ANY, OC}, "(N, OH, OW, OC)");
     const int64_t OH = y[1], OW = y[2];
     check_geometry(op, "y", H, W, C, KH, KW, w[2], OC, OH, OW, a);
@@ -228,12 +236,10 @@ void bind_conv2d(py::module_& m) {
         const char* op = "conv2d_algorithm";
         const ConvArgs a = conv_args(op, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
                                      groups, Act::linear);
-        auto x = in<float>(op, "x", x_, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
-        auto w = in<float>(op, "w", w_, {ANY, ANY, ANY, ANY}, "(KH, KW, C/groups, OC)");
-        check_geometry(op, "OH/OW", x[1], x[2], x[3], w[0], w[1], w[2], w[3], OH, OW, a);
-        return std::string(fastnn::conv2d_algorithm(x[0], x[1], x[2], x[3], w[3], w[0], w[1],
-                                                    a.sh, a.sw, a.pt, a.pl, OH, OW, a.dh, a.dw,
-                                                    a.groups));
+        const auto [x, w, N, H, W, C, KH, KW, OC] = operands(op, x_, w_);
+        check_geometry(op, "OH/OW", H, W, C, KH, KW, w[2], OC, OH, OW, a);
+        return std::string(fastnn::conv2d_algorithm(N, H, W, C, OC, KH, KW, a.sh, a.sw, a.pt,
+                                                    a.pl, OH, OW, a.dh, a.dw, a.groups));
       },
       py::arg("x"), py::arg("w"), py::arg("OH"), py::arg("OW"), py::arg("stride_h") = 1,
       py::arg("stride_w") = 1, py::arg("pad_top") = 0, py::arg("pad_left") = 0,
@@ -251,10 +257,7 @@ void bind_conv2d(py::module_& m) {
         const char* op = "conv2d_max_pool2d_forward";
         const ConvArgs a =
             conv_args(op, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups, act);
-        auto x = in<float>(op, "x", x_, {ANY, ANY, ANY, ANY}, "(N, H, W, C)");
-        const int64_t N = x[0], H = x[1], W = x[2], C = x[3];
-        auto w = in<float>(op, "w", w_, {ANY, ANY, ANY, ANY}, "(KH, KW, C/groups, OC)");
-        const int64_t KH = w[0], KW = w[1], OC = w[3];
+        const auto [x, w, N, H, W, C, KH, KW, OC] = operands(op, x_, w_);
         check_geometry(op, "OH/OW", H, W, C, KH, KW, w[2], OC, OH, OW, a);
         const Pool2d g = pool_geometry(op, N, OH, OW, OC, pool_size, pool_strides,
                                        pool_padding);

@@ -713,7 +713,7 @@ class Plan:
 
     def forward(self, xs, training: bool):
         chain = self.chain_infer
-        if chain is not None and not training and self.direct is not None:
+        if chain is not None and not training:
             x = xs[0]
             for layer, tr, fn in chain:
                 x = layer.forward(x, tr) if fn is None else fn(x, tr)

@@ -933,8 +933,7 @@ class Model(Layer):
     def predict(self, x, batch_size: int = 32, verbose=0):
         """Model outputs for x, computed in batches (no dropout): one array, or a list
         (a dict) for a model with several outputs."""
-        if type(batch_size) is not int or batch_size < 1:
-            _check_int(batch_size, "batch_size", "predict")
+        _check_int(batch_size, "batch_size", "predict")
         xs = self._prepare_x(x, "predict")
         n = len(xs[0])
         # Fused output layers apply their activation here (see _emitting_logits); set
@@ -942,8 +941,7 @@ class Model(Layer):
         fusers = self.__dict__.get("_fusers")
         flipped = [f for f in fusers if f.emit_logits] if fusers else ()
         if n <= batch_size and not flipped and self._plan_infer.all_fresh:  # the common case
-            outs = self._run(xs, False)
-            return outs[0] if self._out_struct == "single" else self._structure_outputs(outs)
+            return self._structure_outputs(self._run(xs, False))
         for f in flipped:
             f.emit_logits = False
         try:

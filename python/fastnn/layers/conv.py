@@ -8,7 +8,7 @@ from ..ops.conv2d import _explicit_padding, _pair, conv2d_geometry
 from .base import register
 from .core import Activated, _init_name
 from .pooling import MaxPooling2D
-from .quantized import OBSERVER, QuantKernels, observe
+from .quantized import QuantKernels, observe
 
 
 def _padding_config(padding):
@@ -76,9 +76,6 @@ class Conv2D(QuantKernels, Activated):
             self.add_weight("bias", (self.filters,), self.bias_initializer)
         return (self._geo.out_h, self._geo.out_w, self.filters)
 
-    def _core_args(self) -> tuple:
-        return self._pos
-
     def can_quantize(self) -> bool:
         return self.groups == 1
 
@@ -97,8 +94,7 @@ class Conv2D(QuantKernels, Activated):
             self.qconv2d_into(y, x, self._geo, self.bias if self.use_bias else None, act)
             return self._finish(y)
         if not training:
-            if OBSERVER[0] is not None:
-                observe(self, "kernel", x)
+            observe(self, "kernel", x)
             y = np.empty(shape, np.float32)
             _core.conv2d_forward(y, None, x, self.kernel, self.bias if self.use_bias else None,
                                  *self._pos, act)
@@ -126,8 +122,7 @@ class Conv2D(QuantKernels, Activated):
             return pool.forward(self.forward(x))
         if x.ndim != 4 or x.shape[1:] != self.input_shape:
             self._bad_input(x)
-        if OBSERVER[0] is not None:
-            observe(self, "kernel", x)
+        observe(self, "kernel", x)
         y = np.empty((x.shape[0],) + pool.output_shape, np.float32)
         _core.conv2d_max_pool2d_forward(y, x, self.kernel, self.bias if self.use_bias else None,
                                         *self._pos, self._fused_act(), self._geo.out_h,
@@ -143,7 +138,7 @@ class Conv2D(QuantKernels, Activated):
         else:
             dw = db = None
         # dz doubles as the kernel's scratch: dy belongs to this step only.
-        _core.conv2d_backward(dx, dw, db, dz, dz, x, self.kernel, y, self._z, *self._core_args(),
+        _core.conv2d_backward(dx, dw, db, dz, dz, x, self.kernel, y, self._z, *self._pos,
                               self._act)
         return dx
 

@@ -139,7 +139,7 @@ class Conv1D(Conv2D):
         if training and act == _core.Act.gelu:
             z = self.buffer("z", shape)
         _core.conv2d_forward(y, z, x4, self._kernel_2d(self.kernel),
-                             self.bias if self.use_bias else None, *self._core_args(), act)
+                             self.bias if self.use_bias else None, *self._pos, act)
         y = self._finish(y)
         if training:
             self._x, self._y, self._z, self._act = x4, y, z, act
@@ -156,7 +156,7 @@ class Conv1D(Conv2D):
             dw = db = None
         # dz doubles as the kernel's scratch: dy belongs to this step only.
         _core.conv2d_backward(dx, dw, db, dz, dz, x, self._kernel_2d(self.kernel), y, self._z,
-                              *self._core_args(), self._act)
+                              *self._pos, self._act)
         return None if dx is None else dx.reshape(x.shape[0], x.shape[2], x.shape[3])
 
     def get_config(self):

@@ -5,7 +5,7 @@ import numpy as np
 
 from .. import _core
 from .base import Layer, register
-from .quantized import OBSERVER, QuantKernels, observe
+from .quantized import QuantKernels, observe
 
 # Activations the dense/conv epilogues fuse; softmax runs as its own kernel after them.
 _ACT = {None: _core.Act.linear, "linear": _core.Act.linear, "relu": _core.Act.relu,
@@ -90,8 +90,7 @@ class Dense(QuantKernels, Activated):
             return y if flat else y.reshape(x.shape[:-1] + (self.units,))
         if not training:
             # Inference, written out: its Python shows at batch 1.
-            if OBSERVER[0] is not None:
-                observe(self, "kernel", x2)
+            observe(self, "kernel", x2)
             # fastnn.pruning's cached sparse kernel: None where the GEMM is faster
             sparse = self.__dict__.get("_sparse")
             y = sparse.forward(x2, self._fused_act()) if sparse is not None else None
