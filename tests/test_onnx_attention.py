@@ -178,6 +178,31 @@ def _padding(torch, n, t):
     return m
 
 
+def test_fastnn_key_mask_input_round_trips(rng, tmp_path):
+    """A key mask given as a model input (nonzero = attend), here also with a padding
+    mask from the embedding: onnxruntime runs the export as fastnn predicts, and it
+    loads back with the same inputs and predictions."""
+    ids_in, m_in = fn.Input((7,), name="ids"), fn.Input((7,), name="keys")
+    h = L.Embedding(30, 8, mask_zero=True)(ids_in)
+    h = L.MultiHeadAttention(2, 4)(h, h, h, key_mask=m_in)
+    model = fn.Model([ids_in, m_in], L.Dense(3)(L.GlobalAveragePooling1D()(h)), seed=4)
+    ids = rng.integers(1, 30, (5, 7)).astype(np.float32)
+    ids[0, 4:] = 0
+    keys = (rng.random((5, 7)) > 0.4).astype(np.float32)
+    keys[:, 0] = 1
+    path = tmp_path / "key_mask.onnx"
+    fn.onnx.export(model, path)
+    want = model.predict([ids, keys])
+    assert np.abs(model.predict([ids, np.ones_like(keys)]) - want).max() > 1e-3
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    _close(s.run(None, {"ids": ids, "keys": keys})[0], want)
+    loaded = fn.onnx.load(path)
+    assert [t.name for t in loaded.inputs] == ["ids", "keys"]
+    for ms in (keys, np.ones_like(keys)):
+        _close(loaded.predict([ids, ms]), model.predict([ids, ms]))
+    _fits(loaded, [ids, keys], want)
+
+
 _TRACER_NOTE = "ignore:Converting a tensor to a Python boolean"  # torch's checks of the masks
 
 
@@ -219,9 +244,12 @@ def test_import_torch_key_padding_mask(name, rng, tmp_path):
     assert [i.name for i in s.get_inputs()] == ["x", "m"]
     got = s.run(None, {"x": xs[0], "m": xs[1].astype(np.float32)})[0]
     _close(got, model.predict(xs))
-    # loading that file back is not supported yet: an error, never a wrong answer
-    with pytest.raises(ValueError, match="key mask .* must be a boolean"):
-        fn.onnx.load(again)
+    # and loads back as the same model: the same inputs, the same predictions
+    back = fn.onnx.load(again)
+    assert [t.name for t in back.inputs] == ["x", "m"]
+    for ms in (xs[1], np.zeros_like(xs[1])):  # the model as fit above
+        _close(back.predict([xs[0], ms]), model.predict([xs[0], ms]))
+    assert sum(isinstance(lay, L.MultiHeadAttention) for lay in back.layers) == n_attn
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -25,6 +25,7 @@ import numpy as np
 import fastnn as fn
 
 L = fn.layers
+_BOOL = 9  # onnx.TensorProto.BOOL
 _LAYOUT = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Cast", "Flatten")
 
 
@@ -257,7 +258,7 @@ def match_attention(g, k):
             causal, name = True, n.input[1]  # a constant lower triangle: a causal mask
         elif n.op_type == "Where" and mask is None and g.static(n.input[2]) and \
                 not g.static(n.input[1]) and not g.static(n.input[0]):
-            mask, name = n.input[0], n.input[1]
+            mask, name = _condition_sources(g, n.input[0]), n.input[1]
         elif n.op_type == "Add" and mask is None and len(n.input) == 2 and \
                 not any(g.static(i) for i in n.input) and _scores_operand(g, n) is not None:
             j = _scores_operand(g, n)  # the other operand is an additive key mask
@@ -310,6 +311,19 @@ def _scores_operand(g, add):
         return n is not None and n.op_type == "MatMul" and not any(g.static(i) for i in n.input)
     found = [j for j in (0, 1) if scores(add.input[j])]
     return found[0] if len(found) == 1 else None
+
+
+def _condition_sources(g, name):
+    """The tensors a Where's condition is the And of, through layout operators and casts
+    to bool (which keep nonzero = true): the key masks the block reads (fastnn writes
+    a padding mask and a key mask given as a tensor so)."""
+    n = g.node(name)
+    if n is not None and n.op_type == "And":
+        return tuple(s for i in n.input for s in _condition_sources(g, i))
+    if n is not None and (n.op_type in ("Unsqueeze", "Reshape", "Expand", "Identity") or
+                          n.op_type == "Cast" and g.attrs(n).get("to") == _BOOL):
+        return _condition_sources(g, n.input[0])
+    return (name,)
 
 
 def _key_mask_source(g, name, where):
@@ -447,13 +461,16 @@ def attention_region(g, m, res, n):
     if m["key_mask"] is not None:
         src, sel = m["key_mask"]
         key_mask = (src, _true_masks(g, g.nodes[sel], res, where))
-    nodes = _interior(g, name, set(xs))
+    masks = () if key_mask or m["mask"] is None else m["mask"]
+    nodes = _interior(g, name, set(xs) | set(masks))
     ext = {i for j in nodes for i in g.nodes[j].input if i and g.producer.get(i) not in nodes}
-    ext = sorted(i for i in ext if i not in xs and not g.static(i))
-    if len(ext) > (m["mask"] is not None):
+    ext = sorted(i for i in ext if i not in xs and i not in masks and not g.static(i))
+    path = ()  # where torch's key mask path leaves the block (see mask_path_nodes)
+    if key_mask:
+        path, ext = tuple(ext[:1]), ext[1:]
+    if ext:
         raise ValueError(f"{where}: the block also reads {ext}, which fastnn's attention "
-                         "does not take (it takes one key padding mask)")
-    mask = ext[0] if ext else None
+                         "does not take (it takes key masks)")
     use_bias = any(p["bias"] is not None for p in (q, k, v, o))
     weights = {}
     for role, p in (("query", q), ("key", k), ("value", v), ("output", o)):
@@ -463,7 +480,8 @@ def attention_region(g, m, res, n):
             b = np.zeros(p["kernel"].shape[1]) if p["bias"] is None else p["bias"]
             weights[role + "_bias"] = (b * f).astype(np.float32)
     region = Region("attention", nodes, name, None,
-                    info=dict(where=where, xs=xs, mask=mask, perm=perm, causal=m["causal"],
+                    info=dict(where=where, xs=xs, masks=masks, mask_path=path, perm=perm,
+                              causal=m["causal"],
                               key_mask=key_mask))
     kw = {"use_causal_mask": True} if m["causal"] else {}
 
@@ -479,7 +497,15 @@ def attention_region(g, m, res, n):
                                      output_shape=None if cout == cq else cout)
         tq_, tk, tv = (val.t for val in vs)
         if key_mask is not None:
-            y = layer(tq_, tv, tk, key_mask=imp.key_mask(*key_mask), **kw)
+            km = imp.key_mask(*key_mask)
+        else:  # at most one needs to be given: the padding mask reaches the layer itself
+            given = [t for t in (imp.attention_mask(s) for s in masks) if t is not None]
+            if len(given) > 1:
+                raise ValueError(f"{where}: its scores are masked by {len(given)} key masks; "
+                                 "fastnn's attention takes one besides a padding mask")
+            km = given[0] if given else None
+        if km is not None:
+            y = layer(tq_, tv, tk, key_mask=km, **kw)
         elif tk is tq_ and tv is tq_:
             y = layer(tq_, **kw)
         else:
@@ -515,7 +541,7 @@ def mask_path_nodes(g, regions):
     converts its mask once): fastnn gives its attention layers the key mask itself. A node
     whose result is also read elsewhere stays with the graph (with its ancestors)."""
     inside = set().union(*(r.nodes for r in regions))
-    nodes, todo = set(), [r.info["mask"] for r in regions if r.info["key_mask"]]
+    nodes, todo = set(), [name for r in regions for name in r.info["mask_path"]]
     while todo:
         k = g.producer.get(todo.pop())
         if k is None or k in nodes or k in inside:
@@ -538,15 +564,17 @@ def _check_attention(region, res):
     """The fastnn layer against the probe's values of the block."""
     i = region.info
     layer, xs = i["layer"], [_to_fastnn(res[x], p) for x, p in zip(i["xs"], i["perms"])]
-    mask = None if i["mask"] is None else np.asarray(res[i["mask"]])
+    mask = None
     if i["key_mask"] is not None:  # torch's key_padding_mask: true (nonzero) masks the key
         src, true_masks = i["key_mask"]
         given = np.asarray(res["__feeds__"][src]) != 0
         mask = ~given if true_masks else given
-    elif mask is not None:
-        if mask.dtype != np.bool_ or mask.ndim != 2:
-            raise ValueError(f"{i['where']}: its key mask {i['mask']!r} must be a boolean "
-                             f"(N, Tk) tensor, got {mask.dtype} {mask.shape}")
+    for name in i["masks"]:  # Where(And(masks), scores, -big): nonzero (true) = attend
+        m = np.asarray(res[name])
+        if m.shape != xs[2].shape[:2]:
+            raise ValueError(f"{i['where']}: its key mask {name!r} must be one mask per "
+                             f"sample and key (N, Tk), got shape {m.shape}")
+        mask = m != 0 if mask is None else mask & (m != 0)
     got = layer.forward(xs[0], xs[2], xs[1], mask=mask, training=False,
                         use_causal_mask=i["causal"])
     want = _to_fastnn(res[region.output], i["perm"])
@@ -561,8 +589,9 @@ def probe(proto, g, batch):
     """Run the graph with onnx's reference evaluator on a probe batch: every value by name.
     Inputs that are cast to integers (token ids) get ids 0, 1 and 2 (0 pads), boolean
     inputs (key padding masks, true = masked) true at the last i % S of the S keys of
-    sample i (some keys masked, never all of one sample's), others standard normal
-    values."""
+    sample i (some keys masked, never all of one sample's), float inputs made boolean or
+    compared (key masks, nonzero = attend) 0 there and 1 elsewhere, others standard
+    normal values."""
     from onnx import TensorProto
     from onnx.reference import ReferenceEvaluator
 
@@ -573,12 +602,18 @@ def probe(proto, g, batch):
         if vi.name in inits:
             continue
         shape = (batch,) + tuple(d.dim_value for d in vi.type.tensor_type.shape.dim[1:])
-        ids = any(g.nodes[c].op_type == "Cast" and g.attrs(g.nodes[c]).get("to") in
-                  (TensorProto.INT32, TensorProto.INT64) for c in g.consumers.get(vi.name, []))
-        if vi.type.tensor_type.elem_type == TensorProto.BOOL and len(shape) == 2:
+        users = [g.nodes[c] for c in g.consumers.get(vi.name, [])]
+        casts = [g.attrs(c).get("to") for c in users if c.op_type == "Cast"]
+        ids = any(to in (TensorProto.INT32, TensorProto.INT64) for to in casts)
+        if len(shape) == 2 and not ids:
             s = shape[1]
-            feeds[vi.name] = np.arange(s)[None, :] >= s - np.arange(batch)[:, None] % s
-            continue
+            masked = np.arange(s)[None, :] >= s - np.arange(batch)[:, None] % s
+            if vi.type.tensor_type.elem_type == TensorProto.BOOL:
+                feeds[vi.name] = masked
+                continue
+            if TensorProto.BOOL in casts or any(c.op_type == "Equal" for c in users):
+                feeds[vi.name] = (~masked).astype(np.float32)
+                continue
         feeds[vi.name] = (rng.integers(0, 3, shape) if ids else rng.standard_normal(shape)
                           ).astype(np.float32)
     try:

@@ -39,11 +39,11 @@ SUPPORTED = ("Identity", "Dropout", "Cast", "Relu", "Sigmoid", "Tanh", "Softmax"
              "BatchNormalization", "LayerNormalization", "Gather", "ReduceMean", "ReduceMax",
              "Constant", "LSTM", "GRU", "RNN", "Squeeze", "Unsqueeze", "Slice", "Shape",
              "ConstantOfShape", "Erf", "Where", "Equal", "Not", "ReduceSum", "Max", "Sqrt",
-             "Mod", "Expand", "Clip")
+             "Mod", "Expand", "Clip", "And")
 # ops imported only as part of a fused subgraph (see _fused): attention blocks (and the key
 # masks added to their scores), GELU and masked average pooling, or in shape arithmetic;
 # Equal and Not make padding masks
-_FUSED_ONLY = ("Erf", "Where", "ReduceSum", "Max", "Sqrt", "Mod", "Expand")
+_FUSED_ONLY = ("Erf", "Where", "ReduceSum", "Max", "Sqrt", "Mod", "Expand", "And")
 # ops that take recurrent outputs with a direction axis, reversed sequences or
 # batch-sized constants as they are; every other op gets plain tensors (see Importer.plain)
 _LAYOUT_OPS = ("Identity", "Dropout", "Cast", "Transpose", "Squeeze", "Gather", "Slice",
@@ -115,7 +115,8 @@ class Importer:
         self.padded_ids = {self.root(i) for n in self.nodes if n.op_type == "Equal"
                            for i in n.input}
         self.regions: dict[int, object] = {}  # node index -> _fused.Region
-        self.key_masks: dict[str, object] = {}  # graph input -> fastnn key mask
+        self.key_masks: dict[str, object] = {}  # ONNX value -> fastnn key mask
+        self.masked_ids: list = []  # the token ids tensors of Embeddings with mask_zero
 
     # --- values -------------------------------------------------------------------------
     def tensor(self, name):
@@ -185,6 +186,20 @@ class Importer:
         if name not in self.key_masks:
             t = self.tensor(name)
             self.key_masks[name] = fn.ops.logical_not(t) if true_masks else t
+        return self.key_masks[name]
+
+    def attention_mask(self, name):
+        """The key mask (nonzero = attend) for ONNX value `name`, which an attention block
+        keeps true keys of (Where(mask, scores, -big)); None where it is the padding mask of
+        token ids embedded with mask_zero, which reaches the layer with its input."""
+        v = self.env[name]
+        if v.padding is None:
+            return self.tensor(name)
+        ids, kind = v.padding
+        if kind == "ne" and any(ids is t for t in self.masked_ids):
+            return None
+        if name not in self.key_masks:
+            self.key_masks[name] = fn.ops.logical_not(ids) if kind == "eq" else ids
         return self.key_masks[name]
 
     # --- nodes --------------------------------------------------------------------------
@@ -507,9 +522,12 @@ class Importer:
             if table.ndim != 2 or axis != 0:
                 raise ValueError("fastnn.onnx.load: Gather is supported as an embedding lookup "
                                  "(a constant 2-D table, axis 0) or as one index of a tensor")
+            ids = self.tensor(ins[1])
             layer = L.Embedding(table.shape[0], table.shape[1],
                                 mask_zero=self.root(ins[1]) in self.padded_ids)
-            return Value(t=self.layer(layer, self.tensor(ins[1]), embeddings=table))
+            if layer.mask_zero:
+                self.masked_ids.append(ids)
+            return Value(t=self.layer(layer, ids, embeddings=table))
         if idx is None or idx.ndim != 0:
             raise ValueError(f"fastnn.onnx.load: Gather node {_node_name(node)}: a tensor is "
                              "indexed with one constant index only")
