@@ -25,6 +25,11 @@ CASES = [
     # Odd outputs under a valid pool: the last row and column are not computed.
     ((3, 7, 7, 5), (3, 3, 5, 16), {"padding": "same"}, ((2, 2), (2, 2), "valid"), "im2col"),
     ((2, 9, 9, 2), (3, 3, 2, 8), {}, ((2, 2), (2, 2), "valid"), "direct"),
+    # The direct path pools 2x2 windows in registers (relu): zero-padded rows, channel
+    # tails (20 = 16 + 4, 40 = 32 + 8), strides, odd widths.
+    ((3, 15, 14, 3), (3, 3, 3, 20), {"padding": "same"}, ((2, 2), (2, 2), "valid"), "direct"),
+    ((2, 17, 17, 1), (3, 3, 1, 40), {"strides": 2}, ((2, 2), (2, 2), "valid"), "direct"),
+    ((2, 12, 13, 2), (2, 4, 2, 5), {}, ((2, 2), (2, 2), "same"), "direct"),
     ((2, 9, 10, 8), (1, 1, 8, 16), {}, ((2, 2), (2, 2), "valid"), "pointwise"),
 ]
 IDS = [f"{c[-1]}-{c[0][0]}x{c[0][1]}x{c[0][2]}x{c[0][3]}-oc{c[1][3]}" for c in CASES]
@@ -63,9 +68,22 @@ def _run(case, act, nthreads, seed=0):
     return want, got[False], got[True]
 
 
+@pytest.fixture
+def restore_isa():
+    isa = _core.gemm_isa()
+    yield isa
+    _core.set_gemm_isa(isa)
+
+
 @pytest.mark.parametrize("act", ["relu", "gelu", "linear"])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_fused_equals_conv_then_pool_bitwise(case, act, threads):
+def test_fused_equals_conv_then_pool_bitwise(case, act, threads, restore_isa):
+    # The direct path's tiles (and its pooled ones) depend on the ISA.
+    for isa in _core.supported_isas() if case[-1] == "direct" else ():
+        _core.set_gemm_isa(isa)
+        want, fused, _ = _run(case, act, 1)
+        np.testing.assert_array_equal(fused, want, err_msg=isa)
+    _core.set_gemm_isa(restore_isa)
     for nthreads in (1, 2):
         want, fused, naive = _run(case, act, nthreads)
         np.testing.assert_array_equal(fused, want)

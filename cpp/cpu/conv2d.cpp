@@ -14,6 +14,7 @@
 //  * depthwise: groups == C: vectorised over channels, no reduction over C at all.
 // The im2col path's forward reads the windows in place instead (implicit GEMM, no
 // matrix) when they all lie inside the image, dil_w is 1 and OC is a multiple of 16.
+// The direct path also runs fused with a 2x2 max pooling (conv2d_direct_pool.h).
 //
 // Determinism: every output element is computed by one thread in a fixed order; sums over
 // the batch (dw, db) are taken per fixed chunk of the batch (chunks depend only on the
@@ -29,6 +30,7 @@
 #include <vector>
 
 #include "fastnn/common.h"
+#include "conv2d_direct_pool.h"
 #include "fastnn/gemm.h"
 #include "vmath.h"
 
@@ -631,18 +633,18 @@ __attribute__((always_inline)) inline void store_tile(float* yo, float* zo, int6
     epilogue_px(yo + j * ld, zo ? zo + j * ld : nullptr, tile + j * NV * L, nullptr, no, act);
 }
 
-// PB pixels × NV·L channels (V holds L floats): acc = bias + Σ_taps x · w in tap order,
-// then the epilogue into y (and z) of the first no channels, straight from registers for
-// full tiles with linear/relu. xq0 points at the input column of the tile's first pixel
+// PB pixels × NV·L channels (V holds L floats): acc = bias + Σ_taps x · w in tap order
+// (direct_acc), then (direct_fwd_tile) the epilogue into y (and z) of the first no
+// channels, straight from registers for full tiles with linear/relu. xq0 points at the input column of the tile's first pixel
 // in the window's first row; pixel j reads sC floats further per pixel. Each output gets
 // the same sum in the same order whatever the tile, so the tiles (chosen by ISA and by
 // the row's width) never change the result.
 template <class V, int PB, int NV>
-__attribute__((always_inline)) inline void direct_fwd_tile(
-    float* yo, float* zo, int64_t ldy, int64_t no, const float* xq0, const Tap* taps,
-    int64_t T, const float* wp, const float* bp, int64_t sC, Act act) {
+__attribute__((always_inline)) inline void direct_acc(V (&acc)[PB][NV], const float* xq0,
+                                                      const Tap* taps, int64_t T,
+                                                      const float* wp, const float* bp,
+                                                      int64_t sC) {
   constexpr int L = int(sizeof(V) / sizeof(float));
-  V acc[PB][NV];
   for (int v = 0; v < NV; ++v) {
     const V bv = loadv<V>(bp + L * v);
     for (int j = 0; j < PB; ++j) acc[j][v] = bv;
@@ -657,6 +659,14 @@ __attribute__((always_inline)) inline void direct_fwd_tile(
       for (int v = 0; v < NV; ++v) acc[j][v] += xv * wv[v];
     }
   }
+}
+
+template <class V, int PB, int NV>
+__attribute__((always_inline)) inline void direct_fwd_tile(
+    float* yo, float* zo, int64_t ldy, int64_t no, const float* xq0, const Tap* taps,
+    int64_t T, const float* wp, const float* bp, int64_t sC, Act act) {
+  V acc[PB][NV];
+  direct_acc<V, PB, NV>(acc, xq0, taps, T, wp, bp, sC);
   store_tile<V, PB, NV>(yo, zo, ldy, acc, PB, no, act);
 }
 
@@ -901,6 +911,116 @@ void forward_direct(float* y, float* z, const float* x, const float* w, const fl
           direct_window(rows, khs, taps, x, g, r / g.OH, r % g.OH, Wq, OCp, in_cols, true);
       direct_fwd_row(y + r * g.OW * g.OC, z ? z + r * g.OW * g.OC : nullptr, win, wp, bp, g,
                      OCp, act, wide);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// direct path + 2x2 max pooling (stride 2) in registers (conv2d_direct_max_pool2x2)
+
+// relu(v) as the unfused epilogues compute it (a NaN gives 0), and the larger of two
+// such values: max_pool2d's rule (the first of equals; a NaN wins) needs no NaN test on
+// them. (GCC makes scalar code of a NaN test on these vectors.)
+template <class V>
+__attribute__((always_inline)) inline V relu_v(V v) {
+  const V zero{};
+  return v > zero ? v : zero;
+}
+template <class V>
+__attribute__((always_inline)) inline V max_v(V best, V v) {
+  return v > best ? v : best;
+}
+
+// PP pooled pixels × NV·L channels of one pooled row: the 2·PP conv pixels of each of its
+// two conv rows (windows a and b, from conv column `off`/sC on) as direct_acc computes
+// them, relu, and pooled in window order (a's pair, then b's), so each result equals the
+// unfused kernels' bit for bit; the first no channels are stored.
+template <class V, int PP, int NV>
+__attribute__((always_inline)) inline void direct_pool_tile(float* yo, int64_t ldy,
+                                                            int64_t no, const Window& a,
+                                                            const Window& b, int64_t off,
+                                                            const float* wp, const float* bp,
+                                                            int64_t sC) {
+  constexpr int L = int(sizeof(V) / sizeof(float));
+  V best[PP][NV], acc[2 * PP][NV];
+  direct_acc<V, 2 * PP, NV>(acc, a.x0 + off, a.taps, a.T, wp, bp, sC);
+  for (int j = 0; j < PP; ++j)
+    for (int v = 0; v < NV; ++v)
+      best[j][v] = max_v(relu_v(acc[2 * j][v]), relu_v(acc[2 * j + 1][v]));
+  direct_acc<V, 2 * PP, NV>(acc, b.x0 + off, b.taps, b.T, wp, bp, sC);
+  for (int j = 0; j < PP; ++j)
+    for (int v = 0; v < NV; ++v)
+      best[j][v] = max_v(max_v(best[j][v], relu_v(acc[2 * j][v])), relu_v(acc[2 * j + 1][v]));
+  if (no == L * NV) {
+    for (int j = 0; j < PP; ++j)
+      for (int v = 0; v < NV; ++v) storev<V>(yo + j * ldy + L * v, best[j][v]);
+    return;
+  }
+  alignas(64) float tile[NV * L];
+  for (int j = 0; j < PP; ++j) {
+    for (int v = 0; v < NV; ++v) storev<V>(tile + v * L, best[j][v]);
+    std::memcpy(yo + j * ldy, tile, size_t(no) * sizeof(float));
+  }
+}
+
+// PP pooled pixels from pw0 on, every channel block, with the tiles of direct_fwd_pixels.
+template <int PP>
+FASTNN_INLINE void direct_pool_pixels(float* yr, int64_t pw0, const Window& a,
+                                      const Window& b, const float* wp, const float* bp,
+                                      const Geom& g, int64_t OCp, bool wide) {
+  const int64_t OC = g.OC, sC = g.sw * g.C, off = 2 * pw0 * sC;
+  for (int64_t o0 = 0; o0 < OCp;) {
+    float* yo = yr + pw0 * OC + o0;
+    if (wide && OCp - o0 >= 32) {
+      direct_pool_tile<v16, PP, 2>(yo, OC, std::min<int64_t>(32, OC - o0), a, b, off,
+                                   wp + o0, bp + o0, sC);
+      o0 += 32;
+    } else if (OCp - o0 >= 16) {
+      direct_pool_tile<v8, PP, 2>(yo, OC, std::min<int64_t>(16, OC - o0), a, b, off,
+                                  wp + o0, bp + o0, sC);
+      o0 += 16;
+    } else {
+      direct_pool_tile<v8, PP, 1>(yo, OC, std::min<int64_t>(8, OC - o0), a, b, off,
+                                  wp + o0, bp + o0, sC);
+      o0 += 8;
+    }
+  }
+}
+
+// One pooled row (PW pixels) from the windows of its two conv rows: tiles of 3 pooled
+// pixels (6 conv pixels, as direct_fwd_row's) with zmm registers, 2 otherwise (AVX2 has
+// 16 registers: 8 accumulators and 4 maxima per 16 channels), then single ones.
+FASTNN_CLONES void direct_pool_row(float* yr, int64_t PW, const Window& a, const Window& b,
+                                   const float* wp, const float* bp, const Geom& g,
+                                   int64_t OCp, bool wide) {
+  int64_t pw0 = 0;
+  if (wide)
+    for (; pw0 + 3 <= PW; pw0 += 3) direct_pool_pixels<3>(yr, pw0, a, b, wp, bp, g, OCp, wide);
+  for (; pw0 + 2 <= PW; pw0 += 2) direct_pool_pixels<2>(yr, pw0, a, b, wp, bp, g, OCp, wide);
+  for (; pw0 < PW; ++pw0) direct_pool_pixels<1>(yr, pw0, a, b, wp, bp, g, OCp, wide);
+}
+// Forward of the direct path with relu and a 2x2, stride-2 max pooling of its output, in
+// parallel over pooled rows: each takes the windows of its two conv rows.
+void forward_direct_pool2(float* y, const float* x, const float* w, const float* b,
+                          const Geom& g, const Pool2d& pool) {
+  const int64_t OCp = round8(g.OC);
+  const int64_t Wq = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1;
+  const bool in_cols = g.pl == 0 && Wq <= g.W, wide = wide_tiles();
+  float* wp = thread_buffer(0, g.KH * g.KW * g.C * OCp + OCp);
+  float* bp = wp + g.KH * g.KW * g.C * OCp;
+  pad_weights(wp, bp, w, b, g, OCp);
+  const int64_t R = g.N * pool.OH, rows_n = g.KH * Wq * g.C, taps_n = g.KH * g.KW * g.C;
+  const int64_t grain = grain_for(R, min_rows(2 * g.OW * g.OC * taps_n));
+  parallel_for(R, grain, [&](int64_t ra, int64_t rb) {
+    float* rows = thread_buffer(1, 2 * rows_n);
+    int64_t* khs = thread_buffer<int64_t>(1, 2 * g.KH);
+    Tap* taps = thread_buffer<Tap>(1, 2 * taps_n);
+    for (int64_t r = ra; r < rb; ++r) {
+      const int64_t n = r / pool.OH, oh = 2 * (r % pool.OH);
+      const Window a = direct_window(rows, khs, taps, x, g, n, oh, Wq, OCp, in_cols, true);
+      const Window c = direct_window(rows + rows_n, khs + g.KH, taps + taps_n, x, g, n, oh + 1,
+                                     Wq, OCp, in_cols, true);
+      direct_pool_row(y + r * pool.OW * g.OC, pool.OW, a, c, wp, bp, g, OCp, wide);
     }
   });
 }
@@ -1459,6 +1579,23 @@ void conv2d_forward(float* y, float* z, const float* x, const float* w, const fl
     case Algo::direct: forward_direct(y, z, x, w, b, g, act); break;
     case Algo::depthwise: forward_depthwise(y, z, x, w, b, g, act); break;
   }
+}
+
+bool conv2d_direct_max_pool2x2_forward(float* y, const float* x, const float* w,
+                                       const float* b, int64_t N, int64_t H, int64_t W,
+                                       int64_t C, int64_t OC, int64_t KH, int64_t KW,
+                                       int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                                       int64_t pad_left, int64_t OH, int64_t OW,
+                                       int64_t dil_h, int64_t dil_w, int64_t groups, Act act,
+                                       const Pool2d& pool) {
+  const Geom g = make_geom(N, H, W, C, OC, KH, KW, stride_h, stride_w, pad_top, pad_left, OH,
+                           OW, dil_h, dil_w, groups);
+  if (choose(g) != Algo::direct || act != Act::relu ||
+      pool.KH != 2 || pool.KW != 2 || pool.SH != 2 || pool.SW != 2 || pool.PT != 0 ||
+      pool.PL != 0 || 2 * pool.OH > OH || 2 * pool.OW > OW)
+    return false;
+  if (g.P() > 0 && OC > 0 && pool.OH * pool.OW > 0) forward_direct_pool2(y, x, w, b, g, pool);
+  return true;
 }
 
 void conv2d_backward(float* dx, float* dw, float* db, float* dz, const float* dy,

@@ -3,12 +3,15 @@
 // Unfused, the convolution writes its whole output and the pooling reads it back: for
 // MNIST's first layer at batch 32 that is 2.7 MB, more than the L2 cache, so both passes
 // run at memory speed. Here chunks of images are convolved into a per-thread scratch
-// buffer of at most kScratchBytes and pooled from it while it is still in cache.
+// buffer of at most kScratchBytes and pooled from it while it is still in cache. The
+// direct path (few input channels) under a 2x2 pooling skips even that: it pools its
+// register tiles (conv2d_direct_pool.h).
 #include "fastnn/conv2d_pool.h"
 
 #include <algorithm>
 #include <vector>
 
+#include "conv2d_direct_pool.h"
 #include "fastnn/common.h"
 #include "fastnn/conv2d.h"
 
@@ -34,6 +37,10 @@ void conv2d_max_pool2d_forward(float* y, const float* x, const float* w, const f
                                int64_t dil_h, int64_t dil_w, int64_t groups, Act act,
                                const Pool2d& pool) {
   if (N == 0 || OC == 0 || pool.OH * pool.OW == 0) return;
+  if (conv2d_direct_max_pool2x2_forward(y, x, w, b, N, H, W, C, OC, KH, KW, stride_h, stride_w,
+                                        pad_top, pad_left, OH, OW, dil_h, dil_w, groups, act,
+                                        pool))
+    return;
   // Only the rows and columns some window reads are computed: with valid pooling of an
   // odd size the last one is not (MNIST's 11x11 -> 5x5: 100 of 121 pixels). The conv
   // kernels then see a smaller output, which changes no sum.
