@@ -289,6 +289,75 @@ def test_torch_masks_fastnn_cannot_take_are_named(mask, tmp_path):
         fn.onnx.load(path)
 
 
+class _CausalNet:
+    """torch attention with a causal mask made inside the model: a float attn_mask buffer
+    (generate_square_subsequent_mask), a bool one, or TransformerEncoderLayer's
+    is_causal (a mask computed from the shapes with Trilu); window=2 makes the float
+    buffer a band (each query sees itself and one key before), which is not causal."""
+
+    def __new__(cls, torch, kind, window=None):
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.m = torch.nn.TransformerEncoderLayer(16, 4, 32, batch_first=True,
+                                                          dropout=0.0) if kind == "is_causal" \
+                    else torch.nn.MultiheadAttention(16, 4, batch_first=True)
+                self.fc = torch.nn.Linear(16, 3)
+                upper = torch.triu(torch.ones(9, 9, dtype=torch.bool), 1)
+                if window:
+                    upper |= torch.tril(torch.ones(9, 9, dtype=torch.bool), -window)
+                self.register_buffer("bmask", upper)
+                self.register_buffer("fmask", torch.zeros(9, 9).masked_fill(upper, float("-inf")))
+
+            def forward(self, x):
+                if kind == "is_causal":
+                    y = self.m(x, src_mask=self.fmask, is_causal=True)
+                else:
+                    m = self.bmask if kind == "bool" else self.fmask
+                    y = self.m(x, x, x, attn_mask=m, need_weights=False)[0]
+                return self.fc(y.mean(1))
+        return Net()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings(_TRACER_NOTE)
+@pytest.mark.parametrize("kind", ["float", "bool", "is_causal"])
+def test_import_torch_causal_masks(kind, tmp_path):
+    """A causal mask built inside the torch model becomes use_causal_mask."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = _CausalNet(torch, kind).eval()
+    x = torch.randn(5, 9, 16)
+    path = tmp_path / "causal.onnx"
+    _torch_export(torch, net, x, path)
+    model = fn.onnx.load(path)
+    with torch.no_grad():
+        want = net(x).numpy()
+    _close(model.predict(x.numpy()), want)
+    _close(model.predict(x.numpy()[:1]), want[:1])
+    attn = [lay for lay in model.layers if isinstance(lay, L.MultiHeadAttention)]
+    assert len(attn) == 1
+    if kind != "is_causal":  # the mask matters: the same net without it differs
+        with torch.no_grad():
+            plain = net.fc(net.m(x, x, x, need_weights=False)[0].mean(1)).numpy()
+        assert np.abs(plain - want).max() > 1e-3
+    _fits(model, x.numpy(), want)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings(_TRACER_NOTE)
+def test_import_torch_other_constant_mask_is_named(tmp_path):
+    torch = pytest.importorskip("torch")
+    net = _CausalNet(torch, "float", window=2).eval()
+    path = tmp_path / "band.onnx"
+    _torch_export(torch, net, torch.randn(2, 9, 16), path)
+    with pytest.raises(ValueError, match="Softmax node .*mask of shape \\(1, 1, 9, 9\\) made inside "
+                                         "the model .*causal one only"):
+        fn.onnx.load(path)
+
+
 # --- what is not attention fastnn can run ---------------------------------------------------
 def _save(path, nodes, inits=(), x_shape=("N", 4, 8), y_shape=("N", 4, 8)):
     from onnx import TensorProto, helper, numpy_helper

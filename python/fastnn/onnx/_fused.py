@@ -3,8 +3,10 @@ MultiHeadAttention), the erf form of GELU (-> Activation("gelu")) and the masked
 time fastnn exports (-> GlobalAveragePooling1D, which reads the padding mask).
 
 An attention block is found from its Softmax: the scores MatMul before it (after scalar
-scales, a Where on a key mask and one on a constant causal triangle, or the addition of a
-key mask made from a boolean graph input, as torch writes key_padding_mask), the MatMul by
+scales, a Where on a key mask and one on a constant causal triangle, the addition of a
+causal mask made from constants and shapes, as torch writes attn_mask buffers and
+is_causal, or the addition of a key mask made from a boolean graph input, as torch
+writes key_padding_mask), the MatMul by
 the values after it, and, through the
 layout operators around them (Reshape, Transpose, Squeeze, Unsqueeze, Gather of one
 block of a packed projection), the four projections by constant kernels. What lies
@@ -245,6 +247,7 @@ def match_attention(g, k):
     where = _where(sm)
     scales, mask, causal, name = [], None, False, sm.input[0]
     key_mask = None  # (graph input, where) of an additive key mask
+    added = None  # a static mask added to the scores (checked causal on the probe run)
     while True:  # back from the Softmax to the scores MatMul
         n = g.node(name)
         if n is None:
@@ -259,6 +262,10 @@ def match_attention(g, k):
         elif n.op_type == "Where" and mask is None and g.static(n.input[2]) and \
                 not g.static(n.input[1]) and not g.static(n.input[0]):
             mask, name = _condition_sources(g, n.input[0]), n.input[1]
+        elif n.op_type == "Add" and not causal and added is None and len(n.input) == 2 and \
+                sum(map(g.static, n.input)) == 1:  # torch's attn_mask made in the model
+            j = 0 if g.static(n.input[1]) else 1
+            added, name = n.input[1 - j], n.input[j]
         elif n.op_type == "Add" and mask is None and len(n.input) == 2 and \
                 not any(g.static(i) for i in n.input) and _scores_operand(g, n) is not None:
             j = _scores_operand(g, n)  # the other operand is an additive key mask
@@ -293,7 +300,7 @@ def match_attention(g, k):
         raise ValueError(f"{where}: two roles read the same part of a packed projection")
     out = _forward_to_projection(g, pv.output[0], where)
     return dict(where=where, softmax=k, scores_in=sm.input[0], q=q, k=kk, v=v, o=out,
-                scales=scales + q["scales"] + kk["scales"], mask=mask, causal=causal,
+                scales=scales + q["scales"] + kk["scales"], mask=mask, causal=causal, added=added,
                 key_mask=key_mask)
 
 
@@ -362,6 +369,16 @@ def _key_mask_source(g, name, where):
                          "mask); fastnn's attention masks keys and cannot add other values "
                          "to the scores: give torch a boolean key_padding_mask instead")
     return name, sel
+
+
+def _is_causal_added(c):
+    """Whether c, added to the scores, is a causal mask: its last two axes square, 0 on and
+    below the diagonal and -inf (or below -1e9) above, the same for every leading index."""
+    if c is None or c.ndim < 2 or c.shape[-1] != c.shape[-2] or not c.size:
+        return False
+    c = np.asarray(c, np.float64).reshape((-1,) + c.shape[-2:])
+    upper = np.triu(np.ones(c.shape[-2:], bool), 1)
+    return bool(np.all(c[:, ~upper] == 0) and np.all(c[:, upper] <= -1e9))
 
 
 def _is_causal(c):
@@ -440,6 +457,14 @@ def attention_region(g, m, res, n):
             raise ValueError(f"{where}: a scale factor of shape {c.shape} is not a scalar")
         scale = scale / float(c.reshape(-1)[0]) if div else scale * float(c.reshape(-1)[0])
     fold = scale * np.sqrt(d)  # fastnn's core scales by 1/√D; the rest goes into the query
+    causal = m["causal"]
+    if m["added"] is not None:  # a mask made from constants and shapes: causal, or refused
+        c = np.asarray(res[m["added"]])
+        if not _is_causal_added(c):
+            raise ValueError(f"{where}: a mask of shape {c.shape} made inside the model is "
+                             "added to its scores; fastnn's attention takes a causal one only "
+                             "(0 on and below the diagonal, -inf above: use_causal_mask)")
+        causal = True
     cout = o["kernel"].shape[1]
     tq = res[q["x"]].shape
     # the first value after the output projection in (N, Tq, C) or (Tq, N, C) layout
@@ -481,9 +506,9 @@ def attention_region(g, m, res, n):
             weights[role + "_bias"] = (b * f).astype(np.float32)
     region = Region("attention", nodes, name, None,
                     info=dict(where=where, xs=xs, masks=masks, mask_path=path, perm=perm,
-                              causal=m["causal"],
+                              causal=causal,
                               key_mask=key_mask))
-    kw = {"use_causal_mask": True} if m["causal"] else {}
+    kw = {"use_causal_mask": True} if causal else {}
 
     def build(imp):
         from ._import import Value

@@ -39,11 +39,11 @@ SUPPORTED = ("Identity", "Dropout", "Cast", "Relu", "Sigmoid", "Tanh", "Softmax"
              "BatchNormalization", "LayerNormalization", "Gather", "ReduceMean", "ReduceMax",
              "Constant", "LSTM", "GRU", "RNN", "Squeeze", "Unsqueeze", "Slice", "Shape",
              "ConstantOfShape", "Erf", "Where", "Equal", "Not", "ReduceSum", "Max", "Sqrt",
-             "Mod", "Expand", "Clip", "And")
+             "Mod", "Expand", "Clip", "And", "Trilu")
 # ops imported only as part of a fused subgraph (see _fused): attention blocks (and the key
 # masks added to their scores), GELU and masked average pooling, or in shape arithmetic;
 # Equal and Not make padding masks
-_FUSED_ONLY = ("Erf", "Where", "ReduceSum", "Max", "Sqrt", "Mod", "Expand", "And")
+_FUSED_ONLY = ("Erf", "Where", "ReduceSum", "Max", "Sqrt", "Mod", "Expand", "And", "Trilu")
 # ops that take recurrent outputs with a direction axis, reversed sequences or
 # batch-sized constants as they are; every other op gets plain tensors (see Importer.plain)
 _LAYOUT_OPS = ("Identity", "Dropout", "Cast", "Transpose", "Squeeze", "Gather", "Slice",
