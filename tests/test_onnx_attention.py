@@ -139,13 +139,9 @@ def _torch_export(torch, net, x, path, batch_first=True):
                       dynamo=False, opset_version=17)
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's TorchScript exporter
-@pytest.mark.filterwarnings("ignore::UserWarning")  # its notes on nested tensors / fast path
-@pytest.mark.parametrize("name", sorted(_TORCH))
-def test_import_torch_attention(name, tmp_path):
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    net = _torch_net(torch, **_TORCH[name]).eval()
+def _imported_predicts_as_torch(torch, net, tmp_path):
+    """net exported (x: (N, 9, 16)) and loaded: the model predicts what torch does at batch
+    5 and 1. Returns (model, x, torch's output)."""
     x = torch.randn(5, 9, 16)
     path = tmp_path / "torch_attn.onnx"
     _torch_export(torch, net, x, path)
@@ -154,6 +150,17 @@ def test_import_torch_attention(name, tmp_path):
         want = net(x).numpy()
     _close(model.predict(x.numpy()), want)
     _close(model.predict(x.numpy()[:1]), want[:1])
+    return model, x, want
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's TorchScript exporter
+@pytest.mark.filterwarnings("ignore::UserWarning")  # its notes on nested tensors / fast path
+@pytest.mark.parametrize("name", sorted(_TORCH))
+def test_import_torch_attention(name, tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = _torch_net(torch, **_TORCH[name]).eval()
+    model, x, want = _imported_predicts_as_torch(torch, net, tmp_path)
     n_attn = sum(isinstance(lay, L.MultiHeadAttention) for lay in model.layers)
     assert n_attn == (1 if name == "multihead_attention" else 2)
     _fits(model, x.numpy(), want)
@@ -328,14 +335,7 @@ def test_import_torch_causal_masks(kind, tmp_path):
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     net = _CausalNet(torch, kind).eval()
-    x = torch.randn(5, 9, 16)
-    path = tmp_path / "causal.onnx"
-    _torch_export(torch, net, x, path)
-    model = fn.onnx.load(path)
-    with torch.no_grad():
-        want = net(x).numpy()
-    _close(model.predict(x.numpy()), want)
-    _close(model.predict(x.numpy()[:1]), want[:1])
+    model, x, want = _imported_predicts_as_torch(torch, net, tmp_path)
     attn = [lay for lay in model.layers if isinstance(lay, L.MultiHeadAttention)]
     assert len(attn) == 1
     if kind != "is_causal":  # the mask matters: the same net without it differs

@@ -892,25 +892,41 @@ void forward_implicit(float* y, float* z, const float* x, const float* w, const 
 
 // Forward of the direct path, in parallel over output rows: each row's window (input rows
 // in place, or zero-padded copies) against the weights padded to OCp channels.
+// What the direct path's forwards share: the channels padded to OCp, the padded row width
+// Wq a window reads, whether rows are read in place (in_cols), the tile width, and the
+// weights and bias padded to OCp channels (wp, bp: the calling thread's buffer).
+struct DirectSetup {
+  int64_t OCp, Wq;
+  bool in_cols, wide;
+  float *wp, *bp;
+};
+
+DirectSetup direct_setup(const float* w, const float* b, const Geom& g) {
+  DirectSetup d{};
+  d.OCp = round8(g.OC);
+  d.Wq = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1;
+  d.in_cols = g.pl == 0 && d.Wq <= g.W;
+  d.wide = wide_tiles();
+  d.wp = thread_buffer(0, g.KH * g.KW * g.C * d.OCp + d.OCp);
+  d.bp = d.wp + g.KH * g.KW * g.C * d.OCp;
+  pad_weights(d.wp, d.bp, w, b, g, d.OCp);
+  return d;
+}
+
 void forward_direct(float* y, float* z, const float* x, const float* w, const float* b,
                     const Geom& g, Act act) {
-  const int64_t OCp = round8(g.OC);
-  const int64_t Wq = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1;
-  const bool in_cols = g.pl == 0 && Wq <= g.W, wide = wide_tiles();
-  float* wp = thread_buffer(0, g.KH * g.KW * g.C * OCp + OCp);
-  float* bp = wp + g.KH * g.KW * g.C * OCp;
-  pad_weights(wp, bp, w, b, g, OCp);
+  const DirectSetup d = direct_setup(w, b, g);
   const int64_t R = g.R();
   const int64_t grain = grain_for(R, min_rows(g.OW * g.OC * g.KH * g.KW * g.C));
   parallel_for(R, grain, [&](int64_t ra, int64_t rb) {
-    float* rows = thread_buffer(1, g.KH * Wq * g.C);
+    float* rows = thread_buffer(1, g.KH * d.Wq * g.C);
     int64_t* khs = thread_buffer<int64_t>(1, g.KH);
     Tap* taps = thread_buffer<Tap>(1, g.KH * g.KW * g.C);
     for (int64_t r = ra; r < rb; ++r) {
-      const Window win =
-          direct_window(rows, khs, taps, x, g, r / g.OH, r % g.OH, Wq, OCp, in_cols, true);
-      direct_fwd_row(y + r * g.OW * g.OC, z ? z + r * g.OW * g.OC : nullptr, win, wp, bp, g,
-                     OCp, act, wide);
+      const Window win = direct_window(rows, khs, taps, x, g, r / g.OH, r % g.OH, d.Wq, d.OCp,
+                                       d.in_cols, true);
+      direct_fwd_row(y + r * g.OW * g.OC, z ? z + r * g.OW * g.OC : nullptr, win, d.wp, d.bp,
+                     g, d.OCp, act, d.wide);
     }
   });
 }
@@ -1003,13 +1019,8 @@ FASTNN_CLONES void direct_pool_row(float* yr, int64_t PW, const Window& a, const
 // parallel over pooled rows: each takes the windows of its two conv rows.
 void forward_direct_pool2(float* y, const float* x, const float* w, const float* b,
                           const Geom& g, const Pool2d& pool) {
-  const int64_t OCp = round8(g.OC);
-  const int64_t Wq = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1;
-  const bool in_cols = g.pl == 0 && Wq <= g.W, wide = wide_tiles();
-  float* wp = thread_buffer(0, g.KH * g.KW * g.C * OCp + OCp);
-  float* bp = wp + g.KH * g.KW * g.C * OCp;
-  pad_weights(wp, bp, w, b, g, OCp);
-  const int64_t R = g.N * pool.OH, rows_n = g.KH * Wq * g.C, taps_n = g.KH * g.KW * g.C;
+  const DirectSetup d = direct_setup(w, b, g);
+  const int64_t R = g.N * pool.OH, rows_n = g.KH * d.Wq * g.C, taps_n = g.KH * g.KW * g.C;
   const int64_t grain = grain_for(R, min_rows(2 * g.OW * g.OC * taps_n));
   parallel_for(R, grain, [&](int64_t ra, int64_t rb) {
     float* rows = thread_buffer(1, 2 * rows_n);
@@ -1017,10 +1028,11 @@ void forward_direct_pool2(float* y, const float* x, const float* w, const float*
     Tap* taps = thread_buffer<Tap>(1, 2 * taps_n);
     for (int64_t r = ra; r < rb; ++r) {
       const int64_t n = r / pool.OH, oh = 2 * (r % pool.OH);
-      const Window a = direct_window(rows, khs, taps, x, g, n, oh, Wq, OCp, in_cols, true);
+      const Window a =
+          direct_window(rows, khs, taps, x, g, n, oh, d.Wq, d.OCp, d.in_cols, true);
       const Window c = direct_window(rows + rows_n, khs + g.KH, taps + taps_n, x, g, n, oh + 1,
-                                     Wq, OCp, in_cols, true);
-      direct_pool_row(y + r * pool.OW * g.OC, pool.OW, a, c, wp, bp, g, OCp, wide);
+                                     d.Wq, d.OCp, d.in_cols, true);
+      direct_pool_row(y + r * pool.OW * g.OC, pool.OW, a, c, d.wp, d.bp, g, d.OCp, d.wide);
     }
   });
 }
